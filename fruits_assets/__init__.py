@@ -1,0 +1,1 @@
+"""Dagster definitions of the fruits platform: assets, partitions, resources, IO managers, checks."""

@@ -1,0 +1,1 @@
+"""Assets by stage: ingestion (raw images), features (embeddings, reduced features), models (PCA)."""

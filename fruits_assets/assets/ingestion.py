@@ -1,0 +1,38 @@
+"""Ingestion: the raw images of each fruit class, indexed and checked."""
+
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits_assets.assets.common import SINGLE_RUN, run_layout
+from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.resources import FruitsSettings
+from spark_code.image_files import index_images, read_image_files
+
+
+@asset(
+    partitions_def=fruit_class_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name="ingestion",
+    io_manager_key="class_parquet_io_manager",
+    kinds={"spark"},
+)
+def raw_images(
+    context: AssetExecutionContext, settings: FruitsSettings, pyspark: LazyPySparkResource
+) -> Output[DataFrame]:
+    """Index of a class's image files (path, label, split, size) with a decode check of each file."""
+    layout, classes = run_layout(context, settings)
+    index = index_images(read_image_files(pyspark.spark_session, layout, classes)).persist()
+    totals = index.agg(
+        F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")
+    ).first()
+    return Output(
+        index,
+        metadata={
+            "files_indexed": MetadataValue.int(totals["files"]),
+            "undecodable_files": MetadataValue.int(totals["undecodable"]),
+            "total_bytes": MetadataValue.int(totals["bytes"] or 0),
+            "images_root": MetadataValue.path(layout.root),
+        },
+    )

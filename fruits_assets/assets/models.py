@@ -1,0 +1,38 @@
+"""Models: the PCA fitted on every class's training embeddings."""
+
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from pyspark.ml.feature import PCAModel
+from pyspark.sql import DataFrame
+
+from fruits_assets.plots import cumulative_variance_plot
+from fruits_assets.resources import FruitsSettings
+from spark_code.pca import fit_pca
+
+
+@asset(
+    group_name="models",
+    io_manager_key="spark_model_io_manager",
+    ins={"image_embeddings": AssetIn()},
+    kinds={"spark"},
+)
+def pca_model(
+    context: AssetExecutionContext, image_embeddings: DataFrame, settings: FruitsSettings
+) -> Output[PCAModel]:
+    """pyspark.ml PCA on the training split of every class; k reaches the target variance unless fixed."""
+    fixed_k = settings.pca_k or None
+    fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split)
+    context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")
+    return Output(
+        fit.model,
+        metadata={
+            "k": MetadataValue.int(fit.k),
+            "explained_variance": MetadataValue.float(fit.explained_variance),
+            "target_variance": MetadataValue.float(settings.pca_variance)
+            if fixed_k is None
+            else MetadataValue.text("fixed k"),
+            "training_rows": MetadataValue.int(fit.training_rows),
+            "cumulative_variance": cumulative_variance_plot(
+                fit.cumulative_variance, fit.k, None if fixed_k else settings.pca_variance
+            ),
+        },
+    )

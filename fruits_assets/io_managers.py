@@ -1,0 +1,61 @@
+"""IO managers: every asset's output lands under the output root in a folder named after the asset."""
+
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.ml.util import MLWritable
+from pyspark.sql import DataFrame
+
+from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
+from spark_code.ml_models import load_model, save_model
+from spark_code.parquet_store import read_classes, write_classes
+
+
+def output_path(output_root: str, asset_name: str) -> str:
+    """Where an asset's output lives: `<output_root>/<asset>`."""
+    return f"{output_root.rstrip('/')}/{asset_name}"
+
+
+class _OutputRootIOManager(ConfigurableIOManager):
+    output_root: str = Field(default=DEFAULT_OUTPUT_ROOT, description="Folder or s3:// prefix of all outputs.")
+    pyspark: ResourceDependency[LazyPySparkResource]
+
+    def _path(self, context: InputContext | OutputContext) -> str:
+        return output_path(self.output_root, context.asset_key.path[-1])
+
+
+class ClassParquetIOManager(_OutputRootIOManager):
+    """Spark DataFrames as Parquet under `<output_root>/<asset>/label=<class>/`, one folder per fruit class.
+
+    Materializing some classes replaces exactly those classes' folders (see spark_code.parquet_store).
+    """
+
+    def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
+        base = self._path(context)
+        classes = sorted(context.asset_partition_keys)
+        counts = write_classes(obj, base, classes)
+        metadata = {
+            "path": MetadataValue.path(base),
+            "row_count": MetadataValue.int(sum(counts.values())),
+            "classes": MetadataValue.int(len(classes)),
+        }
+        if len(classes) > 1:
+            metadata["rows_per_class"] = MetadataValue.json(counts)
+        context.add_output_metadata(metadata)
+        context.log.info(f"wrote {sum(counts.values())} rows of {len(classes)} class(es) to {base}")
+
+    def load_input(self, context: InputContext) -> DataFrame:
+        classes = sorted(context.asset_partition_keys)
+        return read_classes(self.pyspark.spark_session, self._path(context), classes)
+
+
+class SparkModelIOManager(_OutputRootIOManager):
+    """Spark ML models saved with their own writer under `<output_root>/<asset>/`, swapped in atomically."""
+
+    def handle_output(self, context: OutputContext, obj: MLWritable) -> None:
+        path = self._path(context)
+        save_model(self.pyspark.spark_session, obj, path)
+        context.add_output_metadata({"path": MetadataValue.path(path)})
+
+    def load_input(self, context: InputContext) -> object:
+        return load_model(self.pyspark.spark_session, self._path(context))

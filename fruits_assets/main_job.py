@@ -1,0 +1,100 @@
+"""The main job: materialize every asset for a set of classes in one Dagster run, and summarize it.
+
+This is the same asset graph the UI shows, run in-process on a throwaway Dagster instance: the classes are
+registered as `fruit_class` partitions and all of them are materialized as one partition range (one Spark job
+per stage instead of one per class).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from fruits_assets.definitions import all_assets, all_checks, resources_for
+from fruits_assets.io_managers import output_path
+from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.resources import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, resolved_settings
+from spark_code.layout import discover_layout
+
+OUTPUT_FOLDERS = ("raw_images", "image_embeddings", "rejected_images", "pca_model", "reduced_features")
+
+
+@dataclass
+class RunSummary:
+    """What a person wants to read after the main job."""
+
+    success: bool
+    classes: int
+    images_indexed: int = 0
+    images_featurized: int = 0
+    images_rejected: int = 0
+    pca_k: int | None = None
+    pca_explained_variance: float | None = None
+    output_root: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """Metadata values of the asset's first materialization in the run (all partitions share them)."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == AssetKey(asset):
+            return {key: value.value for key, value in materialization.metadata.items()}
+    return {}
+
+
+def _first_error(result: ExecuteInProcessResult) -> str | None:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            # Spark wraps Python worker errors with their traceback: the last line is the actual exception.
+            lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+            return f"{event.step_key}: {lines[-1] if lines else error.cls_name}"
+    return None
+
+
+def run_main_job(
+    settings_overrides: dict[str, Any], classes: list[str] | None = None, output_root: str | None = None
+) -> RunSummary:
+    """Materialize raw images, embeddings, PCA and reduced features for `classes` (default: every class)."""
+    effective = resolved_settings(settings_overrides)
+    root = output_root or os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
+    layout = discover_layout(effective.images_root)
+    selected = sorted(set(classes)) if classes else layout.classes
+    layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(fruit_class_partitions.name, selected)
+    result = materialize(
+        [*all_assets, *all_checks],
+        resources=resources_for("local", settings=effective, output_root=root),
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: selected[0], ASSET_PARTITION_RANGE_END_TAG: selected[-1]},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
+    pca = _metadata(result, "pca_model")
+    return RunSummary(
+        success=result.success and all(e.passed for e in result.get_asset_check_evaluations()),
+        classes=len(selected),
+        images_indexed=_metadata(result, "raw_images").get("files_indexed", 0),
+        images_featurized=_metadata(result, "image_embeddings").get("row_count", 0),
+        images_rejected=_metadata(result, "rejected_images").get("row_count", 0),
+        pca_k=pca.get("k"),
+        pca_explained_variance=pca.get("explained_variance"),
+        output_root=root,
+        outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
+        checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
+        error=_first_error(result),
+    )

@@ -1,0 +1,97 @@
+"""Resources: the pipeline's settings and the Spark session, per deployment."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from dagster import ConfigurableResource, EnvVar
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+
+from spark_code.layout import ImagesLayout, discover_layout
+from spark_code.settings import TRAINING_SPLIT, ModelSettings, spark_conf
+
+DEFAULT_OUTPUT_ROOT = "fruits-output"
+OUTPUT_ROOT_ENV = "FRUITS_OUTPUT_ROOT"
+
+
+class FruitsSettings(ConfigurableResource):
+    """Where the images and outputs live and how embeddings and PCA are computed.
+
+    Each field comes from a FRUITS_* environment variable and can be overridden in run config.
+    """
+
+    images_root: str = Field(default="", description="Root laid out as <root>/<split>/<class>/<image> (path or s3://).")
+    model_weights: str = Field(
+        default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
+    )
+    model_alpha: float = Field(default=1.0, description="MobileNetV2 width multiplier; must match the weights.")
+    image_size: int = Field(default=224, description="Square input size of the network, in pixels.")
+    batch_size: int = Field(default=64, description="Images per inference batch.")
+    pca_variance: float = Field(default=0.95, description="Target explained variance choosing k.")
+    pca_k: int = Field(default=0, description="Fixed number of components; 0 chooses k by pca_variance.")
+    training_split: str = Field(default=TRAINING_SPLIT, description="Split folder the PCA is fitted on.")
+
+    @property
+    def model(self) -> ModelSettings:
+        return ModelSettings(
+            weights=self.model_weights, alpha=self.model_alpha, image_size=self.image_size, batch_size=self.batch_size
+        )
+
+    def layout(self) -> ImagesLayout:
+        return discover_layout(self.images_root)
+
+
+ENV_SETTINGS: dict[str, str] = {
+    "images_root": "FRUITS_IMAGES_ROOT",
+    "model_weights": "FRUITS_MODEL_WEIGHTS",
+    "model_alpha": "FRUITS_MODEL_ALPHA",
+    "image_size": "FRUITS_IMAGE_SIZE",
+    "batch_size": "FRUITS_BATCH_SIZE",
+    "pca_variance": "FRUITS_PCA_VARIANCE",
+    "pca_k": "FRUITS_PCA_K",
+}
+"""Settings field -> environment variable."""
+
+
+def _env_value(field: str) -> object:
+    """EnvVar (resolved at launch, shown as such in the UI) for str/int fields; floats are read now, since
+    Dagster resolves only string and integer EnvVars."""
+    name = ENV_SETTINGS[field]
+    annotation = FruitsSettings.model_fields[field].annotation
+    if annotation is float:
+        return float(os.environ[name])
+    return EnvVar.int(name) if annotation is int else EnvVar(name)
+
+
+def settings_from_env() -> FruitsSettings:
+    """The settings resource wired to the FRUITS_* variables that are set; the others keep their defaults."""
+    return FruitsSettings(**{field: _env_value(field) for field, name in ENV_SETTINGS.items() if name in os.environ})
+
+
+def output_root_from_env() -> str | EnvVar:
+    """The IO managers' output root: FRUITS_OUTPUT_ROOT when set, else ./fruits-output."""
+    return EnvVar(OUTPUT_ROOT_ENV) if OUTPUT_ROOT_ENV in os.environ else DEFAULT_OUTPUT_ROOT
+
+
+def resolved_settings(overrides: dict[str, object]) -> FruitsSettings:
+    """Plain settings as a run will see them: environment first, then explicit overrides (e.g. CLI options)."""
+    annotations = {field: FruitsSettings.model_fields[field].annotation for field in ENV_SETTINGS}
+    from_env = {
+        field: annotations[field](os.environ[name]) for field, name in ENV_SETTINGS.items() if name in os.environ
+    }
+    return FruitsSettings(**{**from_env, **overrides})
+
+
+def local_spark() -> LazyPySparkResource:
+    """Spark in this process (local[*]); Python workers run this interpreter so they see the same packages."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    conf = {
+        "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
+        "spark.app.name": "fruits",
+        "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
+        "spark.ui.showConsoleProgress": "true",
+        **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
+    }
+    return LazyPySparkResource(spark_config=conf)

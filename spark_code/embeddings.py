@@ -1,0 +1,151 @@
+"""MobileNetV2 embeddings of images as a Spark transform: one model per Python worker, batched inference."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from spark_code.image_files import describe_error
+from spark_code.images import preprocess
+from spark_code.layout import is_remote, local_path
+from spark_code.settings import ModelSettings
+
+_EMBED_SCHEMA = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])
+
+Embedder = Callable[[np.ndarray], np.ndarray]
+
+_EMBEDDERS: dict[ModelSettings, Embedder] = {}
+"""Models built in this Python process, kept for its lifetime (Spark reuses Python workers across tasks)."""
+
+
+def ship_weights(spark: SparkSession, settings: ModelSettings) -> None:
+    """Send a weights file to every executor once (local path or s3:// URI); "imagenet" needs nothing."""
+    if settings.weights == "imagenet":
+        return
+    if not is_remote(settings.weights) and not os.path.isfile(local_path(settings.weights)):
+        raise FileNotFoundError(f"MobileNetV2 weights file not found: {settings.weights}")
+    spark.sparkContext.addFile(settings.weights if is_remote(settings.weights) else os.path.abspath(settings.weights))
+
+
+def _resolve_weights(weights: str) -> str:
+    """On an executor, the local copy of a shipped weights file; on the driver or locally, the file itself."""
+    if weights == "imagenet":
+        return weights
+    from pyspark import SparkFiles
+
+    try:
+        shipped = SparkFiles.get(os.path.basename(weights))
+    except Exception:  # noqa: BLE001 - no SparkContext/SparkFiles root outside Spark
+        shipped = ""
+    if shipped and os.path.exists(shipped):
+        return shipped
+    if os.path.exists(weights):
+        return weights
+    raise FileNotFoundError(f"MobileNetV2 weights file not found: {weights}")
+
+
+def _tf_threads() -> int:
+    """Threads for one TensorFlow instance: the cores Spark gave this task, so workers do not oversubscribe."""
+    if os.environ.get("FRUITS_TF_THREADS"):
+        return int(os.environ["FRUITS_TF_THREADS"])
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 0  # 0: TensorFlow's own default
+
+
+def build_embedder(settings: ModelSettings) -> Embedder:
+    """Build MobileNetV2 (ImageNet weights, average pooling, 1280 outputs) as one traced function."""
+    import tensorflow as tf
+
+    threads = _tf_threads()
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised in this process: keep its settings
+            pass
+    model = tf.keras.applications.MobileNetV2(
+        weights=_resolve_weights(settings.weights),
+        alpha=settings.alpha,
+        include_top=False,
+        pooling="avg",
+        input_shape=(settings.image_size, settings.image_size, 3),
+    )
+    size = settings.image_size
+    infer = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+    )
+    return lambda batch: infer(batch).numpy()
+
+
+def cached_embedder(settings: ModelSettings) -> Embedder:
+    """The embedder for these settings, built at most once per process."""
+    if settings not in _EMBEDDERS:
+        _EMBEDDERS[settings] = build_embedder(settings)
+    return _EMBEDDERS[settings]
+
+
+def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Features (or None) and rejection reasons (or None) for a batch of encoded images."""
+    arrays: list[np.ndarray] = []
+    positions: list[int] = []
+    errors: list[str | None] = [None] * len(contents)
+    for i, data in enumerate(contents):
+        try:
+            arrays.append(preprocess(bytes(data), settings.image_size))
+            positions.append(i)
+        except Exception as exc:  # noqa: BLE001 - a bad file is rejected, never fatal
+            errors[i] = describe_error(exc)
+    features: list[np.ndarray | None] = [None] * len(contents)
+    if arrays:
+        out = cached_embedder(settings)(np.stack(arrays)).astype(np.float32)
+        for row, i in enumerate(positions):
+            features[i] = out[row]
+    return features, errors
+
+
+def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
+    @pandas_udf(_EMBED_SCHEMA)
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        size = settings.batch_size
+        for contents in batches:
+            chunks = [embed_contents(list(contents[i : i + size]), settings) for i in range(0, len(contents), size)]
+            yield pd.DataFrame(
+                {
+                    "features": [f for features, _ in chunks for f in features],
+                    "error": [e for _, errors in chunks for e in errors],
+                }
+            )
+
+    return embed
+
+
+def embed_images(files: DataFrame, settings: ModelSettings) -> DataFrame:
+    """path, label, split, content -> path, label, split, features (array<float>, null if rejected), error."""
+    embedded = files.withColumn("_embedding", _embed_udf(settings)("content"))
+    return embedded.select(
+        "path",
+        "label",
+        "split",
+        F.col("_embedding.features").alias("features"),
+        F.col("_embedding.error").alias("error"),
+    )
+
+
+def accepted(embedded: DataFrame) -> DataFrame:
+    """The embeddings contract: path, label, split, features."""
+    return embedded.where(F.col("error").isNull()).select("path", "label", "split", "features")
+
+
+def rejected(embedded: DataFrame) -> DataFrame:
+    """The rejected-images contract: path, label, split, reason."""
+    return embedded.where(F.col("error").isNotNull()).select("path", "label", "split", F.col("error").alias("reason"))

@@ -1,0 +1,71 @@
+"""Reading the image files of some classes into Spark and indexing them, without moving any row to the driver."""
+
+from __future__ import annotations
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+
+from spark_code.images import ImageDecodeError, check_image
+from spark_code.layout import ImagesLayout
+from spark_code.storage import qualify
+
+INDEX_COLUMNS = ["path", "label", "split", "size_bytes", "width", "height", "format", "error"]
+REJECTED_COLUMNS = ["path", "label", "split", "reason"]
+
+
+def with_split_and_label(files: DataFrame, qualified_root: str) -> DataFrame:
+    """Add `split` and `label` from `<root>/<split>/<class>/...` (images in nested sub-folders keep their class)."""
+    relative = F.substring("path", len(qualified_root) + 2, 1 << 30)
+    parts = F.split(relative, "/")
+    return files.withColumn("split", parts.getItem(0)).withColumn("label", parts.getItem(1))
+
+
+def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[str]) -> DataFrame:
+    """Every visible file of the given classes, all splits: path, label, split, size_bytes, content.
+
+    Spark's binaryFile source skips hidden files (names starting with '.' or '_'), so `.DS_Store` is never seen.
+    """
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(layout.class_dirs(classes))
+    return with_split_and_label(files, qualify(spark, layout.root)).select(
+        "path", "label", "split", F.col("length").alias("size_bytes"), "content"
+    )
+
+
+def describe_error(exc: Exception) -> str:
+    """The reason recorded for a rejected file."""
+    if isinstance(exc, ImageDecodeError):
+        return str(exc)
+    return f"cannot decode image: {type(exc).__name__}: {exc}"
+
+
+_CHECK_SCHEMA = StructType(
+    [
+        StructField("width", IntegerType()),
+        StructField("height", IntegerType()),
+        StructField("format", StringType()),
+        StructField("error", StringType()),
+    ]
+)
+
+
+@pandas_udf(_CHECK_SCHEMA)
+def _check_images(contents: pd.Series) -> pd.DataFrame:
+    rows = []
+    for data in contents:
+        try:
+            width, height, fmt = check_image(bytes(data))
+            rows.append((width, height, fmt, None))
+        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, never fatal
+            rows.append((None, None, None, describe_error(exc)))
+    return pd.DataFrame(rows, columns=["width", "height", "format", "error"])
+
+
+def index_images(files: DataFrame) -> DataFrame:
+    """One row per file with its size and, for files that do not decode as an image, the reason (else null)."""
+    checked = files.withColumn("_check", _check_images("content"))
+    return checked.select(
+        "path", "label", "split", "size_bytes", *[F.col(f"_check.{c}").alias(c) for c in INDEX_COLUMNS[4:]]
+    )

@@ -1,0 +1,90 @@
+"""Decoding any common photo into the exact array MobileNetV2 was trained on.
+
+The same function serves Spark workers and single-photo prediction, so features of one image never depend on the
+path it took.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from spark_code.settings import MAX_IMAGE_PIXELS
+
+
+class ImageDecodeError(ValueError):
+    """A file that is not a usable image; the message is the reason recorded for it."""
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageDecodeError("empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as exc:
+            raise ImageDecodeError("not an image (unrecognised format)") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"decompression bomb refused: {width}x{height} pixels declared")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB on white: transparency is composited on white (Fruits-360 backgrounds), 16-bit and CMYK are scaled."""
+    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in {"RGBA", "LA", "RGBa", "La"}:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _decode(img: Image.Image, size: int | None) -> Image.Image:
+    try:
+        if size is not None and img.format == "JPEG":
+            # Large JPEGs decode at a reduced scale (still >= size): much faster, and a no-op for 100x100 images.
+            img.draft("RGB", (size, size))
+        img.load()
+        rgb = _to_rgb(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return rgb
+
+
+def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
+    """Decode bytes fully into an RGB image, resized to size x size when given.
+
+    Raises ImageDecodeError with a readable reason for anything that is not a decodable image.
+    """
+    return _decode(_open(data), size)
+
+
+def preprocess(data: bytes, size: int) -> np.ndarray:
+    """Bytes to a (size, size, 3) float32 array scaled to [-1, 1], as MobileNetV2's preprocess_input does."""
+    arr = np.asarray(load_rgb(data, size), dtype=np.float32)
+    return arr / 127.5 - 1.0
+
+
+def check_image(data: bytes) -> tuple[int, int, str]:
+    """Width, height and format of a decodable image; raises ImageDecodeError otherwise."""
+    img = _open(data)
+    width, height = img.size
+    fmt = img.format or "unknown"
+    _decode(img, None)
+    return width, height, fmt

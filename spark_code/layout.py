@@ -1,0 +1,112 @@
+"""The images layout `<root>/<split>/<class>/<image>`: finding splits and classes, on local disk or S3.
+
+Listing is plain Python (no Spark) so that a Dagster sensor can discover classes cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+
+class LayoutError(ValueError):
+    """The images root or a class name is not usable; the message says why, for a person to read."""
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs (s3://, s3a://), false for local paths and file: URIs."""
+    return urlparse(uri).scheme in {"s3", "s3a", "s3n"}
+
+
+def local_path(uri: str) -> str:
+    """A local path from a path or a file: URI."""
+    return urlparse(uri).path if uri.startswith("file:") else uri
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with '/'."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def validate_class_name(name: str) -> str:
+    """Refuse names that could escape the roots or that Spark would silently skip as hidden."""
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        raise LayoutError(f"invalid class name {name!r}: it must be a single folder name")
+    if name[0] in "._":
+        raise LayoutError(f"invalid class name {name!r}: names starting with '.' or '_' are hidden files to Spark")
+    return name
+
+
+def _list_local_dirs(path: str) -> list[str]:
+    with os.scandir(path) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith((".", "_")))
+
+
+def _list_s3_dirs(uri: str) -> list[str]:
+    import boto3
+
+    parsed = urlparse(uri)
+    prefix = parsed.path.lstrip("/")
+    prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+    paginator = boto3.client("s3").get_paginator("list_objects_v2")
+    names: list[str] = []
+    for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            name = common["Prefix"][len(prefix) :].rstrip("/")
+            if name and not name.startswith((".", "_")):
+                names.append(name)
+    return sorted(names)
+
+
+def list_subfolders(uri: str) -> list[str]:
+    """Names of the visible sub-folders of a local folder or S3 prefix, sorted."""
+    if is_remote(uri):
+        return _list_s3_dirs(uri)
+    path = local_path(uri)
+    if not os.path.isdir(path):
+        raise LayoutError(f"images root {uri!r} does not exist or is not a folder")
+    return _list_local_dirs(path)
+
+
+@dataclass(frozen=True)
+class ImagesLayout:
+    """Which class folders exist under which split folders of one images root."""
+
+    root: str
+    classes_by_split: dict[str, list[str]]
+
+    @property
+    def classes(self) -> list[str]:
+        """Every class found in any split, sorted."""
+        return sorted({c for names in self.classes_by_split.values() for c in names})
+
+    def class_dirs(self, classes: list[str]) -> list[str]:
+        """The folders holding the given classes' images, across all splits; unknown classes are an error."""
+        unknown = sorted(set(classes) - set(self.classes))
+        if unknown:
+            raise LayoutError(
+                f"unknown class(es) {', '.join(map(repr, unknown))} under images root {self.root!r}; "
+                f"{len(self.classes)} classes exist there"
+            )
+        return [
+            join_uri(self.root, split, name)
+            for split, names in sorted(self.classes_by_split.items())
+            for name in classes
+            if name in names
+        ]
+
+
+def discover_layout(root: str) -> ImagesLayout:
+    """List `<root>/<split>/<class>` folders; a missing root or one without any class is a clear error."""
+    if not root:
+        raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
+    splits = list_subfolders(root)
+    by_split = {split: list_subfolders(join_uri(root, split)) for split in splits}
+    by_split = {split: names for split, names in by_split.items() if names}
+    if not by_split:
+        raise LayoutError(f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image>")
+    for names in by_split.values():
+        for name in names:
+            validate_class_name(name)
+    return ImagesLayout(root=root, classes_by_split=by_split)

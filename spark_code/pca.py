@@ -1,0 +1,68 @@
+"""PCA of the embeddings with pyspark.ml: choosing k by explained variance, applying it per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.ml.feature import PCA, PCAModel
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_code.settings import EMBEDDING_WIDTH, TRAINING_SPLIT
+
+
+@dataclass(frozen=True)
+class PcaFit:
+    """A fitted PCA with what a person needs to judge it."""
+
+    model: PCAModel
+    k: int
+    explained_variance: float
+    cumulative_variance: list[float]
+    """Cumulative explained-variance ratio for 1..n components (n = all components computed)."""
+    training_rows: int
+
+
+def choose_k(cumulative: list[float], target_variance: float) -> int:
+    """Smallest k whose cumulative explained variance reaches the target."""
+    if not 0 < target_variance <= 1:
+        raise ValueError(f"PCA target variance must be in (0, 1], got {target_variance}")
+    reached = np.flatnonzero(np.asarray(cumulative) >= target_variance - 1e-9)
+    return int(reached[0]) + 1 if reached.size else len(cumulative)
+
+
+def fit_pca(
+    embeddings: DataFrame,
+    target_variance: float = 0.95,
+    k: int | None = None,
+    training_split: str = TRAINING_SPLIT,
+) -> PcaFit:
+    """Fit on the training split; k is fixed when given, else the smallest k reaching the target variance."""
+    train = (
+        embeddings.where(F.col("split") == training_split).select(array_to_vector("features").alias("vector")).persist()
+    )
+    try:
+        rows = train.count()
+        if rows < 2:
+            raise ValueError(f"PCA needs at least 2 {training_split!r} embeddings, found {rows}")
+        if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
+            raise ValueError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
+        full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(train)
+        cumulative = np.cumsum(full.explainedVariance.toArray()).tolist()
+        chosen = k if k is not None else choose_k(cumulative, target_variance)
+        model = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(train)
+    finally:
+        train.unpersist()
+    return PcaFit(model, chosen, float(cumulative[chosen - 1]), cumulative, rows)
+
+
+def apply_pca(model: PCAModel, embeddings: DataFrame) -> DataFrame:
+    """path, label, split, features -> path, label, split, pca_features (array<float> of width k)."""
+    projected = (
+        model.setInputCol("vector")
+        .setOutputCol("pca")
+        .transform(embeddings.withColumn("vector", array_to_vector("features")))
+    )
+    return projected.select("path", "label", "split", vector_to_array("pca", "float32").alias("pca_features"))

@@ -1,0 +1,41 @@
+"""Every tunable of the Spark and TensorFlow code, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMBEDDING_WIDTH = 1280
+"""Width of MobileNetV2's pooled feature vector, whatever the alpha (the last conv block is always 1280 wide)."""
+
+TRAINING_SPLIT = "Training"
+"""Split folder whose images the PCA (and later the classifier) is fitted on."""
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Images declaring more pixels than this are refused before any decoding (decompression bombs)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What defines an embedding: two runs with equal settings give identical features."""
+
+    weights: str = "imagenet"
+    """Keras's "imagenet" download, or a weights file (local path or any URI Spark can read, e.g. s3://)."""
+    alpha: float = 1.0
+    image_size: int = 224
+    batch_size: int = 64
+
+
+def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
+    """Spark settings the pipeline relies on, for a local session and for a cluster alike."""
+    return {
+        # Overwriting one class's partition must leave the other classes untouched.
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # Class folders like "1" or "2019" stay strings.
+        "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+        # One Arrow batch is one model batch.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
+        # Image files are small: pack many per task instead of paying 4 MB of "open cost" per file.
+        "spark.sql.files.openCostInBytes": str(64 * 1024),
+        "spark.python.worker.reuse": "true",
+        "spark.sql.session.timeZone": "UTC",
+    }
