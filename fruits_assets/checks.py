@@ -1,64 +1,83 @@
-"""Data-quality checks, run with the assets they check, on the classes of the run."""
+"""Data-quality checks, computed by the assets themselves on the classes of the run.
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
-from pyspark.ml.feature import PCAModel
+Dagster's standalone asset checks are not partition-aware (a check would load every class), so each Spark-backed
+asset declares its checks and evaluates them in the same Spark pass that produces its output.
+"""
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_code.settings import EMBEDDING_WIDTH
 
+EMBEDDINGS_WIDTH_CHECK = AssetCheckSpec(
+    "embeddings_are_1280_wide_without_nan",
+    asset="image_embeddings",
+    blocking=True,
+    description=f"Every embedding has exactly {EMBEDDING_WIDTH} values and no NaN.",
+)
+NOTHING_LOST_CHECK = AssetCheckSpec(
+    "every_indexed_file_is_embedded_or_rejected",
+    asset="image_embeddings",
+    blocking=True,
+    description="Embeddings + rejected images = files indexed by raw_images, and no path appears twice.",
+)
+REDUCED_WIDTH_CHECK = AssetCheckSpec(
+    "reduced_width_equals_k",
+    asset="reduced_features",
+    blocking=True,
+    description="Every reduced vector has exactly k values (the PCA model's k) and no NaN.",
+)
 
-def _width_problems(df: DataFrame, column: str, width: int) -> tuple[int, int, int]:
-    """Rows, rows whose array is not `width` long, and rows holding a NaN, in one Spark aggregation."""
+
+def _width_problems(df: DataFrame, column: str, width: int) -> dict[str, int]:
+    """Rows, rows whose array is not `width` long and rows holding a NaN, in one aggregation."""
     row = df.agg(
         F.count("*").alias("rows"),
         F.sum((F.size(column) != width).cast("int")).alias("wrong_width"),
         F.sum(F.exists(column, lambda x: F.isnan(x)).cast("int")).alias("with_nan"),
     ).first()
-    return int(row["rows"]), int(row["wrong_width"] or 0), int(row["with_nan"] or 0)
+    return {key: int(row[key] or 0) for key in ("rows", "wrong_width", "with_nan")}
 
 
-@asset_check(asset="image_embeddings", blocking=True)
-def embeddings_are_1280_wide_without_nan(image_embeddings: DataFrame) -> AssetCheckResult:
-    """Every embedding has exactly 1280 finite-or-infinite but never NaN values."""
-    rows, wrong_width, with_nan = _width_problems(image_embeddings, "features", EMBEDDING_WIDTH)
+def _width_result(spec: AssetCheckSpec, df: DataFrame, column: str, width: int) -> AssetCheckResult:
+    problems = _width_problems(df, column, width)
     return AssetCheckResult(
-        passed=rows > 0 and wrong_width == 0 and with_nan == 0,
+        check_name=spec.name,
+        asset_key=spec.asset_key,
+        passed=problems["wrong_width"] == 0 and problems["with_nan"] == 0,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"rows": rows, "wrong_width": wrong_width, "with_nan": with_nan},
+        metadata={"expected_width": width, **problems},
     )
 
 
-@asset_check(
-    asset="image_embeddings",
-    additional_ins={"raw_images": AssetIn(), "rejected_images": AssetIn()},
-    blocking=True,
-)
-def every_indexed_file_is_embedded_or_rejected(
-    image_embeddings: DataFrame, raw_images: DataFrame, rejected_images: DataFrame
-) -> AssetCheckResult:
-    """Nothing lost, nothing doubled: embeddings + rejected = files indexed, with no path twice."""
-    indexed = raw_images.count()
-    embedded = image_embeddings.count()
-    rejected = rejected_images.count()
-    distinct = image_embeddings.select("path").unionByName(rejected_images.select("path")).distinct().count()
+def check_embeddings_width(embeddings: DataFrame) -> AssetCheckResult:
+    return _width_result(EMBEDDINGS_WIDTH_CHECK, embeddings, "features", EMBEDDING_WIDTH)
+
+
+def check_reduced_width(reduced: DataFrame, k: int) -> AssetCheckResult:
+    return _width_result(REDUCED_WIDTH_CHECK, reduced, "pca_features", k)
+
+
+def check_nothing_lost(indexed: DataFrame, embedded: DataFrame) -> AssetCheckResult:
+    """`embedded` holds one row per file read, with a null `error` when it was embedded."""
+    counts = embedded.agg(
+        F.count("*").alias("rows"),
+        F.count("error").alias("rejected"),
+        F.countDistinct("path").alias("distinct_paths"),
+    ).first()
+    files = indexed.count()
+    rejected = int(counts["rejected"])
+    embedded_rows = int(counts["rows"]) - rejected
     return AssetCheckResult(
-        passed=embedded + rejected == indexed == distinct,
+        check_name=NOTHING_LOST_CHECK.name,
+        asset_key=NOTHING_LOST_CHECK.asset_key,
+        passed=embedded_rows + rejected == files == int(counts["distinct_paths"]),
+        severity=AssetCheckSeverity.ERROR,
         metadata={
-            "files_indexed": MetadataValue.int(indexed),
-            "embedded": MetadataValue.int(embedded),
-            "rejected": MetadataValue.int(rejected),
-            "distinct_paths": MetadataValue.int(distinct),
+            "files_indexed": files,
+            "embedded": embedded_rows,
+            "rejected": rejected,
+            "distinct_paths": int(counts["distinct_paths"]),
         },
-    )
-
-
-@asset_check(asset="reduced_features", additional_ins={"pca_model": AssetIn()}, blocking=True)
-def reduced_width_equals_k(reduced_features: DataFrame, pca_model: PCAModel) -> AssetCheckResult:
-    """Every reduced vector has exactly k values, none NaN."""
-    k = pca_model.getK()
-    rows, wrong_width, with_nan = _width_problems(reduced_features, "pca_features", k)
-    return AssetCheckResult(
-        passed=rows > 0 and wrong_width == 0 and with_nan == 0,
-        metadata={"k": k, "rows": rows, "wrong_width": wrong_width, "with_nan": with_nan},
     )

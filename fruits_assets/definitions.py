@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules
 
-from fruits_assets import checks
 from fruits_assets.assets import features, ingestion, models
 from fruits_assets.io_managers import ClassParquetIOManager, SparkModelIOManager
 from fruits_assets.resources import FruitsSettings, local_spark, output_root_from_env, settings_from_env
@@ -32,11 +31,9 @@ def resources_for(
 
 
 all_assets = load_assets_from_modules([ingestion, features, models])
-all_checks = load_asset_checks_from_modules([checks])
 
 defs = Definitions(
     assets=all_assets,
-    asset_checks=all_checks,
     sensors=[fruit_class_sensor],
     resources=resources_for(os.environ.get("DAGSTER_DEPLOYMENT", "local")),
 )

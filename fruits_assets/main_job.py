@@ -14,7 +14,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from fruits_assets.definitions import all_assets, all_checks, resources_for
+from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, resolved_settings
@@ -77,7 +77,7 @@ def run_main_job(
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(fruit_class_partitions.name, selected)
     result = materialize(
-        [*all_assets, *all_checks],
+        all_assets,
         resources=resources_for("local", settings=effective, output_root=root),
         instance=instance,
         tags={ASSET_PARTITION_RANGE_START_TAG: selected[0], ASSET_PARTITION_RANGE_END_TAG: selected[-1]},

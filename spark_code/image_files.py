@@ -9,7 +9,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from spark_code.images import ImageDecodeError, check_image
-from spark_code.layout import ImagesLayout
+from spark_code.layout import ImagesLayout, empty_files
 from spark_code.storage import qualify
 
 INDEX_COLUMNS = ["path", "label", "split", "size_bytes", "width", "height", "format", "error"]
@@ -27,10 +27,16 @@ def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[st
     """Every visible file of the given classes, all splits: path, label, split, size_bytes, content.
 
     Spark's binaryFile source skips hidden files (names starting with '.' or '_'), so `.DS_Store` is never seen.
+    It also skips zero-byte files; those are listed separately and added with empty content, to be rejected.
     """
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(layout.class_dirs(classes))
+    dirs = layout.class_dirs(classes)
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(dirs)
+    files = files.select("path", F.col("length").alias("size_bytes"), "content")
+    empty = [(f"{qualify(spark, folder)}/{name}", 0, b"") for folder in dirs for name in empty_files(folder)]
+    if empty:
+        files = files.unionByName(spark.createDataFrame(empty, files.schema))
     return with_split_and_label(files, qualify(spark, layout.root)).select(
-        "path", "label", "split", F.col("length").alias("size_bytes"), "content"
+        "path", "label", "split", "size_bytes", "content"
     )
 
 

@@ -30,6 +30,8 @@ def _open(data: bytes) -> Image.Image:
             raise ImageDecodeError("not an image (unrecognised format)") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageDecodeError(f"cannot decode image: {exc}") from exc
     width, height = img.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(f"decompression bomb refused: {width}x{height} pixels declared")

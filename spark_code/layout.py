@@ -69,6 +69,44 @@ def list_subfolders(uri: str) -> list[str]:
     return _list_local_dirs(path)
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _empty_local_files(folder: str) -> list[str]:
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        for name in files:
+            path = os.path.join(parent, name)
+            if not _hidden(name) and os.path.getsize(path) == 0:
+                found.append(os.path.relpath(path, folder).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def _empty_s3_files(uri: str) -> list[str]:
+    import boto3
+
+    parsed = urlparse(uri)
+    prefix = f"{parsed.path.lstrip('/').rstrip('/')}/"
+    paginator = boto3.client("s3").get_paginator("list_objects_v2")
+    found = []
+    for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) :]
+            if item["Size"] == 0 and relative and not any(_hidden(part) for part in relative.split("/")):
+                found.append(relative)
+    return sorted(found)
+
+
+def empty_files(folder: str) -> list[str]:
+    """Zero-byte files under a folder (relative paths, hidden ones skipped as Spark does).
+
+    Spark's file sources silently skip empty files; listing them lets the pipeline reject them visibly.
+    """
+    return _empty_s3_files(folder) if is_remote(folder) else _empty_local_files(local_path(folder))
+
+
 @dataclass(frozen=True)
 class ImagesLayout:
     """Which class folders exist under which split folders of one images root."""

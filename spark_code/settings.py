@@ -36,6 +36,8 @@ def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
         # Image files are small: pack many per task instead of paying 4 MB of "open cost" per file.
         "spark.sql.files.openCostInBytes": str(64 * 1024),
+        # No session-wide cache of file listings: a class folder that gained images must be listed afresh.
+        "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
         "spark.python.worker.reuse": "true",
         "spark.sql.session.timeZone": "UTC",
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 from dagster import AssetExecutionContext, BackfillPolicy, BetaWarning, Failure
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import SparkSession
 
 from fruits_assets.resources import FruitsSettings
 from spark_code.layout import ImagesLayout, LayoutError, validate_class_name
@@ -29,3 +31,14 @@ def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tupl
         raise Failure(description=str(exc), allow_retries=False) from exc
     context.log.info(f"{len(classes)} class(es) from {settings.images_root}")
     return layout, classes
+
+
+def fresh_spark(pyspark: LazyPySparkResource) -> SparkSession:
+    """The Spark session, with the caches of earlier steps dropped.
+
+    Their outputs are written by then, and a cached DataFrame whose plan equals a new one (same files read again)
+    would otherwise be served instead of reading the files afresh.
+    """
+    spark = pyspark.spark_session
+    spark.catalog.clearCache()
+    return spark

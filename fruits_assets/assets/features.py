@@ -1,11 +1,30 @@
 """Features: MobileNetV2 embeddings (with the images they reject) and their PCA reduction, per class."""
 
-from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
 from dagster_pyspark import LazyPySparkResource
 from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SINGLE_RUN, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
+from fruits_assets.checks import (
+    EMBEDDINGS_WIDTH_CHECK,
+    NOTHING_LOST_CHECK,
+    REDUCED_WIDTH_CHECK,
+    check_embeddings_width,
+    check_nothing_lost,
+    check_reduced_width,
+)
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
@@ -30,27 +49,35 @@ from spark_code.pca import apply_pca
     partitions_def=fruit_class_partitions,
     backfill_policy=SINGLE_RUN,
     group_name="features",
+    check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK],
 )
 def image_embeddings(
     context: AssetExecutionContext,
     raw_images: DataFrame,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
-) -> tuple[Output[DataFrame], Output[DataFrame]]:
+) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Embed every indexed image of the run's classes; undecodable files go to rejected_images, not to failure."""
-    spark = pyspark.spark_session
+    spark = fresh_spark(pyspark)
     layout, classes = run_layout(context, settings)
     model = settings.model
     ship_weights(spark, model)
     files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
-    # Both outputs come from one pass of the model: the second write reads the cached result.
+    # One pass of the model: the checks fill the cache, both outputs are then written from it.
     embedded = embed_images(files, model).persist()
-    model_metadata = {
-        "model_weights": MetadataValue.text(model.weights),
-        "model_alpha": MetadataValue.float(model.alpha),
-        "image_size": MetadataValue.int(model.image_size),
-    }
-    return Output(accepted(embedded), metadata=model_metadata), Output(rejected(embedded))
+    yield check_nothing_lost(raw_images, embedded)
+    embeddings = accepted(embedded)
+    yield check_embeddings_width(embeddings)
+    yield Output(
+        embeddings,
+        output_name="image_embeddings",
+        metadata={
+            "model_weights": MetadataValue.text(model.weights),
+            "model_alpha": MetadataValue.float(model.alpha),
+            "image_size": MetadataValue.int(model.image_size),
+        },
+    )
+    yield Output(rejected(embedded), output_name="rejected_images")
 
 
 @asset(
@@ -60,10 +87,15 @@ def image_embeddings(
     io_manager_key="class_parquet_io_manager",
     ins={"image_embeddings": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
+    check_specs=[REDUCED_WIDTH_CHECK],
 )
 def reduced_features(
-    context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: PCAModel
-) -> Output[DataFrame]:
+    context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: PCAModel, pyspark: LazyPySparkResource
+) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
-    context.log.info(f"projecting {len(context.partition_keys)} class(es) on {pca_model.getK()} components")
-    return Output(apply_pca(pca_model, image_embeddings), metadata={"k": MetadataValue.int(pca_model.getK())})
+    fresh_spark(pyspark)
+    k = pca_model.getK()
+    context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
+    reduced = apply_pca(pca_model, image_embeddings).persist()
+    yield check_reduced_width(reduced, k)
+    yield Output(reduced, metadata={"k": MetadataValue.int(k)})

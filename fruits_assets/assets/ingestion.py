@@ -5,7 +5,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import SINGLE_RUN, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from spark_code.image_files import index_images, read_image_files
@@ -23,7 +23,7 @@ def raw_images(
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)
-    index = index_images(read_image_files(pyspark.spark_session, layout, classes)).persist()
+    index = index_images(read_image_files(fresh_spark(pyspark), layout, classes)).persist()
     totals = index.agg(
         F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")
     ).first()

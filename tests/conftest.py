@@ -1,0 +1,66 @@
+"""Shared fixtures: one local Spark session for the whole run, the shared Fruits-360 sample and weights, and small
+image folders made from them (never copied into the repository)."""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
+FRUITS_360 = SHARED / "data" / "fruits-360"
+WEIGHTS = SHARED / "models" / "mobilenet_v2_0.35_224_no_top.h5"
+
+# Before anything imports the definitions: the offline weights, and Spark's Python workers on this interpreter.
+os.environ.setdefault("FRUITS_MODEL_WEIGHTS", str(WEIGHTS))
+os.environ.setdefault("FRUITS_MODEL_ALPHA", "0.35")
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from spark_code.settings import ModelSettings, spark_conf  # noqa: E402
+
+REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    if not (FRUITS_360 / "Training").is_dir() or not WEIGHTS.is_file():
+        pytest.fail(f"the shared sample and weights must be at {SHARED} (see DEVELOPERS.md)")
+    return FRUITS_360
+
+
+@pytest.fixture(scope="session")
+def model_settings() -> ModelSettings:
+    return ModelSettings(weights=str(WEIGHTS), alpha=0.35)
+
+
+@pytest.fixture(scope="session")
+def spark() -> SparkSession:
+    """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate."""
+    builder = SparkSession.builder.master("local[2]").appName("fruits-tests")
+    for key, value in {**spark_conf(), "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def copy_sample(source: Path, target: Path, classes: list[str], per_split: dict[str, int]) -> Path:
+    """A small images root with the first N images of each class and split of the shared sample."""
+    for split, count in per_split.items():
+        for name in classes:
+            folder = target / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for image in sorted((source / split / name).iterdir())[:count]:
+                shutil.copy(image, folder / image.name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_root(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real classes, 10 training and 4 test images each."""
+    return copy_sample(shared_root, tmp_path_factory.mktemp("small"), REAL_CLASSES, {"Training": 10, "Test": 4})

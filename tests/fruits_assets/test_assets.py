@@ -1,0 +1,130 @@
+import pyarrow.dataset as ds
+import pytest
+from dagster import AssetCheckResult, AssetKey, Output, build_asset_context, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from fruits_assets.assets.features import image_embeddings, reduced_features
+from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.assets.models import pca_model
+from fruits_assets.definitions import all_assets
+from fruits_assets.resources import FruitsSettings
+from spark_code.parquet_store import read_classes
+from tests.conftest import WEIGHTS, copy_sample
+from tests.fruits_assets.conftest import make_instance, make_resources
+from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
+
+
+def _metadata(result, asset: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)]
+    return {k: v.value for k, v in events[0].event_specific_data.materialization.metadata.items()}
+
+
+def _table(root, asset):
+    return ds.dataset(str(root / asset), partitioning="hive").to_table().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def generated_root(tmp_path_factory, small_root):
+    """One class of generated images, good and bad, plus a real class."""
+    root = copy_sample(small_root, tmp_path_factory.mktemp("generated"), ["Kiwi"], {"Training": 4, "Test": 2})
+    write_files(root / "Training" / "Made Up", {**GOOD_IMAGES, **BAD_IMAGES})
+    return root
+
+
+def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated_root, output_root):
+    result = materialize(
+        [raw_images, image_embeddings],
+        selection=[AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")],
+        partition_key="Made Up",
+        resources=make_resources(generated_root, output_root),
+        instance=make_instance(["Kiwi", "Made Up"]),
+        raise_on_error=False,
+    )
+    assert result.success
+    assert _metadata(result, "raw_images")["files_indexed"] == len(GOOD_IMAGES) + len(BAD_IMAGES)
+    assert _metadata(result, "raw_images")["undecodable_files"] == len(BAD_IMAGES)
+    assert _metadata(result, "image_embeddings")["row_count"] == len(GOOD_IMAGES)
+    assert _metadata(result, "rejected_images")["row_count"] == len(BAD_IMAGES)
+    assert _metadata(result, "image_embeddings")["path"] == str(output_root / "image_embeddings")
+    embeddings = _table(output_root, "image_embeddings")
+    rejected = _table(output_root, "rejected_images")
+    assert set(embeddings["label"]) == {"Made Up"}
+    assert {p.rsplit("/", 1)[-1] for p in rejected["path"]} == set(BAD_IMAGES)
+    assert rejected["reason"].str.len().min() > 0
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"embeddings_are_1280_wide_without_nan": True, "every_indexed_file_is_embedded_or_rejected": True}
+
+
+def test_every_asset_over_a_range_of_real_classes(small_root, output_root):
+    classes = ["Apple Braeburn", "Banana", "Kiwi"]
+    result = materialize(
+        all_assets,
+        resources=make_resources(small_root, output_root, pca_k=8),
+        instance=make_instance(classes),
+        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]},
+    )
+    assert result.success
+    assert _metadata(result, "image_embeddings")["row_count"] == 42
+    assert _metadata(result, "image_embeddings")["rows_per_class"] == {name: 14 for name in classes}
+    pca = _metadata(result, "pca_model")
+    assert pca["k"] == 8 and pca["training_rows"] == 30
+    assert pca["cumulative_variance"].startswith("![cumulative explained variance](data:image/png;base64,")
+    reduced = _table(output_root, "reduced_features")
+    assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {8}
+    assert set(reduced.columns) == {"path", "label", "split", "pca_features"}
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert len(result.get_asset_check_evaluations()) == 3
+
+
+def test_rematerializing_one_class_leaves_the_others_untouched(small_root, output_root, spark):
+    resources = make_resources(small_root, output_root)
+    instance = make_instance(["Banana", "Kiwi"])
+    for name in ("Banana", "Kiwi"):
+        assert materialize([raw_images], partition_key=name, resources=resources, instance=instance).success
+    before = read_classes(spark, str(output_root / "raw_images"), ["Banana"]).orderBy("path").collect()
+    (small_root / "Training" / "Kiwi" / "extra.jpg").write_bytes(GOOD_IMAGES["rgb.jpg"])
+    try:
+        assert materialize([raw_images], partition_key="Kiwi", resources=resources, instance=instance).success
+    finally:
+        (small_root / "Training" / "Kiwi" / "extra.jpg").unlink()
+    assert read_classes(spark, str(output_root / "raw_images"), ["Banana"]).orderBy("path").collect() == before
+    assert read_classes(spark, str(output_root / "raw_images"), ["Kiwi"]).count() == 15
+
+
+def test_unknown_class_partition_fails_with_a_clear_message(small_root, output_root):
+    result = materialize(
+        [raw_images],
+        partition_key="Durian",
+        resources=make_resources(small_root, output_root),
+        instance=make_instance(["Durian"]),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "unknown class(es) 'Durian'" in failure.step_failure_data.user_failure_data.description
+
+
+def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, output_root):
+    """The asset functions themselves, with build_asset_context, on embeddings made by the pipeline."""
+    classes = ["Banana", "Kiwi"]
+    resources = make_resources(small_root, output_root)
+    materialize(
+        [raw_images, image_embeddings],
+        resources=resources,
+        instance=make_instance(classes),
+        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]},
+    )
+    embeddings = read_classes(spark, str(output_root / "image_embeddings"), classes)
+    settings = FruitsSettings(images_root=str(small_root), model_weights=str(WEIGHTS), pca_variance=0.9)
+    fitted = pca_model(build_asset_context(), image_embeddings=embeddings, settings=settings)
+    k = fitted.metadata["k"].value
+    assert 1 <= k < 20 and fitted.metadata["explained_variance"].value >= 0.9
+    context = build_asset_context(partition_key="Kiwi", instance=make_instance(classes))
+    kiwi = embeddings.where("label = 'Kiwi'")
+    events = list(
+        reduced_features(context, image_embeddings=kiwi, pca_model=fitted.value, pyspark=resources["pyspark"])
+    )
+    reduced = next(e for e in events if isinstance(e, Output)).value
+    assert next(e for e in events if isinstance(e, AssetCheckResult)).passed
+    assert reduced.count() == 14
+    assert {len(r["pca_features"]) for r in reduced.collect()} == {k}

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from spark_code.embeddings import accepted, build_embedder, embed_images, rejected, ship_weights
+from spark_code.image_files import read_image_files
+from spark_code.images import preprocess
+from spark_code.layout import discover_layout
+from spark_code.settings import EMBEDDING_WIDTH, ModelSettings
+from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory, small_root):
+    root = tmp_path_factory.mktemp("mixed")
+    write_files(root / "Training" / "Mixed", {**GOOD_IMAGES, **BAD_IMAGES})
+    kiwi = sorted((small_root / "Training" / "Kiwi").iterdir())[:3]
+    write_files(root / "Training" / "Mixed", {p.name: p.read_bytes() for p in kiwi})
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedded(spark, mixed_root, model_settings):
+    ship_weights(spark, model_settings)
+    files = read_image_files(spark, discover_layout(str(mixed_root)), ["Mixed"])
+    return embed_images(files, model_settings).persist()
+
+
+def test_good_images_get_1280_floats_and_bad_ones_a_reason(embedded):
+    good = accepted(embedded).collect()
+    bad = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in rejected(embedded).collect()}
+    assert len(good) == len(GOOD_IMAGES) + 3
+    assert all(len(r["features"]) == EMBEDDING_WIDTH for r in good)
+    assert all(np.isfinite(r["features"]).all() and np.abs(r["features"]).sum() > 0 for r in good)
+    assert set(bad) == set(BAD_IMAGES)
+    assert bad["empty.jpg"] == "empty file"
+    assert accepted(embedded).columns == ["path", "label", "split", "features"]
+    assert rejected(embedded).columns == ["path", "label", "split", "reason"]
+
+
+def test_embeddings_of_the_same_images_are_identical_across_runs(spark, mixed_root, model_settings):
+    """Two independent computations (nothing cached between them) give bit-identical features."""
+    runs = []
+    for _ in range(2):
+        files = read_image_files(spark, discover_layout(str(mixed_root)), ["Mixed"])
+        runs.append({r["path"]: r["features"] for r in accepted(embed_images(files, model_settings)).collect()})
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) == len(GOOD_IMAGES) + 3
+    assert all(runs[0][path] == runs[1][path] for path in runs[0])
+
+
+def test_spark_features_equal_the_model_run_directly(embedded, mixed_root, model_settings):
+    """The UDF adds nothing to the model: same image, same preprocessing, same numbers (up to float32 batching)."""
+    path = sorted((mixed_root / "Training" / "Mixed").glob("*_100.jpg"))[0]
+    direct = build_embedder(model_settings)(preprocess(path.read_bytes(), 224)[None])[0]
+    row = accepted(embedded).where(F.col("path").endswith(path.name)).first()
+    np.testing.assert_allclose(np.asarray(row["features"]), direct, rtol=1e-4, atol=1e-5)
+
+
+def test_real_weights_separate_two_fruits(spark, small_root, model_settings):
+    """ImageNet features must tell a banana from a kiwi: nearest class mean is right for every test image."""
+    files = read_image_files(spark, discover_layout(str(small_root)), ["Banana", "Kiwi"])
+    rows = accepted(embed_images(files, model_settings)).collect()
+    train = {
+        label: np.mean([r["features"] for r in rows if r["label"] == label and r["split"] == "Training"], 0)
+        for label in ("Banana", "Kiwi")
+    }
+    for r in (r for r in rows if r["split"] == "Test"):
+        nearest = min(train, key=lambda label: np.linalg.norm(np.asarray(r["features"]) - train[label]))
+        assert nearest == r["label"]
+
+
+def test_missing_weights_file_fails_fast(spark, tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        ship_weights(spark, ModelSettings(weights=str(tmp_path / "absent.h5"), alpha=0.35))

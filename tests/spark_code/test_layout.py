@@ -1,0 +1,53 @@
+import pytest
+
+from spark_code.layout import LayoutError, discover_layout, validate_class_name
+
+
+def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):
+    layout = discover_layout(str(shared_root))
+    assert sorted(layout.classes_by_split) == ["Test", "Training"]
+    assert len(layout.classes) == 95
+    assert "Apple Red Yellow 1" in layout.classes
+
+
+def test_class_dirs_span_all_splits(small_root):
+    layout = discover_layout(str(small_root))
+    assert layout.class_dirs(["Kiwi"]) == [f"{small_root}/Test/Kiwi", f"{small_root}/Training/Kiwi"]
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(LayoutError, match="does not exist"):
+        discover_layout(str(tmp_path / "nowhere"))
+
+
+def test_empty_root_is_a_clear_error(tmp_path):
+    (tmp_path / "Training").mkdir()
+    with pytest.raises(LayoutError, match="holds no class folders"):
+        discover_layout(str(tmp_path))
+
+
+def test_unset_root_is_a_clear_error():
+    with pytest.raises(LayoutError, match="FRUITS_IMAGES_ROOT"):
+        discover_layout("")
+
+
+def test_unknown_class_is_a_clear_error(small_root):
+    with pytest.raises(LayoutError, match="unknown class.*'Durian'"):
+        discover_layout(str(small_root)).class_dirs(["Kiwi", "Durian"])
+
+
+def test_hidden_folders_are_not_classes(small_root, tmp_path):
+    (tmp_path / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Training" / ".cache").mkdir()
+    (tmp_path / "Training" / "_tmp").mkdir()
+    assert discover_layout(str(tmp_path)).classes == ["Kiwi"]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "..\\x", ".hidden", "_private"])
+def test_class_names_that_could_escape_or_hide_are_refused(name):
+    with pytest.raises(LayoutError):
+        validate_class_name(name)
+
+
+def test_ordinary_class_names_pass():
+    assert validate_class_name("Pêche 'plate' 2") == "Pêche 'plate' 2"

@@ -1,0 +1,39 @@
+import pytest
+
+from spark_code.parquet_store import MissingClassError, read_classes, write_classes
+
+
+def _rows(spark, data):
+    return spark.createDataFrame(data, "path string, label string, split string, value int")
+
+
+def test_rewriting_one_class_replaces_only_that_class(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    first = [("a1", "Apple", "Training", 1), ("a2", "Apple", "Test", 2), ("b1", "Banana 'x' é", "Training", 3)]
+    assert write_classes(_rows(spark, first), base, ["Apple", "Banana 'x' é"]) == {"Apple": 2, "Banana 'x' é": 1}
+    assert write_classes(_rows(spark, [("a3", "Apple", "Training", 9)]), base, ["Apple"]) == {"Apple": 1}
+    rows = {r["path"]: r for r in read_classes(spark, base, ["Apple", "Banana 'x' é"]).collect()}
+    assert sorted(rows) == ["a3", "b1"]
+    assert rows["b1"]["label"] == "Banana 'x' é" and rows["b1"]["value"] == 3
+    assert [p.name for p in tmp_path.joinpath("asset").iterdir() if p.name.startswith("_")] == []
+
+
+def test_a_class_with_no_rows_is_replaced_by_an_empty_class(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    assert write_classes(_rows(spark, []), base, ["Apple"]) == {"Apple": 0}
+    result = read_classes(spark, base, ["Apple"])
+    assert result.count() == 0
+    assert result.columns == ["path", "label", "split", "value"]
+
+
+def test_reading_a_class_never_written_is_a_clear_error(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    with pytest.raises(MissingClassError, match="'Cherry'.*materialize them first"):
+        read_classes(spark, base, ["Apple", "Cherry"])
+
+
+def test_rows_of_other_classes_are_refused(spark, tmp_path):
+    with pytest.raises(ValueError, match="do not belong"):
+        write_classes(_rows(spark, [("c1", "Cherry", "Training", 1)]), str(tmp_path / "asset"), ["Apple"])

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from spark_code.pca import apply_pca, choose_k, fit_pca
+from spark_code.settings import EMBEDDING_WIDTH
+
+
+@pytest.fixture(scope="module")
+def low_rank_embeddings(spark):
+    """300 training + 30 test vectors of width 1280 whose variance lies in 5 known directions (+ small noise)."""
+    rng = np.random.default_rng(7)
+    basis = np.linalg.qr(rng.normal(size=(EMBEDDING_WIDTH, 5)))[0].T
+    scales = np.array([10.0, 6.0, 4.0, 2.0, 1.0])
+    rows = []
+    for i in range(330):
+        vector = (rng.normal(size=5) * scales) @ basis + rng.normal(scale=0.01, size=EMBEDDING_WIDTH)
+        split = "Training" if i < 300 else "Test"
+        rows.append((f"file:/x/{i}.jpg", "Synthetic", split, vector.astype(np.float32).tolist()))
+    return spark.createDataFrame(rows, "path string, label string, split string, features array<float>")
+
+
+def test_choose_k_is_the_smallest_reaching_the_target():
+    assert choose_k([0.5, 0.8, 0.95, 0.99], 0.95) == 3
+    assert choose_k([0.5, 0.8, 0.95, 0.99], 0.96) == 4
+    assert choose_k([0.5, 0.8], 0.99) == 2
+    with pytest.raises(ValueError):
+        choose_k([0.5], 0)
+
+
+def test_k_follows_the_explained_variance(low_rank_embeddings):
+    total = np.sum(np.array([10.0, 6.0, 4.0, 2.0, 1.0]) ** 2)
+    fit = fit_pca(low_rank_embeddings, target_variance=0.95)
+    expected_k = choose_k(np.cumsum(np.array([100, 36, 16, 4, 1]) / total).tolist(), 0.95)
+    assert fit.k == expected_k == 3
+    assert fit.training_rows == 300
+    assert 0.95 <= fit.explained_variance <= fit.cumulative_variance[-1] <= 1.0 + 1e-6
+    assert fit.cumulative_variance == sorted(fit.cumulative_variance)
+
+
+def test_reduced_width_equals_k(low_rank_embeddings):
+    fit = fit_pca(low_rank_embeddings, k=4)
+    reduced = apply_pca(fit.model, low_rank_embeddings)
+    assert fit.k == 4
+    assert reduced.columns == ["path", "label", "split", "pca_features"]
+    widths = {r[0] for r in reduced.select(F.size("pca_features")).distinct().collect()}
+    assert widths == {4}
+    assert reduced.count() == 330
+
+
+def test_bad_k_and_empty_training_split_are_clear_errors(low_rank_embeddings):
+    with pytest.raises(ValueError, match="k must be between"):
+        fit_pca(low_rank_embeddings, k=2000)
+    with pytest.raises(ValueError, match="at least 2 'Validation' embeddings"):
+        fit_pca(low_rank_embeddings, training_split="Validation")
