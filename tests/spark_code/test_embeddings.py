@@ -49,11 +49,11 @@ def test_embeddings_of_the_same_images_are_identical_across_runs(spark, mixed_ro
 
 
 def test_spark_features_equal_the_model_run_directly(embedded, mixed_root, model_settings):
-    """The UDF adds nothing to the model: same image, same preprocessing, same numbers (up to float32 batching)."""
+    """One image embedded alone (as at predict time) gets exactly the features it got in a Spark batch."""
     path = sorted((mixed_root / "Training" / "Mixed").glob("*_100.jpg"))[0]
     direct = build_embedder(model_settings)(preprocess(path.read_bytes(), 224)[None])[0]
     row = accepted(embedded).where(F.col("path").endswith(path.name)).first()
-    np.testing.assert_allclose(np.asarray(row["features"]), direct, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(np.asarray(row["features"], dtype=np.float32), direct)
 
 
 def test_real_weights_separate_two_fruits(spark, small_root, model_settings):
