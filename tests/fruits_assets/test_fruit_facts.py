@@ -1,0 +1,151 @@
+"""The fruit facts file the app shows: it covers every Fruits-360 class, is consistent, and unknown labels fall back."""
+
+import dataclasses
+import json
+import numbers
+from pathlib import Path
+
+import pytest
+
+import fruits_assets
+from fruits_assets import fruit_facts
+from fruits_assets.fruit_facts import UNKNOWN_DESCRIPTION, FruitFacts, facts_for, known_labels
+from tests.conftest import FRUITS_360
+
+FACTS_PATH = Path(fruits_assets.__file__).parent / "fruit_facts.json"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+FRUIT_FIELDS = {"family", "season", "description", "calories_kcal_per_100g", "vitamin_c_mg_per_100g"}
+
+
+def raw_facts() -> dict:
+    return json.loads(FACTS_PATH.read_text(encoding="utf-8"))
+
+
+def test_every_class_folder_of_the_shared_sample_has_known_facts() -> None:
+    training = FRUITS_360 / "Training"
+    assert training.is_dir(), f"the shared Fruits-360 sample must be at {training}"
+    classes = sorted(path.name for path in training.iterdir() if path.is_dir())
+    assert len(classes) == 95
+    assert [label for label in classes if not facts_for(label).known] == []
+    assert set(classes) <= set(known_labels())
+
+
+def test_known_labels_are_sorted_and_all_known() -> None:
+    labels = known_labels()
+    assert labels == sorted(labels)
+    assert len(labels) == len(set(labels))
+    assert all(facts_for(label).known for label in labels)
+
+
+def test_every_label_points_to_an_existing_fruit_and_every_fruit_is_used() -> None:
+    data = raw_facts()
+    fruits = data["fruits"]
+    for label, entry in data["labels"].items():
+        assert set(entry) == {"fruit", "variety"}, label
+        assert entry["fruit"] in fruits, label
+        assert entry["variety"] is None or (isinstance(entry["variety"], str) and entry["variety"].strip()), label
+    assert {entry["fruit"] for entry in data["labels"].values()} == set(fruits)
+
+
+def test_every_fruit_has_all_fields_with_text_where_text_is_expected() -> None:
+    for name, facts in raw_facts()["fruits"].items():
+        assert set(facts) == FRUIT_FIELDS, name
+        assert facts["family"].endswith("aceae"), name
+        assert facts["season"].strip(), name
+        assert facts["description"].strip().endswith("."), name
+
+
+def test_json_keys_are_sorted_everywhere() -> None:
+    def check(pairs: list[tuple[str, object]]) -> dict:
+        keys = [key for key, _ in pairs]
+        assert keys == sorted(keys)
+        return dict(pairs)
+
+    json.loads(FACTS_PATH.read_text(encoding="utf-8"), object_pairs_hook=check)
+
+
+@pytest.mark.parametrize(("field", "upper_bound"), [("calories_kcal_per_100g", 900), ("vitamin_c_mg_per_100g", 1000)])
+def test_numbers_are_non_negative_and_plausible(field: str, upper_bound: float) -> None:
+    values = {label: getattr(facts_for(label), field) for label in known_labels()}
+    for label, value in values.items():
+        if value is not None:
+            assert isinstance(value, numbers.Real) and not isinstance(value, bool), label
+            assert 0 <= value < upper_bound, label
+    assert sum(value is not None for value in values.values()) > len(values) / 2, "most fruits should have a value"
+
+
+@pytest.mark.parametrize(
+    ("label", "fruit", "variety"),
+    [
+        ("Apple Red 2", "Apple", None),
+        ("Apple Granny Smith", "Apple", "Granny Smith"),
+        ("Apple Braeburn", "Apple", "Braeburn"),
+        ("Grape White 3", "Grape", "White (green-skinned)"),
+        ("Tomato 4", "Tomato", None),
+        ("Tomato Cherry Red", "Tomato", "Cherry tomato (red)"),
+        ("Pear Williams", "Pear", "Williams (Bartlett)"),
+        ("Lemon Meyer", "Lemon", "Meyer"),
+        ("Cocos", "Coconut", None),
+        ("Kaki", "Persimmon", None),
+        ("Carambula", "Carambola", None),
+        ("Mangostan", "Mangosteen", None),
+        ("Maracuja", "Passion fruit", None),
+        ("Passion Fruit", "Passion fruit", None),
+        ("Granadilla", "Sweet granadilla", None),
+        ("Pitahaya Red", "Dragon fruit", "Red pitahaya"),
+        ("Pomelo Sweetie", "Oroblanco", "Sweetie"),
+        ("Cactus fruit", "Prickly pear", None),
+        ("Walnut", "Walnut", None),
+    ],
+)
+def test_labels_map_to_their_fruit_and_variety(label: str, fruit: str, variety: str | None) -> None:
+    facts = facts_for(label)
+    assert (facts.label, facts.fruit, facts.variety, facts.known) == (label, fruit, variety, True)
+
+
+def test_varieties_share_the_facts_of_their_fruit() -> None:
+    def shared(facts: FruitFacts) -> dict[str, object]:
+        return {key: value for key, value in dataclasses.asdict(facts).items() if key not in {"label", "variety"}}
+
+    assert shared(facts_for("Apple Red 2")) == shared(facts_for("Apple Granny Smith"))
+    assert shared(facts_for("Tomato 1")) == shared(facts_for("Tomato Cherry Red"))
+    assert shared(facts_for("Apple Braeburn")) != shared(facts_for("Tomato 1"))
+    apple = facts_for("Apple Braeburn")
+    assert (apple.family, apple.calories_kcal_per_100g) == ("Rosaceae", 52)
+
+
+def test_unknown_label_gives_the_fallback_without_raising() -> None:
+    assert facts_for("Durian 3") == FruitFacts(
+        label="Durian 3",
+        fruit="Durian",
+        variety=None,
+        family=None,
+        season=None,
+        description=UNKNOWN_DESCRIPTION,
+        calories_kcal_per_100g=None,
+        vitamin_c_mg_per_100g=None,
+        known=False,
+    )
+    assert UNKNOWN_DESCRIPTION == "No facts recorded for this fruit yet."
+    assert facts_for("Durian").fruit == "Durian"
+    assert facts_for("Dragon Fruit 12").fruit == "Dragon Fruit"
+    assert not facts_for("apple braeburn").known, "labels are matched exactly, as the folder names are"
+
+
+def test_facts_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        facts_for("Banana").fruit = "Plantain"  # type: ignore[misc]
+
+
+def test_the_file_is_read_once() -> None:
+    fruit_facts._load.cache_clear()
+    for label in ["Kiwi", "Banana", "Durian 3"]:
+        facts_for(label)
+    known_labels()
+    assert fruit_facts._load.cache_info().misses == 1
+
+
+def test_the_json_ships_in_the_wheel() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    assert "*.json" in config["tool"]["setuptools"]["package-data"]["fruits_assets"]
