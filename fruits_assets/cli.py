@@ -1,4 +1,4 @@
-"""`fruits`: the platform's command line (`fruits run` materializes every asset for every class)."""
+"""`fruits`: the platform's command line (`fruits run` materializes every asset; `fruits predict` names fruits)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
+from fruits_assets.fruit_facts import facts_for
 from spark_code.layout import LayoutError
 
 
@@ -33,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pca-k", type=int, help="fixed number of PCA components (default: chosen by --pca-variance)")
     run.add_argument("--pca-variance", type=float, help="target explained variance (default 0.95)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    predict = commands.add_parser(
+        "predict",
+        help="name the fruit in photos with the trained classifier (no Spark needed)",
+        description="Top classes of each photo (JPEG/PNG, any size) with the facts of the best one, from the models "
+        "materialized under the output root.",
+    )
+    predict.add_argument("photos", nargs="+", metavar="PHOTO")
+    predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per photo on stdout")
     return parser
 
 
@@ -54,6 +66,8 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
         lines.append(
             f"  PCA:                k={summary['pca_k']}, explained variance {summary['pca_explained_variance']:.4f}"
         )
+    if summary["accuracy"] is not None:
+        lines.append(f"  classifier:         accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}")
     lines.append(f"  checks:             {sum(summary['checks'].values())}/{len(summary['checks'])} passed")
     lines += [f"  failed check:       {name}" for name, passed in summary["checks"].items() if not passed]
     lines.append(f"  outputs under:      {summary['output_root']}")
@@ -63,9 +77,7 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _run(args: argparse.Namespace) -> int:
     from fruits_assets.main_job import run_main_job  # heavy imports only once the arguments are valid
 
     started = time.perf_counter()
@@ -80,6 +92,55 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_summary(summary, summary["seconds"])
     return 0 if summary["success"] else 1
+
+
+def _facts_lines(label: str) -> list[str]:
+    facts = facts_for(label)
+    lines = [f"    {facts.fruit}" + (f" ({facts.variety})" if facts.variety else "") + f": {facts.description}"]
+    details = [
+        f"family {facts.family}" if facts.family else "",
+        f"season {facts.season}" if facts.season else "",
+        f"{facts.calories_kcal_per_100g:g} kcal/100 g" if facts.calories_kcal_per_100g is not None else "",
+        f"vitamin C {facts.vitamin_c_mg_per_100g:g} mg/100 g" if facts.vitamin_c_mg_per_100g is not None else "",
+    ]
+    if any(details):
+        lines.append("    " + "; ".join(d for d in details if d))
+    return lines
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from spark_code.serving import FruitPredictor  # TensorFlow is imported only when predicting
+
+    root = args.output_root or os.environ.get("FRUITS_OUTPUT_ROOT") or "fruits-output"
+    try:
+        predictor = FruitPredictor(root, top=args.top)
+    except FileNotFoundError as exc:
+        print(f"fruits: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for photo in args.photos:
+        prediction = predictor.predict(photo)
+        if prediction.error:
+            failed += 1
+            print(f"fruits: {photo}: {prediction.error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"photo": photo, "error": prediction.error}))
+            continue
+        best = prediction.top[0][0]
+        if args.json:
+            top = [{"label": label, "probability": p} for label, p in prediction.top]
+            print(json.dumps({"photo": photo, "top": top, "facts": asdict(facts_for(best))}))
+        else:
+            print(f"{photo}: {best} ({prediction.top[0][1]:.1%})")
+            print("  " + ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
+            print("\n".join(_facts_lines(best)))
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return _run(args) if args.command == "run" else _predict(args)
 
 
 if __name__ == "__main__":

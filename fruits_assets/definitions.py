@@ -6,7 +6,7 @@ import os
 
 from dagster import Definitions, load_assets_from_modules
 
-from fruits_assets.assets import features, ingestion, models
+from fruits_assets.assets import classifier, features, ingestion, models
 from fruits_assets.io_managers import ClassParquetIOManager, SparkModelIOManager
 from fruits_assets.resources import FruitsSettings, local_spark, output_root_from_env, settings_from_env
 from fruits_assets.sensors import fruit_class_sensor
@@ -30,7 +30,7 @@ def resources_for(
     }
 
 
-all_assets = load_assets_from_modules([ingestion, features, models])
+all_assets = load_assets_from_modules([ingestion, features, models, classifier])
 
 defs = Definitions(
     assets=all_assets,

@@ -3,12 +3,11 @@
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.ml.util import MLWritable
 from pyspark.sql import DataFrame
 
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
-from spark_code.ml_models import load_model, save_model
-from spark_code.parquet_store import read_classes, write_classes
+from spark_code.ml_models import ModelArtifact, load_model, save_model
+from spark_code.parquet_store import read_classes, read_table, write_classes, write_table
 
 
 def output_path(output_root: str, asset_name: str) -> str:
@@ -27,11 +26,16 @@ class _OutputRootIOManager(ConfigurableIOManager):
 class ClassParquetIOManager(_OutputRootIOManager):
     """Spark DataFrames as Parquet under `<output_root>/<asset>/label=<class>/`, one folder per fruit class.
 
-    Materializing some classes replaces exactly those classes' folders (see spark_code.parquet_store).
+    Materializing some classes replaces exactly those classes' folders (see spark_code.parquet_store); an
+    unpartitioned asset's table is replaced as a whole.
     """
 
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
         base = self._path(context)
+        if not context.has_asset_partitions:
+            rows = write_table(obj, base)
+            context.add_output_metadata({"path": MetadataValue.path(base), "row_count": MetadataValue.int(rows)})
+            return
         classes = sorted(context.asset_partition_keys)
         counts = write_classes(obj, base, classes)
         metadata = {
@@ -45,6 +49,8 @@ class ClassParquetIOManager(_OutputRootIOManager):
         context.log.info(f"wrote {sum(counts.values())} rows of {len(classes)} class(es) to {base}")
 
     def load_input(self, context: InputContext) -> DataFrame:
+        if not context.has_asset_partitions:
+            return read_table(self.pyspark.spark_session, self._path(context))
         classes = sorted(context.asset_partition_keys)
         return read_classes(self.pyspark.spark_session, self._path(context), classes)
 
@@ -52,10 +58,10 @@ class ClassParquetIOManager(_OutputRootIOManager):
 class SparkModelIOManager(_OutputRootIOManager):
     """Spark ML models saved with their own writer under `<output_root>/<asset>/`, swapped in atomically."""
 
-    def handle_output(self, context: OutputContext, obj: MLWritable) -> None:
+    def handle_output(self, context: OutputContext, obj: ModelArtifact) -> None:
         path = self._path(context)
         save_model(self.pyspark.spark_session, obj, path)
         context.add_output_metadata({"path": MetadataValue.path(path)})
 
-    def load_input(self, context: InputContext) -> object:
+    def load_input(self, context: InputContext) -> ModelArtifact:
         return load_model(self.pyspark.spark_session, self._path(context))

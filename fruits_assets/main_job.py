@@ -20,7 +20,15 @@ from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, resolved_settings
 from spark_code.layout import discover_layout
 
-OUTPUT_FOLDERS = ("raw_images", "image_embeddings", "rejected_images", "pca_model", "reduced_features")
+OUTPUT_FOLDERS = (
+    "raw_images",
+    "image_embeddings",
+    "rejected_images",
+    "pca_model",
+    "reduced_features",
+    "fruit_classifier",
+    "classifier_evaluation",
+)
 
 
 @dataclass
@@ -34,6 +42,8 @@ class RunSummary:
     images_rejected: int = 0
     pca_k: int | None = None
     pca_explained_variance: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
     output_root: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
@@ -67,7 +77,7 @@ def _first_error(result: ExecuteInProcessResult) -> str | None:
 def run_main_job(
     settings_overrides: dict[str, Any], classes: list[str] | None = None, output_root: str | None = None
 ) -> RunSummary:
-    """Materialize raw images, embeddings, PCA and reduced features for `classes` (default: every class)."""
+    """Materialize every asset, from raw images to the classifier's evaluation, for `classes` (default: all)."""
     effective = resolved_settings(settings_overrides)
     root = output_root or os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
     layout = discover_layout(effective.images_root)
@@ -85,6 +95,7 @@ def run_main_job(
         raise_on_error=False,
     )
     pca = _metadata(result, "pca_model")
+    evaluation = _metadata(result, "classifier_evaluation")
     return RunSummary(
         success=result.success and all(e.passed for e in result.get_asset_check_evaluations()),
         classes=len(selected),
@@ -93,6 +104,8 @@ def run_main_job(
         images_rejected=_metadata(result, "rejected_images").get("row_count", 0),
         pca_k=pca.get("k"),
         pca_explained_variance=pca.get("explained_variance"),
+        accuracy=evaluation.get("accuracy"),
+        macro_f1=evaluation.get("macro_f1"),
         output_root=root,
         outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
         checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},

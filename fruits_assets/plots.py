@@ -34,3 +34,26 @@ def cumulative_variance_plot(cumulative: list[float], k: int, target: float | No
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return figure_markdown(fig, "cumulative explained variance")
+
+
+def confusion_matrix_plot(confusion: dict[tuple[str, str], int], labels: list[str]) -> MetadataValue:
+    """Row-normalised confusion matrix (true class down, predicted across), log-scaled so rare errors show."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    index = {name: i for i, name in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)))
+    for (true, predicted), count in confusion.items():
+        if true in index and predicted in index:
+            matrix[index[true], index[predicted]] += count
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(4.0, len(labels) * 0.12)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(np.where(share > 0, share, np.nan), cmap="viridis", norm=LogNorm(vmin=1e-3, vmax=1))
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5 if len(labels) > 30 else 8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=5 if len(labels) > 30 else 8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    return figure_markdown(fig, "confusion matrix")

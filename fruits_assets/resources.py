@@ -9,7 +9,7 @@ from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
-from spark_code.layout import ImagesLayout, discover_layout
+from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
 from spark_code.settings import TRAINING_SPLIT, ModelSettings, spark_conf
 
 DEFAULT_OUTPUT_ROOT = "fruits-output"
@@ -31,12 +31,18 @@ class FruitsSettings(ConfigurableResource):
     batch_size: int = Field(default=64, description="Images per inference batch.")
     pca_variance: float = Field(default=0.95, description="Target explained variance choosing k.")
     pca_k: int = Field(default=0, description="Fixed number of components; 0 chooses k by pca_variance.")
-    training_split: str = Field(default=TRAINING_SPLIT, description="Split folder the PCA is fitted on.")
+    training_split: str = Field(default=TRAINING_SPLIT, description="Split the PCA and classifier are fitted on.")
+    evaluation_split: str = Field(default="Test", description="Split the classifier is evaluated on.")
+    min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
 
     @property
     def model(self) -> ModelSettings:
+        """Embedding settings, a local weights file made absolute so that the saved models can find it later."""
+        weights = self.model_weights
+        if weights != "imagenet" and not is_remote(weights):
+            weights = os.path.abspath(local_path(weights))
         return ModelSettings(
-            weights=self.model_weights, alpha=self.model_alpha, image_size=self.image_size, batch_size=self.batch_size
+            weights=weights, alpha=self.model_alpha, image_size=self.image_size, batch_size=self.batch_size
         )
 
     def layout(self) -> ImagesLayout:
@@ -51,6 +57,7 @@ ENV_SETTINGS: dict[str, str] = {
     "batch_size": "FRUITS_BATCH_SIZE",
     "pca_variance": "FRUITS_PCA_VARIANCE",
     "pca_k": "FRUITS_PCA_K",
+    "min_accuracy": "FRUITS_MIN_ACCURACY",
 }
 """Settings field -> environment variable."""
 

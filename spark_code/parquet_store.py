@@ -66,3 +66,26 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
     df = spark.read.option("basePath", base).parquet(*dirs)
     others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
     return df.select("path", F.col(PARTITION_COLUMN), *others)
+
+
+def write_table(df: DataFrame, base: str) -> int:
+    """Replace the whole folder with `df` (partitioned by class for readers), swapped in once written."""
+    spark = df.sparkSession
+    run = uuid.uuid4().hex
+    staging, previous = f"{base.rstrip('/')}._staging-{run}", f"{base.rstrip('/')}._previous-{run}"
+    df.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
+    rows = spark.read.schema(df.schema).parquet(staging).count()
+    if storage.exists(spark, base):
+        storage.rename(spark, base, previous)
+    storage.rename(spark, staging, base)
+    storage.delete(spark, previous)
+    return rows
+
+
+def read_table(spark: SparkSession, base: str) -> DataFrame:
+    """A folder written by write_table, `label` as the second column."""
+    if not storage.exists(spark, base):
+        raise MissingClassError(f"no data under {base}: materialize it first")
+    df = spark.read.parquet(base)
+    others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
+    return df.select("path", F.col(PARTITION_COLUMN), *others)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.ml.feature import PCA, PCAModel
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -17,7 +18,9 @@ from spark_code.settings import EMBEDDING_WIDTH, TRAINING_SPLIT
 class PcaFit:
     """A fitted PCA with what a person needs to judge it."""
 
-    model: PCAModel
+    model: PipelineModel
+    """Mean-centering then PCA: Spark's PCA on uncentered embeddings returned a wrong, flat spectrum when the
+    training rows were unevenly spread over partitions (seen with Spark 4.3); centered input is exact."""
     k: int
     explained_variance: float
     cumulative_variance: list[float]
@@ -40,29 +43,33 @@ def fit_pca(
     training_split: str = TRAINING_SPLIT,
 ) -> PcaFit:
     """Fit on the training split; k is fixed when given, else the smallest k reaching the target variance."""
-    train = (
-        embeddings.where(F.col("split") == training_split).select(array_to_vector("features").alias("vector")).persist()
-    )
+    train = embeddings.where(F.col("split") == training_split).select(array_to_vector("features").alias("raw"))
+    train = train.persist()
     try:
         rows = train.count()
         if rows < 2:
             raise ValueError(f"PCA needs at least 2 {training_split!r} embeddings, found {rows}")
         if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
             raise ValueError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
-        full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(train)
+        centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
+        centered = centering.transform(train).persist()
+        full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(centered)
         cumulative = np.cumsum(full.explainedVariance.toArray()).tolist()
         chosen = k if k is not None else choose_k(cumulative, target_variance)
-        model = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(train)
+        pca = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
+        centered.unpersist()
     finally:
         train.unpersist()
+    model = PipelineModel(stages=[centering, pca])
     return PcaFit(model, chosen, float(cumulative[chosen - 1]), cumulative, rows)
 
 
-def apply_pca(model: PCAModel, embeddings: DataFrame) -> DataFrame:
+def pca_k(model: PipelineModel) -> int:
+    """Number of components of a model made by fit_pca."""
+    return model.stages[-1].getK()
+
+
+def apply_pca(model: PipelineModel, embeddings: DataFrame) -> DataFrame:
     """path, label, split, features -> path, label, split, pca_features (array<float> of width k)."""
-    projected = (
-        model.setInputCol("vector")
-        .setOutputCol("pca")
-        .transform(embeddings.withColumn("vector", array_to_vector("features")))
-    )
+    projected = model.transform(embeddings.withColumn("raw", array_to_vector("features")))
     return projected.select("path", "label", "split", vector_to_array("pca", "float32").alias("pca_features"))

@@ -44,3 +44,13 @@ def escape_partition_value(spark: SparkSession, value: str) -> str:
     """The folder name Spark gives a partition value (it escapes characters such as ':', '%', '=')."""
     utils = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils
     return str(utils.escapePathName(value))
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a small UTF-8 file (overwriting)."""
+    fs, path = _fs_and_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()

@@ -64,3 +64,21 @@ def copy_sample(source: Path, target: Path, classes: list[str], per_split: dict[
 def small_root(shared_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three real classes, 10 training and 4 test images each."""
     return copy_sample(shared_root, tmp_path_factory.mktemp("small"), REAL_CLASSES, {"Training": 10, "Test": 4})
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The main job (`fruits run --json`) once on the small root: its summary and output root."""
+    import contextlib
+    import io
+    import json
+
+    from fruits_assets.cli import main
+
+    output_root = tmp_path_factory.mktemp("trained") / "out"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["run", "--images-root", str(small_root), "--output-root", str(output_root), "--json"])
+    summary = json.loads(stdout.getvalue())
+    assert code == 0, summary
+    return summary, output_root

@@ -13,7 +13,6 @@ from dagster import (
     multi_asset,
 )
 from dagster_pyspark import LazyPySparkResource
-from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame
 
 from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
@@ -29,7 +28,8 @@ from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
 from spark_code.image_files import read_image_files
-from spark_code.pca import apply_pca
+from spark_code.ml_models import ModelArtifact
+from spark_code.pca import apply_pca, pca_k
 
 
 @multi_asset(
@@ -90,12 +90,12 @@ def image_embeddings(
     check_specs=[REDUCED_WIDTH_CHECK],
 )
 def reduced_features(
-    context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: PCAModel, pyspark: LazyPySparkResource
+    context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: ModelArtifact, pyspark: LazyPySparkResource
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
     fresh_spark(pyspark)
-    k = pca_model.getK()
+    k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
-    reduced = apply_pca(pca_model, image_embeddings).persist()
+    reduced = apply_pca(pca_model.model, image_embeddings).persist()
     yield check_reduced_width(reduced, k)
     yield Output(reduced, metadata={"k": MetadataValue.int(k)})

@@ -1,11 +1,13 @@
 """Models: the PCA fitted on every class's training embeddings."""
 
+from dataclasses import asdict
+
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
-from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame
 
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings
+from spark_code.ml_models import ModelArtifact
 from spark_code.pca import fit_pca
 
 
@@ -17,13 +19,19 @@ from spark_code.pca import fit_pca
 )
 def pca_model(
     context: AssetExecutionContext, image_embeddings: DataFrame, settings: FruitsSettings
-) -> Output[PCAModel]:
+) -> Output[ModelArtifact]:
     """pyspark.ml PCA on the training split of every class; k reaches the target variance unless fixed."""
     fixed_k = settings.pca_k or None
     fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split)
     context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")
+    notes = {
+        "k": fit.k,
+        "explained_variance": fit.explained_variance,
+        "training_split": settings.training_split,
+        "embedding": asdict(settings.model),
+    }
     return Output(
-        fit.model,
+        ModelArtifact(fit.model, notes),
         metadata={
             "k": MetadataValue.int(fit.k),
             "explained_variance": MetadataValue.float(fit.explained_variance),

@@ -73,7 +73,11 @@ def test_every_asset_over_a_range_of_real_classes(small_root, output_root):
     assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {8}
     assert set(reduced.columns) == {"path", "label", "split", "pca_features"}
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert len(result.get_asset_check_evaluations()) == 3
+    assert len(result.get_asset_check_evaluations()) == 4
+    evaluation = _metadata(result, "classifier_evaluation")
+    assert evaluation["accuracy"] == 1.0 and evaluation["images"] == 12
+    assert evaluation["confusion_matrix"].startswith("![confusion matrix](data:image/png;base64,")
+    assert _metadata(result, "fruit_classifier")["classes"] == 3
 
 
 def test_rematerializing_one_class_leaves_the_others_untouched(small_root, output_root, spark):

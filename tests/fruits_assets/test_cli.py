@@ -7,27 +7,58 @@ import pytest
 
 from fruits_assets.cli import main
 from tests.conftest import REAL_CLASSES
+from tests.images_factory import encoded, fruit_like
 
 
-def test_main_job_on_three_classes_materializes_every_asset(small_root, output_root, capsys):
-    code = main(["run", "--images-root", str(small_root), "--output-root", str(output_root), "--json"])
-    summary = json.loads(capsys.readouterr().out)
-    assert code == 0 and summary["success"]
+def test_main_job_on_three_classes_materializes_every_asset(trained_run):
+    summary, output_root = trained_run
+    assert summary["success"]
     assert summary["classes"] == 3
     assert summary["images_indexed"] == summary["images_featurized"] == 42
     assert summary["images_rejected"] == 0
     assert 1 <= summary["pca_k"] <= 29 and summary["pca_explained_variance"] >= 0.95
+    assert summary["accuracy"] == 1.0 and summary["macro_f1"] == 1.0
     assert summary["checks"] == {
         "embeddings_are_1280_wide_without_nan": True,
         "every_indexed_file_is_embedded_or_rejected": True,
         "reduced_width_equals_k": True,
+        "accuracy_above_floor": True,
     }
     embeddings = ds.dataset(summary["outputs"]["image_embeddings"], partitioning="hive").to_table()
     assert sorted(set(embeddings.column("label").to_pylist())) == REAL_CLASSES
     assert {len(v) for v in embeddings.column("features").to_pylist()} == {1280}
     reduced = ds.dataset(summary["outputs"]["reduced_features"], partitioning="hive").to_table()
     assert {len(v) for v in reduced.column("pca_features").to_pylist()} == {summary["pca_k"]}
-    assert (output_root / "pca_model" / "metadata").is_dir()
+    for model in ("pca_model", "fruit_classifier"):
+        assert (output_root / model / "metadata").is_dir() and (output_root / model / "notes.json").is_file()
+
+
+def test_predict_names_the_fruit_and_tells_about_it(trained_run, small_root, tmp_path, capsys):
+    photos = [str(next((small_root / "Test" / name).iterdir())) for name in ("Banana", "Kiwi")]
+    alpha = tmp_path / "alpha.png"
+    alpha.write_bytes(encoded(fruit_like(seed=2).convert("RGBA"), "PNG"))
+    code = main(["predict", *photos, str(alpha), "--output-root", str(trained_run[1]), "--json"])
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert [a["top"][0]["label"] for a in answers[:2]] == ["Banana", "Kiwi"]
+    assert answers[0]["facts"]["fruit"] == "Banana" and answers[0]["facts"]["known"]
+    assert all(len(a["top"]) == 3 for a in answers)
+
+    code = main(["predict", photos[1], "--output-root", str(trained_run[1])])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith(f"{photos[1]}: Kiwi (") and "Actinidiaceae" in out
+
+
+def test_predict_answers_the_good_photos_and_fails_on_bad_ones(trained_run, small_root, tmp_path, capsys):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    good = str(next((small_root / "Test" / "Kiwi").iterdir()))
+    code = main(["predict", str(text), str(tmp_path / "missing.jpg"), good, "--output-root", str(trained_run[1])])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"{good}: Kiwi" in captured.out
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and errors[0].startswith(f"fruits: {text}: ") and "not an image" in errors[0]
 
 
 def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, capsys):

@@ -12,10 +12,16 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
         "rejected_images",
         "pca_model",
         "reduced_features",
+        "fruit_classifier",
+        "classifier_evaluation",
     }
     assert graph.get(AssetKey("image_embeddings")).parent_keys == {AssetKey("raw_images")}
     assert graph.get(AssetKey("pca_model")).parent_keys == {AssetKey("image_embeddings")}
     assert graph.get(AssetKey("reduced_features")).parent_keys == {AssetKey("image_embeddings"), AssetKey("pca_model")}
+    assert graph.get(AssetKey("classifier_evaluation")).parent_keys == {
+        AssetKey("reduced_features"),
+        AssetKey("fruit_classifier"),
+    }
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups["raw_images"] == "ingestion" and groups["pca_model"] == "models"
     assert all(graph.get(key).description for key in graph.get_all_asset_keys())
@@ -25,7 +31,8 @@ def test_partitioned_assets_share_the_discovered_class_partitions():
     graph = defs.resolve_asset_graph()
     for name in ("raw_images", "image_embeddings", "rejected_images", "reduced_features"):
         assert graph.get(AssetKey(name)).partitions_def.name == "fruit_class"
-    assert graph.get(AssetKey("pca_model")).partitions_def is None
+    for name in ("pca_model", "fruit_classifier", "classifier_evaluation"):
+        assert graph.get(AssetKey(name)).partitions_def is None
 
 
 def test_an_unknown_deployment_is_refused():

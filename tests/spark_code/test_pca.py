@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code.pca import apply_pca, choose_k, fit_pca
+from spark_code.pca import apply_pca, choose_k, fit_pca, pca_k
 from spark_code.settings import EMBEDDING_WIDTH
 
 
@@ -41,11 +41,30 @@ def test_k_follows_the_explained_variance(low_rank_embeddings):
 def test_reduced_width_equals_k(low_rank_embeddings):
     fit = fit_pca(low_rank_embeddings, k=4)
     reduced = apply_pca(fit.model, low_rank_embeddings)
-    assert fit.k == 4
+    assert fit.k == pca_k(fit.model) == 4
     assert reduced.columns == ["path", "label", "split", "pca_features"]
     widths = {r[0] for r in reduced.select(F.size("pca_features")).distinct().collect()}
     assert widths == {4}
     assert reduced.count() == 330
+
+
+def test_spectrum_does_not_depend_on_how_rows_are_spread_over_partitions(spark):
+    """Non-negative, offset features split unevenly by class over partitions (as class files read back are): Spark's
+    PCA on uncentered input once returned a flat, wrong spectrum for this layout. It must match NumPy's."""
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 2, size=(3, EMBEDDING_WIDTH))
+    rows, sizes = [], {0: 250, 1: 348, 2: 152}
+    for label, size in sizes.items():
+        for i in range(size):
+            vector = np.maximum(centres[label] + rng.normal(scale=0.3, size=EMBEDDING_WIDTH), 0).astype(np.float32)
+            rows.append((f"file:/{label}/{i}.jpg", f"C{label}", "Training", vector.tolist()))
+    schema = "path string, label string, split string, features array<float>"
+    df = spark.createDataFrame(rows, schema).repartition(3, "label")
+    fit = fit_pca(df, k=3)
+    matrix = np.asarray([r[3] for r in rows], dtype=np.float64)
+    spectrum = np.linalg.svd(matrix - matrix.mean(0), compute_uv=False) ** 2
+    expected = np.cumsum(spectrum / spectrum.sum())[:3]
+    np.testing.assert_allclose(fit.cumulative_variance[:3], expected, rtol=1e-6)
 
 
 def test_bad_k_and_empty_training_split_are_clear_errors(low_rank_embeddings):

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from spark_code.classifier import evaluate, labels_of, score, train_classifier
+
+
+@pytest.fixture(scope="module")
+def clustered(spark):
+    """Three classes as well separated clusters in 6 dimensions, 40 training and 10 test rows each."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for c, name in enumerate(["Cherry", "Apple", "Banana"]):
+        centre = np.eye(6)[c] * 5
+        for i in range(50):
+            features = (centre + rng.normal(scale=0.5, size=6)).astype(np.float32).tolist()
+            rows.append((f"file:/{name}/{i}.jpg", name, "Training" if i < 40 else "Test", features))
+    return spark.createDataFrame(rows, "path string, label string, split string, pca_features array<float>")
+
+
+def test_trains_on_the_training_split_and_names_the_classes(clustered):
+    model = train_classifier(clustered)
+    assert labels_of(model) == ["Apple", "Banana", "Cherry"]
+    scored = score(model, clustered.where("split = 'Test'"))
+    assert scored.columns == ["path", "label", "split", "predicted", "confidence"]
+    rows = scored.collect()
+    assert len(rows) == 30
+    assert all(r["predicted"] == r["label"] and 0.5 < r["confidence"] <= 1.0 for r in rows)
+
+
+def test_evaluation_metrics_from_known_confusions(spark):
+    # Apple: 3 right, 1 taken for Banana; Banana: 2 right; Cherry: 1 right, 1 taken for Banana.
+    pairs = [("Apple", "Apple")] * 3 + [("Apple", "Banana"), ("Banana", "Banana"), ("Banana", "Banana")]
+    pairs += [("Cherry", "Cherry"), ("Cherry", "Banana")]
+    scored = spark.createDataFrame(pairs, "label string, predicted string")
+    result = evaluate(scored, ["Apple", "Banana", "Cherry"])
+    assert result.images == 8 and result.correct == 6 and result.accuracy == pytest.approx(0.75)
+    assert result.recall == pytest.approx({"Apple": 0.75, "Banana": 1.0, "Cherry": 0.5})
+    # F1: Apple 2*1*.75/1.75, Banana 2*.5*1/1.5, Cherry 2*1*.5/1.5
+    expected_f1 = (6 / 7 + 2 / 3 + 2 / 3) / 3
+    assert result.macro_f1 == pytest.approx(expected_f1)
+    assert result.most_confused(5) == [("Apple", "Banana", 1), ("Cherry", "Banana", 1)]
