@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fruits_assets.fruit_facts import facts_for
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
     predict.add_argument("--json", action="store_true", help="print one JSON object per photo on stdout")
+    bench = commands.add_parser("bench", help="benchmarks that print their figures").add_subparsers(
+        dest="bench", required=True
+    )
+    bench_predict = bench.add_parser("predict", help="warm per-photo latency of fruits predict")
+    bench_predict.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
+    bench_predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
+    bench_predict.add_argument("--limit", type=int, default=200, help="at most this many photos (default 200)")
     return parser
 
 
@@ -111,9 +119,8 @@ def _facts_lines(label: str) -> list[str]:
 def _predict(args: argparse.Namespace) -> int:
     from spark_code.serving import FruitPredictor  # TensorFlow is imported only when predicting
 
-    root = args.output_root or os.environ.get("FRUITS_OUTPUT_ROOT") or "fruits-output"
     try:
-        predictor = FruitPredictor(root, top=args.top)
+        predictor = FruitPredictor(_output_root(args), top=args.top)
     except FileNotFoundError as exc:
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2
@@ -137,10 +144,27 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _output_root(args: argparse.Namespace) -> str:
+    return args.output_root or os.environ.get("FRUITS_OUTPUT_ROOT") or "fruits-output"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fruits_assets.bench_predict import bench_predict
+
+    photos = sorted(
+        file
+        for given in map(Path, args.photos)
+        for file in (given.rglob("*") if given.is_dir() else [given])
+        if file.is_file() and not file.name.startswith(".")
+    )[: args.limit]
+    print(json.dumps(bench_predict(_output_root(args), photos)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return _run(args) if args.command == "run" else _predict(args)
+    return {"run": _run, "predict": _predict, "bench": _bench}[args.command](args)
 
 
 if __name__ == "__main__":

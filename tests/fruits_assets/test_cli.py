@@ -98,3 +98,10 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, args,
     assert completed.returncode == 2
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_bench_predict_prints_latency_figures(trained_run, small_root, capsys):
+    code = main(["bench", "predict", str(small_root / "Test"), "--output-root", str(trained_run[1]), "--limit", "6"])
+    figures = json.loads(capsys.readouterr().out)
+    assert code == 0 and figures["photos"] == 6
+    assert 0 < figures["median_ms"] <= figures["p90_ms"] <= figures["max_ms"]
