@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from fruits_assets.definitions import defs
 from tests.ui.conftest import UI_CLASSES, UI_IMAGES_PER_SPLIT, DagsterDev
@@ -37,7 +37,12 @@ class Visit:
         self.page, self.server, self.artifacts = page, server, artifacts
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
-        page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+        page.on("console", self._on_console)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        """Dagster logs GraphQL, network and launch failures with console.error (besides its toasts)."""
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
 
     def open(self, path: str) -> None:
         self.page.goto(f"{self.server.url}{path}")
