@@ -1,4 +1,4 @@
-"""Plots rendered as PNG inside Markdown metadata, so the Dagster UI shows them as images."""
+"""Plots and images rendered as PNG inside Markdown metadata, so the Dagster UI shows them as images."""
 
 from __future__ import annotations
 
@@ -10,14 +10,57 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from dagster import MetadataValue  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from spark_code.images import ImageDecodeError, load_rgb  # noqa: E402
+
+THUMBNAIL_SIZE = 96
+"""Side of one thumbnail tile, in pixels: Fruits-360 photos are 100x100, so this keeps them sharp and small."""
+
+
+def png_markdown(png: bytes, alt: str) -> MetadataValue:
+    """PNG bytes as a Markdown image with a data URI: the UI renders it without any file server."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
 
 
 def figure_markdown(fig: plt.Figure, alt: str) -> MetadataValue:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
+    return png_markdown(buffer.getvalue(), alt)
+
+
+def image_markdown(img: Image.Image, alt: str) -> MetadataValue:
+    """A Pillow image as Markdown metadata (optimized PNG, since it is stored in every materialization event)."""
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", optimize=True)
+    return png_markdown(buffer.getvalue(), alt)
+
+
+def _thumbnail(data: bytes, size: int) -> Image.Image | None:
+    """The image fitted in a size x size square, aspect kept; None for a file that does not decode."""
+    try:
+        img = load_rgb(data)
+    except ImageDecodeError:
+        return None
+    img.thumbnail((size, size))
+    return img
+
+
+def thumbnail_strip(contents: list[bytes], size: int = THUMBNAIL_SIZE) -> Image.Image | None:
+    """The decodable images side by side on white, centred in size x size tiles; None when none decodes.
+
+    The strip has a 256-colour palette: half the PNG bytes of RGB, and they are stored with every partition's
+    materialization.
+    """
+    thumbnails = [thumb for thumb in (_thumbnail(data, size) for data in contents) if thumb is not None]
+    if not thumbnails:
+        return None
+    strip = Image.new("RGB", (size * len(thumbnails), size), "white")
+    for index, thumb in enumerate(thumbnails):
+        strip.paste(thumb, (index * size + (size - thumb.width) // 2, (size - thumb.height) // 2))
+    return strip.quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
 def cumulative_variance_plot(cumulative: list[float], k: int, target: float | None) -> MetadataValue:

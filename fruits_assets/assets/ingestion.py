@@ -7,8 +7,19 @@ from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
 from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
 from spark_code.image_files import index_images, read_image_files
+
+THUMBNAILS = 6
+"""Images shown in the UI per materialization: enough to recognise the fruit, few enough to collect to the driver."""
+
+
+def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
+    """A strip of a few of the files as `thumbnails` metadata; nothing when none of them decodes."""
+    contents = [bytes(row["content"]) for row in files.select("content").limit(THUMBNAILS).collect()]
+    strip = thumbnail_strip(contents)
+    return {} if strip is None else {"thumbnails": image_markdown(strip, "sample images")}
 
 
 @asset(
@@ -23,7 +34,8 @@ def raw_images(
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)
-    index = index_images(read_image_files(fresh_spark(pyspark), layout, classes)).persist()
+    files = read_image_files(fresh_spark(pyspark), layout, classes)
+    index = index_images(files).persist()
     totals = index.agg(
         F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")
     ).first()
@@ -34,5 +46,6 @@ def raw_images(
             "undecodable_files": MetadataValue.int(totals["undecodable"]),
             "total_bytes": MetadataValue.int(totals["bytes"] or 0),
             "images_root": MetadataValue.path(layout.root),
+            **thumbnails(files),
         },
     )

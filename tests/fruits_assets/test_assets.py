@@ -43,6 +43,7 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
     assert result.success
     assert _metadata(result, "raw_images")["files_indexed"] == len(GOOD_IMAGES) + len(BAD_IMAGES)
     assert _metadata(result, "raw_images")["undecodable_files"] == len(BAD_IMAGES)
+    assert _metadata(result, "raw_images")["thumbnails"].startswith("![sample images](data:image/png;base64,")
     assert _metadata(result, "image_embeddings")["row_count"] == len(GOOD_IMAGES)
     assert _metadata(result, "rejected_images")["row_count"] == len(BAD_IMAGES)
     assert _metadata(result, "image_embeddings")["path"] == str(output_root / "image_embeddings")
