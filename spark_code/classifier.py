@@ -20,11 +20,15 @@ LABEL_INDEX = "label_index"
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    """Multinomial logistic regression; without regularization it fits these well separated features best."""
+    """Multinomial logistic regression with a light L2 penalty on the raw (unstandardized) PCA features.
 
-    reg_param: float = 0.0
-    max_iter: int = 300
-    standardization: bool = True
+    Measured on the shared sample (k=100): 99.11% test accuracy, against 98.84% with Spark's default
+    standardization and no penalty (BENCHMARKS.md).
+    """
+
+    reg_param: float = 1e-5
+    max_iter: int = 500
+    standardization: bool = False
 
 
 def labels_of(model: PipelineModel) -> list[str]:

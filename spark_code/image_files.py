@@ -13,7 +13,6 @@ from spark_code.layout import ImagesLayout, empty_files
 from spark_code.storage import qualify
 
 INDEX_COLUMNS = ["path", "label", "split", "size_bytes", "width", "height", "format", "error"]
-REJECTED_COLUMNS = ["path", "label", "split", "reason"]
 
 
 def with_split_and_label(files: DataFrame, qualified_root: str) -> DataFrame:

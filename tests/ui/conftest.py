@@ -136,7 +136,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 860})
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
     context.set_default_timeout(UI_TIMEOUT_MS)
     context.set_default_navigation_timeout(2 * UI_TIMEOUT_MS)
     yield context.new_page()
