@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 FACTS_FILE = "fruit_facts.json"
@@ -38,7 +38,8 @@ class FruitFacts:
 @cache
 def _load() -> dict[str, Any]:
     """The parsed facts file, read once per process."""
-    text = resources.files("fruits_assets").joinpath(FACTS_FILE).read_text(encoding="utf-8")
+    # Beside this module in a wheel and in an editable install alike (importlib.resources fails on the latter).
+    text = (Path(__file__).parent / FACTS_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import numbers
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,11 @@ def test_the_json_ships_in_the_wheel() -> None:
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     assert "*.json" in config["tool"]["setuptools"]["package-data"]["fruits_assets"]
+
+
+def test_facts_load_from_any_working_directory(tmp_path):
+    """The installed command runs from anywhere, not only from the repository root."""
+    code = "from fruits_assets.fruit_facts import facts_for; print(facts_for('Kiwi').fruit)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Kiwi"
