@@ -1,4 +1,5 @@
-"""`fruits`: the platform's command line (`fruits run` materializes every asset; `fruits predict` names fruits)."""
+"""`fruits`: the platform's command line (`fruits run` materializes every asset; `fruits predict` names fruits;
+`fruits emr` manages the production cluster)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fruits_assets.emr_cli import add_emr_parser, run_emr
 from fruits_assets.fruit_facts import facts_for
 from spark_code.layout import LayoutError
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
     bench_predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
     bench_predict.add_argument("--limit", type=int, default=200, help="at most this many photos (default 200)")
+    add_emr_parser(commands)
     return parser
 
 
@@ -164,7 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return {"run": _run, "predict": _predict, "bench": _bench}[args.command](args)
+    return {"run": _run, "predict": _predict, "bench": _bench, "emr": run_emr}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,39 @@ def trained_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     summary = json.loads(stdout.getvalue())
     assert code == 0, summary
     return summary, output_root
+
+
+@pytest.fixture(scope="session")
+def aws_server() -> str:
+    """moto in server mode on 127.0.0.1: real HTTP S3, EMR, IAM and STS APIs that boto3 reaches by its endpoint."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AWS's own policies, e.g. AmazonEMRServicePolicy_v2
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+AWS_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAFRUITSTESTKEY0001", "AWS_SECRET_ACCESS_KEY": "fruits-test-secret-0123456789"}
+"""Distinctive fake credentials: a test can grep logs and metadata for them."""
+
+
+@pytest.fixture
+def aws(aws_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """boto3 in this test (and its subprocesses) talks to the loopback server, which starts empty."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name, value in AWS_TEST_KEYS.items():
+        monkeypatch.setenv(name, value)
+    return aws_server

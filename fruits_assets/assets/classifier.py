@@ -16,7 +16,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import fresh_spark
+from fruits_assets.assets.common import StepLauncherParam, fresh_spark
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.classifier import ClassifierSettings, evaluate, labels_of, score, train_classifier
@@ -37,6 +37,7 @@ ACCURACY_CHECK = AssetCheckSpec(
 )
 def fruit_classifier(
     context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
     reduced_features: DataFrame,
     pca_model: ModelArtifact,
     settings: FruitsSettings,
@@ -74,6 +75,7 @@ def fruit_classifier(
 )
 def classifier_evaluation(
     context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
     reduced_features: DataFrame,
     fruit_classifier: ModelArtifact,
     settings: FruitsSettings,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, BetaWarning, Failure
+from dagster import AssetExecutionContext, BackfillPolicy, BetaWarning, Failure, ResourceParam
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
@@ -13,6 +14,10 @@ from spark_code.layout import ImagesLayout, LayoutError, validate_class_name
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
+
+StepLauncherParam = ResourceParam[Any]
+"""The `step_launcher` resource every Spark-backed asset declares: none in `local` (the step runs in this
+process), dagster-aws's EMR step launcher in `prod` (the step runs on the cluster). The asset never calls it."""
 
 SINGLE_RUN = BackfillPolicy.single_run()
 """A backfill over many classes is one run, hence one Spark job: per-class runs would each pay Spark and

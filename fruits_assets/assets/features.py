@@ -15,7 +15,7 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
@@ -53,6 +53,7 @@ from spark_code.pca import apply_pca, pca_k
 )
 def image_embeddings(
     context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
     raw_images: DataFrame,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
@@ -90,7 +91,11 @@ def image_embeddings(
     check_specs=[REDUCED_WIDTH_CHECK],
 )
 def reduced_features(
-    context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: ModelArtifact, pyspark: LazyPySparkResource
+    context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
+    image_embeddings: DataFrame,
+    pca_model: ModelArtifact,
+    pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
     fresh_spark(pyspark)

@@ -5,7 +5,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
@@ -30,7 +30,10 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     kinds={"spark"},
 )
 def raw_images(
-    context: AssetExecutionContext, settings: FruitsSettings, pyspark: LazyPySparkResource
+    context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
+    settings: FruitsSettings,
+    pyspark: LazyPySparkResource,
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)

@@ -5,6 +5,7 @@ from dataclasses import asdict
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
 
+from fruits_assets.assets.common import StepLauncherParam
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.ml_models import ModelArtifact
@@ -18,7 +19,10 @@ from spark_code.pca import fit_pca
     kinds={"spark"},
 )
 def pca_model(
-    context: AssetExecutionContext, image_embeddings: DataFrame, settings: FruitsSettings
+    context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
+    image_embeddings: DataFrame,
+    settings: FruitsSettings,
 ) -> Output[ModelArtifact]:
     """pyspark.ml PCA on the training split of every class; k reaches the target variance unless fixed."""
     fixed_k = settings.pca_k or None

@@ -121,13 +121,15 @@ def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, outp
     )
     embeddings = read_classes(spark, str(output_root / "image_embeddings"), classes)
     settings = FruitsSettings(images_root=str(small_root), model_weights=str(WEIGHTS), pca_variance=0.9)
-    fitted = pca_model(build_asset_context(), image_embeddings=embeddings, settings=settings)
+    fitted = pca_model(build_asset_context(), step_launcher=None, image_embeddings=embeddings, settings=settings)
     k = fitted.metadata["k"].value
     assert 1 <= k < 20 and fitted.metadata["explained_variance"].value >= 0.9
     context = build_asset_context(partition_key="Kiwi", instance=make_instance(classes))
     kiwi = embeddings.where("label = 'Kiwi'")
     events = list(
-        reduced_features(context, image_embeddings=kiwi, pca_model=fitted.value, pyspark=resources["pyspark"])
+        reduced_features(
+            context, step_launcher=None, image_embeddings=kiwi, pca_model=fitted.value, pyspark=resources["pyspark"]
+        )
     )
     reduced = next(e for e in events if isinstance(e, Output)).value
     assert next(e for e in events if isinstance(e, AssetCheckResult)).passed

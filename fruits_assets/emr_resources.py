@@ -1,0 +1,122 @@
+"""The `prod` resource set: every asset step runs on EMR through dagster-aws's step launcher, data on S3.
+
+Settings come from the launching process's environment (FRUITS_*, AWS_REGION) and the standard AWS credential
+chain. The step runs on the cluster in YARN cluster mode; the settings reach its driver as
+`spark.yarn.appMasterEnv.*`, so that the remote process loads the same `prod` definitions with the same settings.
+Credentials are never passed along: on EMR the nodes' instance profile provides them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dagster import ResourceDefinition
+from dagster_aws.emr import emr_pyspark_step_launcher
+from dagster_aws.s3 import S3Resource
+from dagster_pyspark import LazyPySparkResource
+
+from fruits_assets.emr_cli import BUCKET_ENV, CLUSTER_ENV
+from fruits_assets.emr_cluster import DEFAULT_REGION
+from spark_code.settings import ModelSettings, spark_conf
+
+PACKAGES = ("fruits_assets", "spark_code")
+"""What the launcher zips and ships with each step (`--py-files`); third-party packages come from the bootstrap."""
+
+STAGING_PREFIX = "staging"
+REMOTE_ENV_PREFIXES = ("FRUITS_",)
+REMOTE_ENV_NAMES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+"""Environment handed to the step's driver on the cluster; AWS keys are deliberately not among them."""
+
+
+class ProdSettingsError(RuntimeError):
+    """A setting the prod deployment cannot do without is missing."""
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ProdSettingsError(f"DAGSTER_DEPLOYMENT=prod needs {name} to be set")
+    return value
+
+
+def prod_defaults(bucket: str) -> dict[str, str]:
+    """Where images and outputs live unless FRUITS_IMAGES_ROOT / FRUITS_OUTPUT_ROOT say otherwise."""
+    return {"FRUITS_IMAGES_ROOT": f"s3://{bucket}/images", "FRUITS_OUTPUT_ROOT": f"s3://{bucket}/outputs"}
+
+
+def remote_env() -> dict[str, str]:
+    """The variables the step's driver on the cluster needs to resolve the same resources as this process."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(REMOTE_ENV_PREFIXES) or name in REMOTE_ENV_NAMES
+    }
+    return {**env, "DAGSTER_DEPLOYMENT": "prod"}
+
+
+def code_package() -> str:
+    """A folder holding only the project's packages, for the launcher to zip: the repository root also holds
+    virtual environments and outputs that must not travel with every step."""
+    source = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="fruits-emr-code-"))
+    for package in PACKAGES:
+        shutil.copytree(source / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(target)
+
+
+def _nested(flat: dict[str, str]) -> dict[str, Any]:
+    """{"spark.a.b": v} -> {"spark": {"a": {"b": v}}}, the shape of the launcher's spark_config."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def step_spark_conf(env: dict[str, str]) -> dict[str, str]:
+    """spark-submit settings of every step: YARN cluster mode, the pipeline's settings, the remote environment."""
+    batch_size = int(env.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))
+    return {
+        "spark.submit.deployMode": "cluster",
+        "spark.yarn.maxAppAttempts": "1",  # Dagster's retry policy decides about retries, not YARN
+        **spark_conf(batch_size),
+        **{f"spark.yarn.appMasterEnv.{name}": value for name, value in sorted(env.items())},
+    }
+
+
+def emr_step_launcher() -> ResourceDefinition:
+    """dagster-aws's EMR PySpark step launcher for the cluster FRUITS_EMR_CLUSTER_ID, staging in the bucket."""
+    bucket = required_env(BUCKET_ENV)
+    return emr_pyspark_step_launcher.configured(
+        {
+            "cluster_id": {"env": CLUSTER_ENV},
+            "region_name": region(),
+            "staging_bucket": bucket,
+            "staging_prefix": STAGING_PREFIX,
+            "local_job_package_path": code_package(),
+            "deploy_local_job_package": True,
+            "wait_for_logs": False,
+            "spark_config": _nested(step_spark_conf(remote_env())),
+        }
+    )
+
+
+def yarn_spark() -> LazyPySparkResource:
+    """The session of a step on the cluster: spark-submit already chose YARN, this adds the pipeline's settings."""
+    batch_size = int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))
+    return LazyPySparkResource(spark_config={"spark.app.name": "fruits", **spark_conf(batch_size)})
+
+
+def s3_resource() -> S3Resource:
+    return S3Resource(region_name=region())
