@@ -66,21 +66,39 @@ def code_package() -> str:
     """A folder holding only the project's packages, for the launcher to zip: the repository root also holds
     virtual environments and outputs that must not travel with every step."""
     source = Path(__file__).resolve().parents[1]
+    if not (source / PACKAGES[0]).is_dir():
+        return str(source)  # imported from the shipped zip, i.e. on the cluster, where nothing is launched
     target = Path(tempfile.mkdtemp(prefix="fruits-emr-code-"))
     for package in PACKAGES:
         shutil.copytree(source / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return str(target)
 
 
+def _typed(value: str, config_type: Any) -> object:
+    """A Spark setting as the launcher's schema types it (it knows some keys as Bool, Int or Float)."""
+    key = getattr(config_type, "key", "")
+    if key == "Bool":
+        return value == "true"
+    if key in ("Int", "IntSourceType"):
+        return int(value)
+    if key == "Float":
+        return float(value)
+    return value
+
+
 def _nested(flat: dict[str, str]) -> dict[str, Any]:
-    """{"spark.a.b": v} -> {"spark": {"a": {"b": v}}}, the shape of the launcher's spark_config."""
+    """{"spark.a.b": v} -> {"spark": {"a": {"b": v}}}, the shape and value types of the launcher's spark_config."""
+    schema = emr_pyspark_step_launcher.config_schema.config_type.fields["spark_config"].config_type
     nested: dict[str, Any] = {}
     for key, value in flat.items():
         *parents, leaf = key.split(".")
-        node = nested
+        node, fields = nested, schema.fields
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = value
+            field = fields.get(part)
+            fields = getattr(field.config_type, "fields", {}) if field else {}
+        leaf_field = fields.get(leaf)
+        node[leaf] = _typed(value, leaf_field.config_type) if leaf_field else value
     return nested
 
 
