@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# EMR's environment: Spark 3.5 and exactly the packages the bootstrap action installs on every node.
+EMR_VENV := .venv-emr
+EMR_STAMP := $(EMR_VENV)/.installed
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -9,15 +12,27 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install run test lint
+$(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
+	test -x $(EMR_VENV)/bin/python || $(PYTHON) -m venv $(EMR_VENV)
+	$(EMR_VENV)/bin/pip install -q --upgrade pip
+	$(EMR_VENV)/bin/pip install -q --no-deps -r emr_config/requirements-emr.txt
+	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest
+	touch $(EMR_STAMP)
+
+.PHONY: install run test test-emr-spark lint
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/fruits run $(ARGS)
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+test: $(STAMP) $(EMR_STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-emr-spark
+
+# spark_code as it runs on the cluster: EMR 7's Spark 3.5 and the bootstrap's packages (no Dagster needed).
+test-emr-spark: $(EMR_STAMP)
+	$(EMR_VENV)/bin/python -m pytest -p no:cacheprovider tests/spark_code
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
