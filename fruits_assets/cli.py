@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fruits_assets.bench_cli import add_bench_commands, run_bench
 from fruits_assets.emr_cli import add_emr_parser, run_emr
 from fruits_assets.fruit_facts import facts_for
 from spark_code.layout import LayoutError
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_predict.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
     bench_predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
     bench_predict.add_argument("--limit", type=int, default=200, help="at most this many photos (default 200)")
+    add_bench_commands(bench)
     add_emr_parser(commands)
     return parser
 
@@ -152,6 +154,8 @@ def _output_root(args: argparse.Namespace) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench != "predict":
+        return run_bench(args)
     from fruits_assets.bench_predict import bench_predict
 
     photos = sorted(

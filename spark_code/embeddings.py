@@ -15,7 +15,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from spark_code.image_files import describe_error
 from spark_code.images import preprocess
 from spark_code.layout import is_remote, local_path
-from spark_code.settings import ModelSettings
+from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 _EMBED_SCHEMA = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])
 
@@ -26,16 +26,18 @@ _EMBEDDERS: dict[ModelSettings, Embedder] = {}
 
 
 def ship_weights(spark: SparkSession, settings: ModelSettings) -> None:
-    """Send a weights file to every executor once (local path or s3:// URI); "imagenet" needs nothing."""
-    if settings.weights == "imagenet":
+    """Send a weights file to every executor once (local path or s3:// URI); "imagenet" and random need nothing."""
+    if settings.weights in ("imagenet", RANDOM_WEIGHTS):
         return
     if not is_remote(settings.weights) and not os.path.isfile(local_path(settings.weights)):
         raise FileNotFoundError(f"MobileNetV2 weights file not found: {settings.weights}")
     spark.sparkContext.addFile(settings.weights if is_remote(settings.weights) else os.path.abspath(settings.weights))
 
 
-def _resolve_weights(weights: str) -> str:
+def _resolve_weights(weights: str) -> str | None:
     """On an executor, the local copy of a shipped weights file; on the driver or locally, the file itself."""
+    if weights == RANDOM_WEIGHTS:
+        return None
     if weights == "imagenet":
         return weights
     from pyspark import SparkFiles
@@ -122,6 +124,9 @@ def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list
 
 
 def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
+    """The model as a UDF, marked non-deterministic so the optimizer never evaluates it twice: otherwise a filter
+    on `error` (as in `accepted`) is pushed below the projection and runs the whole model once more for it."""
+
     @pandas_udf(_EMBED_SCHEMA)
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         size = settings.batch_size
@@ -134,7 +139,7 @@ def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
                 }
             )
 
-    return embed
+    return embed.asNondeterministic()
 
 
 def embed_images(files: DataFrame, settings: ModelSettings) -> DataFrame:

@@ -10,6 +10,10 @@ EMBEDDING_WIDTH = 1280
 TRAINING_SPLIT = "Training"
 """Split folder whose images the PCA (and later the classifier) is fitted on."""
 
+RANDOM_WEIGHTS = "random"
+"""ModelSettings.weights value for an untrained model: same cost as a trained one, so benchmarks can time any alpha
+offline. Its features differ between processes: never use it for real outputs."""
+
 MAX_IMAGE_PIXELS = 40_000_000
 """Images declaring more pixels than this are refused before any decoding (decompression bombs)."""
 
@@ -19,7 +23,8 @@ class ModelSettings:
     """What defines an embedding: two runs with equal settings give identical features."""
 
     weights: str = "imagenet"
-    """Keras's "imagenet" download, or a weights file (local path or any URI Spark can read, e.g. s3://)."""
+    """Keras's "imagenet" download, a weights file (local path or any URI Spark can read, e.g. s3://), or
+    RANDOM_WEIGHTS (benchmarks only)."""
     alpha: float = 1.0
     image_size: int = 224
     batch_size: int = 64

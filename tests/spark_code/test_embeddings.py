@@ -56,6 +56,13 @@ def test_spark_features_equal_the_model_run_directly(embedded, mixed_root, model
     assert np.array_equal(np.asarray(row["features"], dtype=np.float32), direct)
 
 
+def test_the_model_runs_once_even_when_only_accepted_rows_are_kept(spark, mixed_root, model_settings):
+    """Filtering on `error` must not be pushed below the UDF, which would run the model a second time for it."""
+    files = read_image_files(spark, discover_layout(str(mixed_root)), ["Mixed"])
+    plan = accepted(embed_images(files, model_settings))._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("ArrowEvalPython") == 1
+
+
 def test_real_weights_separate_two_fruits(spark, small_root, model_settings):
     """ImageNet features must tell a banana from a kiwi: nearest class mean is right for every test image."""
     files = read_image_files(spark, discover_layout(str(small_root)), ["Banana", "Kiwi"])

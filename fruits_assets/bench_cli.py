@@ -1,0 +1,75 @@
+"""Arguments and dispatch of `fruits bench featurize` and `fruits bench scale` (heavy imports only when run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images-root", help="<root>/<split>/<class>/<image> (default: $FRUITS_IMAGES_ROOT)")
+    parser.add_argument(
+        "--weights",
+        help=f'a weights file, "imagenet" or "{RANDOM_WEIGHTS}" (untrained, timing only; default: '
+        "$FRUITS_MODEL_WEIGHTS or imagenet)",
+    )
+    parser.add_argument("--alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)")
+    parser.add_argument("--batch-size", type=int, default=ModelSettings.batch_size, help="images per model call")
+
+
+def add_bench_commands(bench: argparse._SubParsersAction) -> None:
+    featurize = bench.add_parser(
+        "featurize",
+        help="bare model vs decode+model vs the Spark featurization vs the naive notebook pattern (images/s)",
+    )
+    _model_arguments(featurize)
+    featurize.add_argument("--images", type=int, default=10_000, help="images to featurize (default 10000)")
+    featurize.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
+    featurize.add_argument("--work-dir", help="where the sample and outputs go (default: a temporary folder)")
+    featurize.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    scale = bench.add_parser(
+        "scale", help="featurization wall time vs data size and workers, on a standalone cluster, with a fit"
+    )
+    _model_arguments(scale)
+    scale.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    scale.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000], help="image counts")
+    scale.add_argument("--cores-per-worker", type=int, default=1)
+    scale.add_argument("--master", help="an existing cluster's master URL instead of local clusters (one --workers)")
+    scale.add_argument("--work-dir", help="samples and outputs, seen by every executor (default: temporary)")
+    scale.add_argument("--out-dir", default="bench-scale", help="where scaling.csv and scaling.png go")
+
+
+def _settings(args: argparse.Namespace) -> ModelSettings:
+    alpha = args.alpha if args.alpha is not None else float(os.environ.get("FRUITS_MODEL_ALPHA", "1.0"))
+    weights = args.weights or os.environ.get("FRUITS_MODEL_WEIGHTS", "imagenet")
+    return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    images_root = Path(args.images_root or os.environ.get("FRUITS_IMAGES_ROOT", "images"))
+    work_dir = Path(args.work_dir) if args.work_dir else None
+    if args.bench == "featurize":
+        from fruits_assets.bench_featurize import bench_featurize
+
+        result = bench_featurize(
+            images_root, args.images, _settings(args), work_dir, master=args.master, naive=not args.no_naive
+        )
+    else:
+        from fruits_assets.bench_scale import bench_scale
+
+        result = bench_scale(
+            images_root,
+            args.workers,
+            args.sizes,
+            _settings(args),
+            Path(args.out_dir),
+            master=args.master,
+            cores_per_worker=args.cores_per_worker,
+            work_dir=work_dir,
+        )
+    print(json.dumps(result))
+    return 0

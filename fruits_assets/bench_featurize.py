@@ -1,0 +1,117 @@
+"""`fruits bench featurize`: the project's Spark featurization against the bare model that bounds it, and against
+the naive notebook pattern, in one run on the same images, weights, input size and batch size."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fruits_assets.bench_common import bench_session, loadavg, sample_root, spark_featurize, timed
+from fruits_assets.bench_naive import naive_featurize
+from spark_code.embeddings import cached_embedder, embed_contents
+from spark_code.image_files import read_image_files
+from spark_code.images import preprocess
+from spark_code.layout import discover_layout
+from spark_code.settings import ModelSettings
+
+WARMUP_CALLS = 2
+"""Model calls before any timing: the first traces the function, the second still allocates."""
+
+
+def bare_model(files: list[Path], settings: ModelSettings) -> float:
+    """(a) Seconds for the model alone on len(files) images: one decoded batch, fed again and again.
+
+    The same `tf.function` as the pipeline (padding included), in this process with TensorFlow's default threads.
+    """
+    embed = cached_embedder(settings)
+    size = settings.batch_size
+    batch = np.stack([preprocess(file.read_bytes(), settings.image_size) for file in files[:size]])
+    for _ in range(WARMUP_CALLS):
+        embed(batch)
+    full, rest = divmod(len(files), size)
+    seconds, _ = timed(lambda: [embed(batch) for _ in range(full)] + ([embed(batch[:rest])] if rest else []))
+    return seconds
+
+
+def decode_and_model(files: list[Path], settings: ModelSettings) -> float:
+    """(b) Seconds to read, decode and embed the files batch by batch, with the pipeline's own batch function."""
+    size = settings.batch_size
+
+    def run() -> None:
+        for start in range(0, len(files), size):
+            _, errors = embed_contents([file.read_bytes() for file in files[start : start + size]], settings)
+            if any(errors):
+                raise ValueError(f"images the benchmark cannot decode: {[e for e in errors if e]}")
+
+    seconds, _ = timed(run)
+    return seconds
+
+
+def _naive(images_root: Path, settings: ModelSettings, output: str, master: str) -> tuple[float, int]:
+    """The baseline in a Spark application of its own, so its Python workers inherit nothing from the project's."""
+    spark = bench_session(master, settings.batch_size)
+    try:
+        layout = discover_layout(str(images_root))
+
+        def run() -> int:
+            files = read_image_files(spark, layout, layout.classes)
+            naive_featurize(files, settings).write.mode("overwrite").partitionBy("label").parquet(output)
+            return spark.read.parquet(output).count()
+
+        return timed(run)
+    finally:
+        spark.stop()
+
+
+def bench_featurize(
+    images_root: Path,
+    images: int,
+    settings: ModelSettings,
+    work_dir: Path | None = None,
+    master: str = "local[*]",
+    naive: bool = True,
+) -> dict[str, Any]:
+    """Images/s of (a) the bare model, (b) decoding + model in one process, (c) the project's Spark featurization
+    end to end and, unless naive=False, of the naive notebook pattern; (c)/(a) and the speed-up over the baseline."""
+    work = Path(work_dir or tempfile.mkdtemp(prefix="fruits-bench-featurize-"))
+    files = sample_root(images_root, images, work / "images")
+    result: dict[str, Any] = {
+        "images": images,
+        "alpha": settings.alpha,
+        "weights": settings.weights,
+        "image_size": settings.image_size,
+        "batch_size": settings.batch_size,
+        "master": master,
+        "loadavg_before": loadavg(),
+    }
+    bare_s = bare_model(files, settings)
+    decode_s = decode_and_model(files, settings)
+    start_s, spark = timed(bench_session, master, settings.batch_size)
+    try:
+        spark_s, rows = timed(spark_featurize, spark, work / "images", settings, str(work / "embeddings"))
+    finally:
+        spark.stop()
+    if rows != images:
+        raise RuntimeError(f"the Spark featurization wrote {rows} embeddings for {images} images")
+    result |= {
+        "bare_model_images_per_s": round(images / bare_s, 1),
+        "decode_and_model_images_per_s": round(images / decode_s, 1),
+        "spark_images_per_s": round(images / spark_s, 1),
+        "spark_seconds": round(spark_s, 1),
+        "spark_session_start_s": round(start_s, 1),
+        "spark_over_bare": round(bare_s / spark_s, 3),
+    }
+    if naive:
+        naive_s, naive_rows = _naive(work / "images", settings, str(work / "naive"), master)
+        if naive_rows != images:
+            raise RuntimeError(f"the naive featurization wrote {naive_rows} embeddings for {images} images")
+        result |= {
+            "naive_images_per_s": round(images / naive_s, 1),
+            "naive_seconds": round(naive_s, 1),
+            "speedup_over_naive": round(naive_s / spark_s, 2),
+        }
+    result["loadavg_after"] = loadavg()
+    return result
