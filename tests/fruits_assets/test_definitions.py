@@ -38,3 +38,31 @@ def test_partitioned_assets_share_the_discovered_class_partitions():
 def test_an_unknown_deployment_is_refused():
     with pytest.raises(ValueError, match="DAGSTER_DEPLOYMENT='staging'"):
         resources_for("staging")
+
+
+def test_prod_needs_its_bucket(monkeypatch):
+    from fruits_assets.emr_resources import ProdSettingsError
+
+    monkeypatch.delenv("FRUITS_S3_BUCKET", raising=False)
+    with pytest.raises(ProdSettingsError, match="FRUITS_S3_BUCKET"):
+        resources_for("prod")
+
+
+def test_prod_launches_steps_on_emr_with_s3_defaults(monkeypatch):
+    from dagster import build_resources
+    from dagster_aws.emr.pyspark_step_launcher import EmrPySparkStepLauncher
+
+    monkeypatch.setenv("FRUITS_S3_BUCKET", "fruits-bucket")
+    monkeypatch.setenv("FRUITS_EMR_CLUSTER_ID", "j-TEST")
+    for name in ("FRUITS_IMAGES_ROOT", "FRUITS_OUTPUT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    local, prod = resources_for("local"), resources_for("prod")
+    assert set(local) <= set(prod)
+    with build_resources({"launcher": prod["step_launcher"]}) as built:
+        launcher = built.launcher
+    assert isinstance(launcher, EmrPySparkStepLauncher) and launcher.cluster_id == "j-TEST"
+    assert launcher.staging_bucket == "fruits-bucket" and launcher.deploy_local_job_package
+    assert launcher.spark_config["spark"]["submit"]["deployMode"] == "cluster"
+    assert prod["settings"].images_root == "s3://fruits-bucket/images"
+    assert prod["class_parquet_io_manager"].output_root == "s3://fruits-bucket/outputs"
+    assert "spark.master" not in prod["pyspark"].spark_config  # spark-submit on the cluster says YARN
