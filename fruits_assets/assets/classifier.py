@@ -16,7 +16,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import fresh_spark
+from fruits_assets.assets.common import SPARK_RETRY, fresh_spark
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.classifier import ClassifierSettings, evaluate, labels_of, score, train_classifier
@@ -34,6 +34,7 @@ ACCURACY_CHECK = AssetCheckSpec(
     io_manager_key="spark_model_io_manager",
     ins={"reduced_features": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
+    retry_policy=SPARK_RETRY,
 )
 def fruit_classifier(
     context: AssetExecutionContext,
@@ -71,6 +72,7 @@ def fruit_classifier(
     ins={"reduced_features": AssetIn(), "fruit_classifier": AssetIn()},
     kinds={"spark"},
     check_specs=[ACCURACY_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def classifier_evaluation(
     context: AssetExecutionContext,

@@ -15,7 +15,7 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SINGLE_RUN, fresh_spark, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, fresh_spark, run_layout
 from fruits_assets.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
@@ -50,6 +50,7 @@ from spark_code.pca import apply_pca, pca_k
     backfill_policy=SINGLE_RUN,
     group_name="features",
     check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def image_embeddings(
     context: AssetExecutionContext,
@@ -88,6 +89,7 @@ def image_embeddings(
     ins={"image_embeddings": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
     check_specs=[REDUCED_WIDTH_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def reduced_features(
     context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: ModelArtifact, pyspark: LazyPySparkResource
