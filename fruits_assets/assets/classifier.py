@@ -44,7 +44,7 @@ def fruit_classifier(
     pyspark: LazyPySparkResource,
 ) -> Output[ModelArtifact]:
     """Spark ML multinomial logistic regression on the training split of every class's PCA features."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "fruit_classifier")
     classifier_settings = ClassifierSettings()
     model = train_classifier(reduced_features, classifier_settings, settings.training_split)
     labels = labels_of(model)
@@ -82,7 +82,7 @@ def classifier_evaluation(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each evaluation-split image's prediction; accuracy, macro F1, recall and confusions as metadata."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "classifier_evaluation")
     split = reduced_features.where(F.col("split") == settings.evaluation_split)
     predictions = score(fruit_classifier.model, split).persist()
     labels = labels_of(fruit_classifier.model)

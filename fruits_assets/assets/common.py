@@ -72,12 +72,15 @@ def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tupl
     return layout, classes
 
 
-def fresh_spark(pyspark: LazyPySparkResource) -> SparkSession:
-    """The Spark session, with the caches of earlier steps dropped.
+def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> SparkSession:
+    """The Spark session, with the caches of earlier steps dropped; the step's Spark jobs are grouped under the
+    asset's name (Spark UI, status tracker).
 
-    Their outputs are written by then, and a cached DataFrame whose plan equals a new one (same files read again)
+    Earlier outputs are written by then, and a cached DataFrame whose plan equals a new one (same files read again)
     would otherwise be served instead of reading the files afresh.
     """
     spark = pyspark.spark_session
     spark.catalog.clearCache()
+    if asset:
+        spark.sparkContext.setJobGroup(asset, f"fruits asset {asset}")
     return spark

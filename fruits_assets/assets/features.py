@@ -59,8 +59,8 @@ def image_embeddings(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Embed every indexed image of the run's classes; undecodable files go to rejected_images, not to failure."""
-    spark = fresh_spark(pyspark)
     layout, classes = run_layout(context, settings)
+    spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
     ship_weights(spark, model)
     files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
@@ -95,7 +95,7 @@ def reduced_features(
     context: AssetExecutionContext, image_embeddings: DataFrame, pca_model: ModelArtifact, pyspark: LazyPySparkResource
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "reduced_features")
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
     reduced = apply_pca(pca_model.model, image_embeddings).persist()

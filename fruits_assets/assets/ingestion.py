@@ -35,7 +35,7 @@ def raw_images(
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)
-    files = read_image_files(fresh_spark(pyspark), layout, classes)
+    files = read_image_files(fresh_spark(pyspark, "raw_images"), layout, classes)
     index = index_images(files).persist()
     totals = index.agg(
         F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")
