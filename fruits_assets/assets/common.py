@@ -82,5 +82,10 @@ def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> Spark
     spark = pyspark.spark_session
     spark.catalog.clearCache()
     if asset:
-        spark.sparkContext.setJobGroup(asset, f"fruits asset {asset}")
+        group_jobs(spark, asset)
     return spark
+
+
+def group_jobs(spark: SparkSession, asset: str) -> None:
+    """Name the Spark jobs this thread starts from now on after the asset (Spark UI, status tracker)."""
+    spark.sparkContext.setJobGroup(asset, f"fruits asset {asset}")
