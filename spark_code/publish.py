@@ -9,6 +9,7 @@ tell the leftovers of a dead process from those of a writer still running.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 
@@ -18,6 +19,7 @@ from spark_code import storage
 
 STAGING = "_staging-"
 ASIDE = "_previous-"
+_OWNER = re.compile(r"\.(?P<pid>\d+)@(?P<host>[^@/]+)$")
 
 
 def temp_tag() -> str:
@@ -37,9 +39,8 @@ def _pid_alive(pid: int) -> bool:
 
 def owner_is_dead(name: str) -> bool:
     """True when a temporary folder's name says it belongs to a process of this host that no longer runs."""
-    owner = name.rsplit(".", 1)[-1] if "@" in name else ""
-    pid, _, host = owner.partition("@")
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    owner = _OWNER.search(name)
+    return bool(owner) and owner["host"] == socket.gethostname() and not _pid_alive(int(owner["pid"]))
 
 
 def publish(spark: SparkSession, staged: str, target: str, aside: str) -> None:

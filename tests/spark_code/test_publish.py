@@ -14,6 +14,7 @@ from pyspark.ml.linalg import Vectors
 from spark_code import storage
 from spark_code.ml_models import ModelArtifact, load_model, save_model
 from spark_code.parquet_store import class_dir, read_classes, read_table, write_classes, write_table
+from spark_code.publish import owner_is_dead
 
 
 def _dead_tag() -> str:
@@ -89,3 +90,13 @@ def test_a_model_left_aside_is_loaded_and_replaced(spark, tmp_path):
     save_model(spark, ModelArtifact(first, {"version": 2}), path)
     assert load_model(spark, path).notes == {"version": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_owner_of_a_temporary_folder(monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-1.example.com")
+    alive, dead = os.getpid(), int(_dead_tag().split(".")[1].split("@")[0])
+    assert owner_is_dead(f"_staging-0abc.{dead}@node-1.example.com")
+    assert owner_is_dead(f"evaluation._previous-0abc.{dead}@node-1.example.com")
+    assert not owner_is_dead(f"_staging-0abc.{alive}@node-1.example.com")
+    assert not owner_is_dead(f"_staging-0abc.{dead}@other-host")  # another machine's writer may still run
+    assert not owner_is_dead("_staging-0abc")
