@@ -91,12 +91,12 @@ def _print_summary(summary: dict[str, Any], seconds: float) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fruits_assets.main_job import run_main_job  # heavy imports only once the arguments are valid
+    from fruits_assets.main_job import InvalidSettingsError, run_main_job  # heavy imports once arguments are valid
 
     started = time.perf_counter()
     try:
         summary = run_main_job(_overrides(args), args.classes, args.output_root).as_dict()
-    except (LayoutError, FileNotFoundError) as exc:
+    except (LayoutError, FileNotFoundError, InvalidSettingsError) as exc:
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -14,6 +14,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from fruits_assets.assets.common import settings_problems
 from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
@@ -29,6 +30,10 @@ OUTPUT_FOLDERS = (
     "fruit_classifier",
     "classifier_evaluation",
 )
+
+
+class InvalidSettingsError(ValueError):
+    """Settings that cannot work (e.g. a missing weights file): refused before Spark starts."""
 
 
 @dataclass
@@ -79,6 +84,9 @@ def run_main_job(
 ) -> RunSummary:
     """Materialize every asset, from raw images to the classifier's evaluation, for `classes` (default: all)."""
     effective = resolved_settings(settings_overrides)
+    problems = settings_problems(effective)
+    if problems:
+        raise InvalidSettingsError("invalid settings: " + "; ".join(problems))
     root = output_root or os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
     layout = discover_layout(effective.images_root)
     selected = sorted(set(classes)) if classes else layout.classes

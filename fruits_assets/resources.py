@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -91,8 +92,29 @@ def resolved_settings(overrides: dict[str, object]) -> FruitsSettings:
     return FruitsSettings(**{**from_env, **overrides})
 
 
+SPARK_CONF_ENV = "FRUITS_SPARK_CONF"
+"""A JSON object of extra Spark settings (e.g. executor memory on a standalone cluster), applied last."""
+
+
+def extra_spark_conf() -> dict[str, str]:
+    """The settings of FRUITS_SPARK_CONF; anything but a JSON object of settings is a clear error."""
+    raw = os.environ.get(SPARK_CONF_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{SPARK_CONF_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise ValueError(f"{SPARK_CONF_ENV} must be a JSON object of Spark settings")
+    return {str(key): str(value) for key, value in conf.items()}
+
+
 def local_spark() -> LazyPySparkResource:
-    """Spark in this process (local[*]); Python workers run this interpreter so they see the same packages."""
+    """Spark driven from this process: local[*], or the master in FRUITS_SPARK_MASTER (e.g. spark://host:7077).
+
+    Python workers run this interpreter so they see the same packages.
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {
         "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
@@ -100,5 +122,6 @@ def local_spark() -> LazyPySparkResource:
         "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
         "spark.ui.showConsoleProgress": "true",
         **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
+        **extra_spark_conf(),
     }
     return LazyPySparkResource(spark_config=conf)

@@ -135,8 +135,17 @@ class ImagesLayout:
         ]
 
 
+def _check_inside_root(root: str, split: str, name: str) -> None:
+    """A local split or class folder that is a link to somewhere outside the root would be read from there."""
+    base = os.path.realpath(local_path(root))
+    real = os.path.realpath(os.path.join(local_path(root), split, name))
+    if os.path.commonpath([base, real]) != base:
+        raise LayoutError(f"class folder {split}/{name} under {root!r} leads outside the images root (to {real})")
+
+
 def discover_layout(root: str) -> ImagesLayout:
-    """List `<root>/<split>/<class>` folders; a missing root or one without any class is a clear error."""
+    """List `<root>/<split>/<class>` folders; a missing root or one without any class is a clear error, and so is
+    a class name or a linked folder that could make the pipeline read outside the root."""
     if not root:
         raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
     splits = list_subfolders(root)
@@ -144,7 +153,9 @@ def discover_layout(root: str) -> ImagesLayout:
     by_split = {split: names for split, names in by_split.items() if names}
     if not by_split:
         raise LayoutError(f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image>")
-    for names in by_split.values():
+    for split, names in by_split.items():
         for name in names:
             validate_class_name(name)
+            if not is_remote(root):
+                _check_inside_root(root, split, name)
     return ImagesLayout(root=root, classes_by_split=by_split)

@@ -14,7 +14,7 @@ from typing import Any
 from pyspark.ml.util import DefaultParamsReader, MLWritable
 from pyspark.sql import SparkSession
 
-from spark_code import storage
+from spark_code import publish, storage
 
 NOTES_FILE = "notes.json"
 
@@ -33,19 +33,22 @@ def save_model(spark: SparkSession, artifact: ModelArtifact, path: str) -> None:
         raise TypeError(f"{type(artifact.model).__name__} is not a savable Spark ML model")
     staging = f"{path.rstrip('/')}._staging"
     previous = f"{path.rstrip('/')}._previous"
+    storage.delete(spark, staging)
     artifact.model.write().overwrite().save(staging)
     storage.write_text(spark, f"{staging}/{NOTES_FILE}", json.dumps(artifact.notes, indent=2, sort_keys=True))
-    storage.delete(spark, previous)
-    if storage.exists(spark, path):
-        storage.rename(spark, path, previous)
-    storage.rename(spark, staging, path)
-    storage.delete(spark, previous)
+    publish.restore(spark, path, previous)  # a save killed between its two moves left the previous model aside
+    try:
+        publish.publish(spark, staging, path, previous)
+    finally:
+        publish.restore(spark, path, previous)
 
 
 def load_model(spark: SparkSession, path: str) -> ModelArtifact:
     """Load a saved model, its Python class read from the model's own metadata, with its notes."""
-    if not storage.exists(spark, path):
+    found = publish.current(spark, path.rstrip("/"), [f"{path.rstrip('/')}._previous"])
+    if found is None:
         raise FileNotFoundError(f"no saved model under {path}: materialize it first")
+    path = found
     java_class = DefaultParamsReader.loadMetadata(path, spark.sparkContext)["class"]
     module_name, class_name = java_class.replace("org.apache.spark", "pyspark").rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load(path)

@@ -40,6 +40,14 @@ def rename(spark: SparkSession, source: str, target: str) -> None:
         raise OSError(f"could not move {source} to {target}")
 
 
+def list_names(spark: SparkSession, uri: str) -> list[str]:
+    """Names of the entries directly under a folder, sorted; a missing folder has none."""
+    fs, path = _fs_and_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(str(status.getPath().getName()) for status in fs.listStatus(path))
+
+
 def escape_partition_value(spark: SparkSession, value: str) -> str:
     """The folder name Spark gives a partition value (it escapes characters such as ':', '%', '=')."""
     utils = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils

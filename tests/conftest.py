@@ -23,6 +23,13 @@ from pyspark.sql import SparkSession  # noqa: E402
 from spark_code.settings import ModelSettings, spark_conf  # noqa: E402
 
 REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def driver_command(images_root: Path, output_root: Path, classes: list[str], *assets: str) -> list[str]:
+    """`tests/materialize_driver.py` as a command: a Spark driver in its own process (run it with cwd=REPO)."""
+    command = [sys.executable, "-m", "tests.materialize_driver", str(images_root), str(output_root), *classes]
+    return [*command, "--assets", *assets] if assets else command
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,16 @@ def write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
         (folder / name).write_bytes(data)
         paths.append(folder / name)
     return paths
+
+
+HIDDEN_FILES: dict[str, bytes] = {
+    ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64),
+    "._rgb.jpg": b"\x00\x05\x16\x07AppleDouble resource fork",
+}
+"""Files every reader skips (Finder metadata, AppleDouble); they are neither embedded nor rejected."""
+
+ODD_NAMES: dict[str, bytes] = {
+    'l\'été "mûr" 1.jpg': GOOD_IMAGES["rgb.jpg"],
+    'pâte "brisée" 2.png': BAD_IMAGES["page.png"],
+}
+"""One good and one bad file whose names hold spaces, accents and both kinds of quotes."""

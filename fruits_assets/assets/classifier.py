@@ -16,7 +16,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import StepLauncherParam, fresh_spark
+from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.classifier import ClassifierSettings, evaluate, labels_of, score, train_classifier
@@ -34,6 +34,7 @@ ACCURACY_CHECK = AssetCheckSpec(
     io_manager_key="spark_model_io_manager",
     ins={"reduced_features": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
+    retry_policy=SPARK_RETRY,
 )
 def fruit_classifier(
     context: AssetExecutionContext,
@@ -44,7 +45,7 @@ def fruit_classifier(
     pyspark: LazyPySparkResource,
 ) -> Output[ModelArtifact]:
     """Spark ML multinomial logistic regression on the training split of every class's PCA features."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "fruit_classifier")
     classifier_settings = ClassifierSettings()
     model = train_classifier(reduced_features, classifier_settings, settings.training_split)
     labels = labels_of(model)
@@ -72,6 +73,7 @@ def fruit_classifier(
     ins={"reduced_features": AssetIn(), "fruit_classifier": AssetIn()},
     kinds={"spark"},
     check_specs=[ACCURACY_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def classifier_evaluation(
     context: AssetExecutionContext,
@@ -82,7 +84,7 @@ def classifier_evaluation(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each evaluation-split image's prediction; accuracy, macro F1, recall and confusions as metadata."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "classifier_evaluation")
     split = reduced_features.where(F.col("split") == settings.evaluation_split)
     predictions = score(fruit_classifier.model, split).persist()
     labels = labels_of(fruit_classifier.model)

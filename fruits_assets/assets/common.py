@@ -1,16 +1,19 @@
-"""What every Spark-backed asset needs: the classes of this run, checked against the images root."""
+"""What every Spark-backed asset needs: the classes of this run checked against the images root, settings that
+fail fast when they cannot work, and the retry policy for transient failures."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, BetaWarning, Failure, ResourceParam
+from dagster import AssetExecutionContext, BackfillPolicy, Backoff, BetaWarning, Failure, ResourceParam, RetryPolicy
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
 from fruits_assets.resources import FruitsSettings
-from spark_code.layout import ImagesLayout, LayoutError, validate_class_name
+from spark_code.layout import ImagesLayout, LayoutError, is_remote, validate_class_name
+from spark_code.settings import EMBEDDING_WIDTH
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
@@ -24,8 +27,44 @@ SINGLE_RUN = BackfillPolicy.single_run()
 TensorFlow start-up, which costs more than featurizing a class."""
 
 
+SPARK_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
+"""Spark-backed assets retry a failed step twice, 5 s then 15 s later: a lost executor, a storage hiccup or a
+dropped connection usually clears. Failures that cannot clear raise Failure(allow_retries=False) instead."""
+
+MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+"""Width multipliers MobileNetV2 has ImageNet weights for."""
+
+
+def settings_problems(settings: FruitsSettings) -> list[str]:
+    """What makes these settings unusable, for a person to read; empty when they can work."""
+    model = settings.model
+    problems = []
+    if model.weights != "imagenet" and not is_remote(model.weights) and not os.path.isfile(model.weights):
+        problems.append(f"MobileNetV2 weights file not found: {model.weights}")
+    if model.alpha not in MOBILENET_ALPHAS:
+        problems.append(f"model_alpha {model.alpha} is not one of {', '.join(map(str, MOBILENET_ALPHAS))}")
+    if model.image_size < 32:
+        problems.append(f"image_size {model.image_size} is below MobileNetV2's minimum of 32")
+    if model.batch_size < 1:
+        problems.append(f"batch_size {model.batch_size} must be at least 1")
+    if not 0 < settings.pca_variance <= 1:
+        problems.append(f"pca_variance {settings.pca_variance} must be in (0, 1]")
+    if not 0 <= settings.pca_k <= EMBEDDING_WIDTH:
+        problems.append(f"pca_k {settings.pca_k} must be between 0 (chosen by variance) and {EMBEDDING_WIDTH}")
+    return problems
+
+
+def check_settings(settings: FruitsSettings) -> None:
+    """Fail the step at once, without retries, when the settings cannot work."""
+    problems = settings_problems(settings)
+    if problems:
+        raise Failure(description="invalid settings: " + "; ".join(problems), allow_retries=False)
+
+
 def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tuple[ImagesLayout, list[str]]:
-    """The images layout and this run's classes; a bad root or unknown class fails fast with a clear message."""
+    """The images layout and this run's classes; bad settings, a bad root or an unknown class fail fast (no
+    retries) with a clear message."""
+    check_settings(settings)
     classes = sorted(context.partition_keys)
     try:
         for name in classes:
@@ -38,12 +77,20 @@ def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tupl
     return layout, classes
 
 
-def fresh_spark(pyspark: LazyPySparkResource) -> SparkSession:
-    """The Spark session, with the caches of earlier steps dropped.
+def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> SparkSession:
+    """The Spark session, with the caches of earlier steps dropped; the step's Spark jobs are grouped under the
+    asset's name (Spark UI, status tracker).
 
-    Their outputs are written by then, and a cached DataFrame whose plan equals a new one (same files read again)
+    Earlier outputs are written by then, and a cached DataFrame whose plan equals a new one (same files read again)
     would otherwise be served instead of reading the files afresh.
     """
     spark = pyspark.spark_session
     spark.catalog.clearCache()
+    if asset:
+        group_jobs(spark, asset)
     return spark
+
+
+def group_jobs(spark: SparkSession, asset: str) -> None:
+    """Name the Spark jobs this thread starts from now on after the asset (Spark UI, status tracker)."""
+    spark.sparkContext.setJobGroup(asset, f"fruits asset {asset}")

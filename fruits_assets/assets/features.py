@@ -15,7 +15,7 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SINGLE_RUN, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
@@ -50,6 +50,7 @@ from spark_code.pca import apply_pca, pca_k
     backfill_policy=SINGLE_RUN,
     group_name="features",
     check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def image_embeddings(
     context: AssetExecutionContext,
@@ -59,8 +60,8 @@ def image_embeddings(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Embed every indexed image of the run's classes; undecodable files go to rejected_images, not to failure."""
-    spark = fresh_spark(pyspark)
     layout, classes = run_layout(context, settings)
+    spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
     ship_weights(spark, model)
     files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
@@ -89,6 +90,7 @@ def image_embeddings(
     ins={"image_embeddings": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
     check_specs=[REDUCED_WIDTH_CHECK],
+    retry_policy=SPARK_RETRY,
 )
 def reduced_features(
     context: AssetExecutionContext,
@@ -98,7 +100,7 @@ def reduced_features(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
-    fresh_spark(pyspark)
+    fresh_spark(pyspark, "reduced_features")
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
     reduced = apply_pca(pca_model.model, image_embeddings).persist()

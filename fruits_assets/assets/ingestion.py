@@ -5,7 +5,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import SINGLE_RUN, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
@@ -28,6 +28,7 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     group_name="ingestion",
     io_manager_key="class_parquet_io_manager",
     kinds={"spark"},
+    retry_policy=SPARK_RETRY,
 )
 def raw_images(
     context: AssetExecutionContext,
@@ -37,7 +38,7 @@ def raw_images(
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)
-    files = read_image_files(fresh_spark(pyspark), layout, classes)
+    files = read_image_files(fresh_spark(pyspark, "raw_images"), layout, classes)
     index = index_images(files).persist()
     totals = index.agg(
         F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")

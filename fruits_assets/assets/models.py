@@ -5,7 +5,7 @@ from dataclasses import asdict
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import StepLauncherParam
+from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, check_settings, group_jobs
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.ml_models import ModelArtifact
@@ -17,6 +17,7 @@ from spark_code.pca import fit_pca
     io_manager_key="spark_model_io_manager",
     ins={"image_embeddings": AssetIn()},
     kinds={"spark"},
+    retry_policy=SPARK_RETRY,
 )
 def pca_model(
     context: AssetExecutionContext,
@@ -25,6 +26,8 @@ def pca_model(
     settings: FruitsSettings,
 ) -> Output[ModelArtifact]:
     """pyspark.ml PCA on the training split of every class; k reaches the target variance unless fixed."""
+    check_settings(settings)
+    group_jobs(image_embeddings.sparkSession, "pca_model")
     fixed_k = settings.pca_k or None
     fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split)
     context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")

@@ -12,7 +12,8 @@ from tests.conftest import WEIGHTS
 
 
 def make_resources(images_root: Path, output_root: Path, **settings: object) -> dict[str, object]:
-    config = FruitsSettings(images_root=str(images_root), model_weights=str(WEIGHTS), model_alpha=0.35, **settings)
+    defaults = {"images_root": str(images_root), "model_weights": str(WEIGHTS), "model_alpha": 0.35}
+    config = FruitsSettings(**{**defaults, **settings})
     return resources_for("local", settings=config, output_root=str(output_root))
 
 

@@ -88,6 +88,8 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
     [
         (["--images-root", "/nonexistent/images"], "does not exist"),
         (["--classes", "Durian"], "unknown class(es) 'Durian'"),
+        (["--weights", "/nonexistent/weights.h5"], "MobileNetV2 weights file not found: /nonexistent/weights.h5"),
+        (["--pca-variance", "1.5"], "pca_variance 1.5 must be in (0, 1]"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, args, message):

@@ -1,7 +1,9 @@
 import pytest
 from dagster import AssetKey
 
-from fruits_assets.definitions import defs, resources_for
+from fruits_assets.assets.common import SPARK_RETRY
+from fruits_assets.definitions import all_assets, defs, resources_for
+from fruits_assets.resources import extra_spark_conf
 
 
 def test_the_asset_graph_has_every_stage_with_its_lineage():
@@ -66,3 +68,17 @@ def test_prod_launches_steps_on_emr_with_s3_defaults(monkeypatch):
     assert prod["settings"].images_root == "s3://fruits-bucket/images"
     assert prod["class_parquet_io_manager"].output_root == "s3://fruits-bucket/outputs"
     assert "spark.master" not in prod["pyspark"].spark_config  # spark-submit on the cluster says YARN
+
+
+def test_every_spark_backed_asset_retries_with_backoff():
+    policies = {a.node_def.name: a.node_def.retry_policy for a in all_assets}
+    assert len(policies) == 6 and set(policies.values()) == {SPARK_RETRY}
+    assert SPARK_RETRY.max_retries == 2 and SPARK_RETRY.backoff is not None
+
+
+def test_extra_spark_settings_come_from_json(monkeypatch):
+    monkeypatch.setenv("FRUITS_SPARK_CONF", '{"spark.executor.memory": "1g", "spark.task.maxFailures": 8}')
+    assert extra_spark_conf() == {"spark.executor.memory": "1g", "spark.task.maxFailures": "8"}
+    monkeypatch.setenv("FRUITS_SPARK_CONF", "spark.executor.memory=1g")
+    with pytest.raises(ValueError, match="FRUITS_SPARK_CONF is not valid JSON"):
+        extra_spark_conf()

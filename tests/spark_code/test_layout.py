@@ -51,3 +51,28 @@ def test_class_names_that_could_escape_or_hide_are_refused(name):
 
 def test_ordinary_class_names_pass():
     assert validate_class_name("Pêche 'plate' 2") == "Pêche 'plate' 2"
+
+
+def test_a_class_folder_linked_outside_the_root_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"private")
+    root = tmp_path / "images"
+    (root / "Training" / "Kiwi").mkdir(parents=True)
+    (root / "Training" / "Evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(LayoutError, match="Training/Evil .* leads outside the images root"):
+        discover_layout(str(root))
+
+
+def test_a_split_linked_outside_the_root_is_refused(tmp_path):
+    (tmp_path / "elsewhere" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Training").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(LayoutError, match="leads outside the images root"):
+        discover_layout(str(tmp_path / "images"))
+
+
+def test_links_inside_the_root_are_fine(tmp_path):
+    (tmp_path / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Test").symlink_to(tmp_path / "Training", target_is_directory=True)
+    assert discover_layout(str(tmp_path)).classes_by_split == {"Test": ["Kiwi"], "Training": ["Kiwi"]}

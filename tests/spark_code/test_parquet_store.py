@@ -1,5 +1,6 @@
 import pytest
 
+from spark_code.layout import LayoutError
 from spark_code.parquet_store import MissingClassError, read_classes, write_classes
 
 
@@ -37,3 +38,13 @@ def test_reading_a_class_never_written_is_a_clear_error(spark, tmp_path):
 def test_rows_of_other_classes_are_refused(spark, tmp_path):
     with pytest.raises(ValueError, match="do not belong"):
         write_classes(_rows(spark, [("c1", "Cherry", "Training", 1)]), str(tmp_path / "asset"), ["Apple"])
+
+
+@pytest.mark.parametrize("name", ["..", "../outside", "a/b", ".hidden"])
+def test_class_names_that_could_escape_the_folder_are_refused(spark, tmp_path, name):
+    rows = _rows(spark, [("x", name, "Training", 1)])
+    with pytest.raises(LayoutError, match="invalid class name"):
+        write_classes(rows, str(tmp_path / "asset"), [name])
+    with pytest.raises(LayoutError, match="invalid class name"):
+        read_classes(spark, str(tmp_path / "asset"), [name])
+    assert list(tmp_path.iterdir()) == []

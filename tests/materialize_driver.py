@@ -1,0 +1,66 @@
+"""A Spark driver in its own process for fault tests: materialize some assets for some classes, print a JSON line.
+
+    python -m tests.materialize_driver IMAGES_ROOT OUTPUT_ROOT CLASS [CLASS ...] [--assets raw_images ...]
+
+The Dagster instance is DAGSTER_HOME's when set (event log and compute logs on disk), else an ephemeral one; Spark
+is `fruits_assets.resources.local_spark()` (FRUITS_SPARK_MASTER, FRUITS_SPARK_CONF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dagster import AssetKey, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from fruits_assets.assets.features import image_embeddings
+from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.definitions import resources_for
+from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.resources import FruitsSettings
+
+ASSETS = {"raw_images": [raw_images], "image_embeddings": [image_embeddings]}
+KEYS = {"raw_images": ["raw_images"], "image_embeddings": ["image_embeddings", "rejected_images"]}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("images_root")
+    parser.add_argument("output_root")
+    parser.add_argument("classes", nargs="+")
+    parser.add_argument("--assets", nargs="+", default=["raw_images", "image_embeddings"], choices=sorted(ASSETS))
+    args = parser.parse_args(argv)
+    settings = FruitsSettings(
+        images_root=args.images_root,
+        model_weights=os.environ["FRUITS_MODEL_WEIGHTS"],
+        model_alpha=float(os.environ.get("FRUITS_MODEL_ALPHA", "0.35")),
+    )
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    classes = sorted(args.classes)
+    instance.add_dynamic_partitions(fruit_class_partitions.name, classes)
+    result = materialize(
+        [asset for name in ASSETS for asset in ASSETS[name]],
+        selection=[AssetKey(key) for name in args.assets for key in KEYS[name]],
+        resources=resources_for("local", settings=settings, output_root=args.output_root),
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]},
+        raise_on_error=False,
+    )
+    metadata = {
+        str(event.asset_key.to_user_string()): {
+            key: value.value
+            for key, value in event.event_specific_data.materialization.metadata.items()
+            if isinstance(value.value, (int, float, str))
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+    print(json.dumps({"success": result.success, "run_id": result.run_id, "metadata": metadata, "checks": checks}))
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
