@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from dagster import Definitions, EnvVar, ResourceDefinition, load_assets_from_modules
+from dagster_aws.s3 import S3Resource
 
 from fruits_assets.assets import classifier, features, ingestion, models
 from fruits_assets.io_managers import ClassParquetIOManager, SparkModelIOManager
@@ -59,6 +60,7 @@ def resources_for(
         "settings": settings or settings_from_env(),
         "pyspark": pyspark,
         "step_launcher": ResourceDefinition.none_resource(description="local: every step runs in this process"),
+        "s3": S3Resource(),
         "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
@@ -46,8 +47,9 @@ class FruitsSettings(ConfigurableResource):
             weights=weights, alpha=self.model_alpha, image_size=self.image_size, batch_size=self.batch_size
         )
 
-    def layout(self) -> ImagesLayout:
-        return discover_layout(self.images_root)
+    def layout(self, s3: Any = None) -> ImagesLayout:
+        """The images root's split and class folders; an s3:// root is listed with `s3` (a boto3 client) if given."""
+        return discover_layout(self.images_root, s3)
 
 
 ENV_SETTINGS: dict[str, str] = {

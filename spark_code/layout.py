@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -43,13 +44,13 @@ def _list_local_dirs(path: str) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith((".", "_")))
 
 
-def _list_s3_dirs(uri: str) -> list[str]:
+def _list_s3_dirs(uri: str, s3: Any = None) -> list[str]:
     import boto3
 
     parsed = urlparse(uri)
     prefix = parsed.path.lstrip("/")
     prefix = f"{prefix.rstrip('/')}/" if prefix else ""
-    paginator = boto3.client("s3").get_paginator("list_objects_v2")
+    paginator = (s3 or boto3.client("s3")).get_paginator("list_objects_v2")
     names: list[str] = []
     for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix, Delimiter="/"):
         for common in page.get("CommonPrefixes", []):
@@ -59,10 +60,11 @@ def _list_s3_dirs(uri: str) -> list[str]:
     return sorted(names)
 
 
-def list_subfolders(uri: str) -> list[str]:
-    """Names of the visible sub-folders of a local folder or S3 prefix, sorted."""
+def list_subfolders(uri: str, s3: Any = None) -> list[str]:
+    """Names of the visible sub-folders of a local folder or S3 prefix (listed with `s3`, a boto3 client, if
+    given), sorted."""
     if is_remote(uri):
-        return _list_s3_dirs(uri)
+        return _list_s3_dirs(uri, s3)
     path = local_path(uri)
     if not os.path.isdir(path):
         raise LayoutError(f"images root {uri!r} does not exist or is not a folder")
@@ -143,13 +145,13 @@ def _check_inside_root(root: str, split: str, name: str) -> None:
         raise LayoutError(f"class folder {split}/{name} under {root!r} leads outside the images root (to {real})")
 
 
-def discover_layout(root: str) -> ImagesLayout:
+def discover_layout(root: str, s3: Any = None) -> ImagesLayout:
     """List `<root>/<split>/<class>` folders; a missing root or one without any class is a clear error, and so is
     a class name or a linked folder that could make the pipeline read outside the root."""
     if not root:
         raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
-    splits = list_subfolders(root)
-    by_split = {split: list_subfolders(join_uri(root, split)) for split in splits}
+    splits = list_subfolders(root, s3)
+    by_split = {split: list_subfolders(join_uri(root, split), s3) for split in splits}
     by_split = {split: names for split, names in by_split.items() if names}
     if not by_split:
         raise LayoutError(f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image>")
