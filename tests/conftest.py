@@ -108,7 +108,10 @@ def aws_server() -> str:
     server.stop()
 
 
-AWS_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAFRUITSTESTKEY0001", "AWS_SECRET_ACCESS_KEY": "fruits-test-secret-0123456789"}
+AWS_TEST_KEYS = {
+    "AWS_ACCESS_KEY_ID": "fruits-test-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "fruits-test-secret-0123456789",
+}
 """Distinctive fake credentials: a test can grep logs and metadata for them."""
 
 
