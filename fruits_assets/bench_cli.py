@@ -1,4 +1,4 @@
-"""Arguments and dispatch of `fruits bench featurize` and `fruits bench scale` (heavy imports only when run)."""
+"""Arguments and dispatch of `fruits bench featurize|scale|mainjob` (heavy imports only when run)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def add_bench_commands(bench: argparse._SubParsersAction) -> None:
     scale.add_argument("--master", help="an existing cluster's master URL instead of local clusters (one --workers)")
     scale.add_argument("--work-dir", help="samples and outputs, seen by every executor (default: temporary)")
     scale.add_argument("--out-dir", default="bench-scale", help="where scaling.csv and scaling.png go")
+    mainjob = bench.add_parser(
+        "mainjob", help="fruits run on a few classes and on all: wall time vs the bare model, driver peak RSS"
+    )
+    _model_arguments(mainjob)
+    mainjob.add_argument("--small-classes", type=int, default=10, help="classes of the small run (default 10)")
+    mainjob.add_argument("--out-dir", default="bench-mainjob", help="where the two runs write their outputs")
 
 
 def _settings(args: argparse.Namespace) -> ModelSettings:
@@ -51,13 +57,17 @@ def _settings(args: argparse.Namespace) -> ModelSettings:
 
 def run_bench(args: argparse.Namespace) -> int:
     images_root = Path(args.images_root or os.environ.get("FRUITS_IMAGES_ROOT", "images"))
-    work_dir = Path(args.work_dir) if args.work_dir else None
+    work_dir = Path(args.work_dir) if getattr(args, "work_dir", None) else None
     if args.bench == "featurize":
         from fruits_assets.bench_featurize import bench_featurize
 
         result = bench_featurize(
             images_root, args.images, _settings(args), work_dir, master=args.master, naive=not args.no_naive
         )
+    elif args.bench == "mainjob":
+        from fruits_assets.bench_mainjob import bench_main_job
+
+        result = bench_main_job(images_root, Path(args.out_dir), args.small_classes, _settings(args))
     else:
         from fruits_assets.bench_scale import bench_scale
 

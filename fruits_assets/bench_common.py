@@ -60,12 +60,15 @@ def sample_root(images_root: Path, count: int, target: Path) -> list[Path]:
     return linked
 
 
-def bench_session(master: str, batch_size: int, extra: dict[str, str] | None = None) -> SparkSession:
-    """A Spark session with the pipeline's settings; Python workers run this interpreter."""
+def bench_session(
+    master: str, batch_size: int, extra: dict[str, str] | None = None, pipeline_conf: bool = True
+) -> SparkSession:
+    """A Spark session with the pipeline's settings (or Spark's defaults, as a notebook has them); Python workers
+    run this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName("fruits-bench")
     conf = {
-        **spark_conf(batch_size),
+        **(spark_conf(batch_size) if pipeline_conf else {}),
         "spark.driver.memory": "2g",
         "spark.ui.showConsoleProgress": "false",
         **(extra or {}),
