@@ -81,3 +81,21 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     assert all(float(r["seconds"]) > 0 for r in runs)
     assert (tmp_path / "out" / "scaling.png").read_bytes().startswith(PNG_SIGNATURE)
     assert math.isfinite(result["overhead_s"]) and math.isfinite(result["cost_ms_per_image"])
+
+
+def test_main_job_bench_samples_the_driver_and_its_child_processes():
+    """`run_sampled` (used by `fruits bench mainjob`) on a driver that allocates 200 MB and starts a child holding
+    300 MB: both peaks are seen, and the driver's last JSON line is read."""
+    from fruits_assets.bench_mainjob import run_sampled
+
+    child = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    driver = (
+        "import json, subprocess, sys, time\n"
+        "a = bytearray(200 * 2**20); a[::4096] = b'x' * len(a[::4096])\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}])\n"
+        "print(json.dumps({'success': True, 'images_featurized': 7, 'images_rejected': 1}))\n"
+    )
+    result = run_sampled([sys.executable, "-c", driver])
+    assert result["success"] and result["images"] == 8
+    assert 200 <= result["driver_python_peak_rss_mb"] < 300
+    assert 300 <= result["driver_jvm_peak_rss_mb"] < 400
