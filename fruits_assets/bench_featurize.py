@@ -7,11 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fruits_assets.bench_common import bench_session, loadavg, sample_root, spark_featurize, timed
 from fruits_assets.bench_naive import naive_featurize
-from spark_code.embeddings import cached_embedder, embed_contents
+from spark_code.embeddings import cached_embedder, embed_contents, pad_batch
 from spark_code.image_files import read_image_files
 from spark_code.images import preprocess
 from spark_code.layout import discover_layout
@@ -24,15 +22,18 @@ WARMUP_CALLS = 2
 def bare_model(files: list[Path], settings: ModelSettings) -> float:
     """(a) Seconds for the model alone on len(files) images: one decoded batch, fed again and again.
 
-    The same `tf.function` as the pipeline (padding included), in this process with TensorFlow's default threads.
+    The same `tf.function` as the pipeline (batches padded as the pipeline pads them), in this process with
+    TensorFlow's default threads.
     """
     embed = cached_embedder(settings)
     size = settings.batch_size
-    batch = np.stack([preprocess(file.read_bytes(), settings.image_size) for file in files[:size]])
+    arrays = [preprocess(file.read_bytes(), settings.image_size) for file in files[:size]]
+    batch = pad_batch(arrays)
     for _ in range(WARMUP_CALLS):
-        embed(batch)
+        embed.padded(batch)
     full, rest = divmod(len(files), size)
-    seconds, _ = timed(lambda: [embed(batch) for _ in range(full)] + ([embed(batch[:rest])] if rest else []))
+    last = pad_batch(arrays[:rest]) if rest else None
+    seconds, _ = timed(lambda: [embed.padded(batch) for _ in range(full)] + ([embed.padded(last)] if rest else []))
     return seconds
 
 

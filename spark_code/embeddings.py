@@ -19,7 +19,33 @@ from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 _EMBED_SCHEMA = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])
 
-Embedder = Callable[[np.ndarray], np.ndarray]
+
+class Embedder:
+    """MobileNetV2 as one traced function, fed batches that end with one zero image.
+
+    The kernels compute the last image of a batch slightly differently (~1e-6) from the others. One zero image after
+    every batch makes each real image's features independent of the batch size, so a photo embedded alone at predict
+    time gets exactly the features it got in a training batch.
+    """
+
+    def __init__(self, infer: Callable) -> None:
+        self._infer = infer
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.padded(pad_batch(list(batch)))
+
+    def padded(self, batch: np.ndarray) -> np.ndarray:
+        """Features of all but the last (zero) image of a batch made by `pad_batch`: no copy of the batch."""
+        return self._infer(batch).numpy()[:-1]
+
+
+def pad_batch(arrays: list[np.ndarray]) -> np.ndarray:
+    """The images stacked into one float32 array, followed by one zero image (one copy, no concatenation)."""
+    batch = np.zeros((len(arrays) + 1, *arrays[0].shape), np.float32)
+    for row, array in enumerate(arrays):
+        batch[row] = array
+    return batch
+
 
 _EMBEDDERS: dict[ModelSettings, Embedder] = {}
 """Models built in this Python process, kept for its lifetime (Spark reuses Python workers across tasks)."""
@@ -86,15 +112,7 @@ def build_embedder(settings: ModelSettings) -> Embedder:
         lambda x: model(x, training=False),
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
     )
-
-    def embed(batch: np.ndarray) -> np.ndarray:
-        # The kernels compute the last image of a batch slightly differently (~1e-6) from the others. One zero
-        # image appended to every batch makes each real image's features independent of the batch size, so a
-        # photo embedded alone at predict time gets exactly the features it got in a training batch.
-        padded = np.concatenate([batch, np.zeros((1, *batch.shape[1:]), batch.dtype)])
-        return infer(padded).numpy()[:-1]
-
-    return embed
+    return Embedder(infer)
 
 
 def cached_embedder(settings: ModelSettings) -> Embedder:
@@ -117,7 +135,7 @@ def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list
             errors[i] = describe_error(exc)
     features: list[np.ndarray | None] = [None] * len(contents)
     if arrays:
-        out = cached_embedder(settings)(np.stack(arrays)).astype(np.float32)
+        out = cached_embedder(settings).padded(pad_batch(arrays))
         for row, i in enumerate(positions):
             features[i] = out[row]
     return features, errors

@@ -80,7 +80,11 @@ def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
 def preprocess(data: bytes, size: int) -> np.ndarray:
     """Bytes to a (size, size, 3) float32 array scaled to [-1, 1], as MobileNetV2's preprocess_input does."""
     arr = np.asarray(load_rgb(data, size), dtype=np.float32)
-    return arr / 127.5 - 1.0
+    # In place: the same float32 arithmetic as `arr / 127.5 - 1.0` without two fresh 600 kB temporaries per image,
+    # which cost more than the decoding itself.
+    np.divide(arr, np.float32(127.5), out=arr)
+    np.subtract(arr, np.float32(1.0), out=arr)
+    return arr
 
 
 def check_image(data: bytes) -> tuple[int, int, str]:
