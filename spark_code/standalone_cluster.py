@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +27,16 @@ class ClusterStartError(RuntimeError):
     """The master or a worker did not come up; the message holds the tail of its log."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are picked, so no port is handed out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _spark_class() -> str:
@@ -45,6 +51,9 @@ class StandaloneCluster:
     web_url: str
     log_dir: Path
     master: subprocess.Popen
+    env: dict[str, str]
+    cores_per_worker: int
+    memory_per_worker: str
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def alive_workers(self) -> int:
@@ -52,6 +61,40 @@ class StandaloneCluster:
         with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
             state = json.load(response)
         return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
+
+    def start_worker(self, index: int) -> None:
+        """Start worker `index` again after `kill_worker`, and wait until the master counts it."""
+        expected = sum(1 for process in self.workers if process.poll() is None) + 1
+        self._launch_worker(index)
+        self._wait_for_workers(expected)
+
+    def _wait_for_workers(self, count: int) -> None:
+        log = self.log_dir / "worker-0.log"
+        _wait_for(lambda: self.alive_workers() >= count, f"{count} Spark worker(s)", log, self.master)
+
+    def _launch_worker(self, index: int) -> None:
+        work_dir = self.log_dir / f"worker-{index}"
+        work_dir.mkdir(exist_ok=True)
+        log = self.log_dir / f"worker-{index}.log"
+        arguments = [
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            str(self.cores_per_worker),
+            "--memory",
+            self.memory_per_worker,
+            "--work-dir",
+            str(work_dir),
+            "--webui-port",
+            "0",
+            self.master_url,
+        ]
+        process = _start(arguments, log, self.env)
+        if index < len(self.workers):
+            self.workers[index] = process
+        else:
+            self.workers.append(process)
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL a worker with its executor and Python workers, as when a node is lost."""
@@ -78,7 +121,7 @@ def _start(arguments: list[str], log: Path, env: dict[str, str]) -> subprocess.P
         )
 
 
-def _wait_for(condition, what: str, log: Path, process: subprocess.Popen) -> None:
+def _wait_for(condition: Callable[[], bool], what: str, log: Path, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -86,7 +129,8 @@ def _wait_for(condition, what: str, log: Path, process: subprocess.Popen) -> Non
         try:
             if condition():
                 return
-        except OSError:
+        except (OSError, ValueError):
+            # Not up yet: refused, or the web UI serves its HTML page before the /json/ handler is attached.
             pass
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -100,7 +144,7 @@ def standalone_cluster(
     """Start a master and `workers` workers on 127.0.0.1; stop them all on exit, whatever happened."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
-    port, web_port = _free_port(), _free_port()
+    port, web_port = free_ports(2)
     master_log = log_dir / "master.log"
     master = _start(
         [
@@ -115,35 +159,20 @@ def standalone_cluster(
         master_log,
         env,
     )
-    cluster = StandaloneCluster(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", log_dir, master)
+    cluster = StandaloneCluster(
+        f"spark://127.0.0.1:{port}",
+        f"http://127.0.0.1:{web_port}",
+        log_dir,
+        master,
+        env,
+        cores_per_worker,
+        memory_per_worker,
+    )
     try:
         _wait_for(lambda: cluster.alive_workers() >= 0, "the Spark master", master_log, master)
         for index in range(workers):
-            work_dir = log_dir / f"worker-{index}"
-            work_dir.mkdir(exist_ok=True)
-            cluster.workers.append(
-                _start(
-                    [
-                        "org.apache.spark.deploy.worker.Worker",
-                        "--host",
-                        "127.0.0.1",
-                        "--cores",
-                        str(cores_per_worker),
-                        "--memory",
-                        memory_per_worker,
-                        "--work-dir",
-                        str(work_dir),
-                        "--webui-port",
-                        "0",
-                        cluster.master_url,
-                    ],
-                    log_dir / f"worker-{index}.log",
-                    env,
-                )
-            )
-        _wait_for(
-            lambda: cluster.alive_workers() == workers, f"{workers} Spark worker(s)", log_dir / "worker-0.log", master
-        )
+            cluster._launch_worker(index)
+        cluster._wait_for_workers(workers)
         yield cluster
     finally:
         cluster.stop()

@@ -8,6 +8,7 @@ from dagster import DagsterInstance
 from fruits_assets.definitions import resources_for
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
+from spark_code.standalone_cluster import StandaloneCluster, standalone_cluster
 from tests.conftest import WEIGHTS
 
 
@@ -26,3 +27,12 @@ def make_instance(classes: list[str]) -> DagsterInstance:
 @pytest.fixture
 def output_root(tmp_path: Path) -> Path:
     return tmp_path / "out"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> StandaloneCluster:
+    """One Spark standalone cluster (master + 2 workers x 1 core on 127.0.0.1) for every test that needs one.
+
+    A test that kills a worker starts it again before it ends."""
+    with standalone_cluster(2, tmp_path_factory.mktemp("cluster"), cores_per_worker=1, memory_per_worker="2g") as c:
+        yield c

@@ -1,12 +1,12 @@
 """A Spark worker of a standalone cluster (127.0.0.1, 2 workers x 1 core) SIGKILLed while a class is featurized:
-the run succeeds, and its embeddings equal those of a run without the fault (no row lost or duplicated).
+the run succeeds, and its embeddings equal those of the local session's run without the fault (no row lost or
+duplicated, no value changed).
 
 The Spark drivers run in their own processes (tests/materialize_driver.py): this process holds the local session.
 """
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,24 +15,15 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from spark_code.standalone_cluster import standalone_cluster
+from spark_code.embeddings import accepted, embed_images, ship_weights
+from spark_code.image_files import read_image_files
+from spark_code.layout import discover_layout
+from spark_code.standalone_cluster import free_ports
 from tests.conftest import REPO, copy_sample, driver_command
 
 CLASS = "Apple Braeburn"
 IMAGES = 160
 RUN_LIMIT_S = 540
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with standalone_cluster(2, tmp_path_factory.mktemp("cluster"), cores_per_worker=1, memory_per_worker="2g") as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +80,16 @@ def _embedding_jobs(ui_port: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(cluster, images, tmp_path_factory) -> dict[str, list[float]]:
-    """The class featurized on the cluster with nothing going wrong."""
-    folder = tmp_path_factory.mktemp("reference")
-    summary = _finish(
-        _start_driver(cluster, images, folder / "out", _free_port(), folder / "run.log"), folder / "run.log"
-    )
-    assert summary["success"] and all(summary["checks"].values())
-    return _embeddings(folder / "out")
+def reference(spark, images, model_settings) -> dict[str, list[float]]:
+    """The class featurized by the local session (`local[*]`), with nothing going wrong."""
+    ship_weights(spark, model_settings)
+    files = read_image_files(spark, discover_layout(str(images)), [CLASS])
+    return {row["path"]: row["features"] for row in accepted(embed_images(files, model_settings)).collect()}
 
 
 def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster, images, reference, tmp_path):
     assert cluster.alive_workers() == 2
-    ui_port, log = _free_port(), tmp_path / "run.log"
+    ui_port, log = free_ports(1)[0], tmp_path / "run.log"
     process = _start_driver(cluster, images, tmp_path / "out", ui_port, log)
     deadline = time.monotonic() + RUN_LIMIT_S
     # Kill once the featurizing job has finished some tasks (their cached rows live on the executors) and is running
@@ -111,12 +99,15 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
         assert time.monotonic() < deadline, "the featurizing job never ran"
         time.sleep(0.1)
     cluster.kill_worker(0)
-    failed = 0
-    while process.poll() is None:
-        failed = max([failed, *(j["numFailedTasks"] for j in _embedding_jobs(ui_port))])
-        time.sleep(0.1)
-    summary = _finish(process, log)
-    assert cluster.alive_workers() == 1
+    try:
+        failed = 0
+        while process.poll() is None:
+            failed = max([failed, *(j["numFailedTasks"] for j in _embedding_jobs(ui_port))])
+            time.sleep(0.1)
+        summary = _finish(process, log)
+        assert cluster.alive_workers() == 1
+    finally:
+        cluster.start_worker(0)
     assert failed >= 1, "the killed worker was running no task of the featurizing job"
     assert summary["success"] and all(summary["checks"].values())
     assert summary["metadata"]["image_embeddings"]["row_count"] == IMAGES

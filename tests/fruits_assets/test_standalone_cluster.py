@@ -7,7 +7,6 @@ import sys
 import numpy as np
 
 from spark_code.parquet_store import read_classes
-from spark_code.standalone_cluster import standalone_cluster
 from tests.conftest import WEIGHTS
 
 CLASS = "Kiwi"
@@ -28,30 +27,31 @@ result = materialize(
     instance=make_instance([cls]),
     tags={ASSET_PARTITION_RANGE_START_TAG: cls, ASSET_PARTITION_RANGE_END_TAG: cls},
 )
-print("master", result.success and __import__("pyspark").SparkContext.getOrCreate().master)
+context = __import__("pyspark").SparkContext.getOrCreate()
+print("master", result.success and context.master, context.applicationId)
 """
 
 
-def test_embeddings_on_a_standalone_cluster_equal_local_ones(trained_run, small_root, tmp_path, spark):
+def test_embeddings_on_a_standalone_cluster_equal_local_ones(cluster, trained_run, small_root, tmp_path, spark):
     _, local_output = trained_run
     output_root = tmp_path / "out"
-    with standalone_cluster(workers=2, log_dir=tmp_path / "cluster", memory_per_worker="2g") as cluster:
-        env = {
-            **os.environ,
-            "FRUITS_SPARK_MASTER": cluster.master_url,
-            "FRUITS_SPARK_DRIVER_MEMORY": "1g",
-            "FRUITS_IMAGES_ROOT": str(small_root),
-            "FRUITS_OUTPUT_ROOT": str(output_root),
-            "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
-            "FRUITS_MODEL_ALPHA": "0.35",
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", MATERIALIZE, CLASS], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-        assert f"master {cluster.master_url}" in done.stdout
-        executors = list((tmp_path / "cluster").glob("worker-*/app-*/*/stderr"))
-        assert len({path.parts[-4] for path in executors}) == 2, "both workers ran executors"
+    env = {
+        **os.environ,
+        "FRUITS_SPARK_MASTER": cluster.master_url,
+        "FRUITS_SPARK_DRIVER_MEMORY": "1g",
+        "FRUITS_IMAGES_ROOT": str(small_root),
+        "FRUITS_OUTPUT_ROOT": str(output_root),
+        "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
+        "FRUITS_MODEL_ALPHA": "0.35",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", MATERIALIZE, CLASS], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    master, app = done.stdout.strip().splitlines()[-1].split()[1:]
+    assert master == cluster.master_url
+    executors = list(cluster.log_dir.glob(f"worker-*/{app}/*/stderr"))
+    assert len({path.parts[-4] for path in executors}) == 2, "both workers ran executors"
 
     columns = ["path", "features"]
     on_cluster = read_classes(spark, str(output_root / "image_embeddings"), [CLASS]).select(columns).toPandas()
