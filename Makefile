@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-# EMR's environment: Spark 3.5 and exactly the packages the bootstrap action installs on every node.
+# EMR's environment: Spark 3.5 and exactly the packages the bootstrap action installs on every node (plus the
+# test tools: pytest, and moto for the S3 tests).
 EMR_VENV := .venv-emr
 EMR_STAMP := $(EMR_VENV)/.installed
 
@@ -16,7 +17,7 @@ $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
 	test -x $(EMR_VENV)/bin/python || $(PYTHON) -m venv $(EMR_VENV)
 	$(EMR_VENV)/bin/pip install -q --upgrade pip
 	$(EMR_VENV)/bin/pip install -q --no-deps -r emr_config/requirements-emr.txt
-	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest
+	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest 'moto[server]'
 	touch $(EMR_STAMP)
 
 .PHONY: install run test test-emr-spark lint

@@ -24,9 +24,9 @@ class _OutputRootIOManager(ConfigurableIOManager):
 
 
 class ClassParquetIOManager(_OutputRootIOManager):
-    """Spark DataFrames as Parquet under `<output_root>/<asset>/label=<class>/`, one folder per fruit class.
+    """Spark DataFrames as Parquet under `<output_root>/<asset>/`, one folder per fruit class in each version.
 
-    Materializing some classes replaces exactly those classes' folders (see spark_code.parquet_store); an
+    Materializing some classes publishes a new version of exactly those classes (see spark_code.parquet_store); an
     unpartitioned asset's table is replaced as a whole.
     """
 
@@ -56,7 +56,7 @@ class ClassParquetIOManager(_OutputRootIOManager):
 
 
 class SparkModelIOManager(_OutputRootIOManager):
-    """Spark ML models saved with their own writer under `<output_root>/<asset>/`, swapped in atomically."""
+    """Spark ML models saved with their own writer under `<output_root>/<asset>/`, published atomically."""
 
     def handle_output(self, context: OutputContext, obj: ModelArtifact) -> None:
         path = self._path(context)

@@ -1,19 +1,23 @@
-"""Class-partitioned Parquet folders (`<base>/label=<class>/`) where rewriting a class replaces only that class.
+"""Class-partitioned Parquet outputs where rewriting a class replaces only that class, published by pointer.
 
-Writes go to a staging folder first and each class folder is then swapped in (spark_code.publish): a reader
-always finds a complete version of a class, the new one or the previous one, even when the writer is killed
-half-way; the next writer puts back what a dead writer left aside. A class whose new output is empty is replaced
-by an empty (but present) folder.
+A write puts all its rows in a new version folder (`<base>/_versions/<tag>/label=<class>/`, one Spark job) and
+then points each class at it (spark_code.publish). A reader follows each class's pointer, so it always finds a
+complete version of a class, the new one or the previous one, even when the writer is killed half-way, on local disk
+and on S3. A class whose new output is empty is published as an empty (but present) folder.
 """
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_code import publish, storage
 from spark_code.layout import validate_class_name
-from spark_code.publish import ASIDE, STAGING
 
 PARTITION_COLUMN = "label"
 
@@ -22,31 +26,15 @@ class MissingClassError(LookupError):
     """A class was asked for that has never been written to this folder."""
 
 
-def class_dir(spark: SparkSession, base: str, name: str) -> str:
-    """`<base>/label=<escaped name>`; a name that could escape `base` is refused."""
+def class_part(spark: SparkSession, name: str) -> str:
+    """`label=<escaped name>`: a class's folder inside a version, and its pointer's name; unsafe names refused."""
     validate_class_name(name)
-    return f"{base.rstrip('/')}/{PARTITION_COLUMN}={storage.escape_partition_value(spark, name)}"
+    return f"{PARTITION_COLUMN}={storage.escape_partition_value(spark, name)}"
 
 
-def recover(spark: SparkSession, base: str) -> list[str]:
-    """Put back the class folders that dead writers moved aside and delete their staging folders.
-
-    Returns the class folders put back (e.g. `label=Kiwi`).
-    """
-    base = base.rstrip("/")
-    names = storage.list_names(spark, base)
-    restored = []
-    for name in (n for n in names if n.startswith(ASIDE) and publish.owner_is_dead(n)):
-        folder = f"{base}/{name}"
-        for entry in storage.list_names(spark, folder):
-            if entry.startswith(f"{PARTITION_COLUMN}=") and publish.restore(
-                spark, f"{base}/{entry}", f"{folder}/{entry}"
-            ):
-                restored.append(entry)
-        storage.delete(spark, folder)
-    for name in (n for n in names if n.startswith(STAGING) and publish.owner_is_dead(n)):
-        storage.delete(spark, f"{base}/{name}")
-    return restored
+def class_dir(spark: SparkSession, base: str, name: str) -> str | None:
+    """The folder holding the published rows of a class, or None when it was never written."""
+    return publish.current(base, class_part(spark, name))
 
 
 def write_classes(df: DataFrame, base: str, classes: list[str]) -> dict[str, int]:
@@ -56,53 +44,39 @@ def write_classes(df: DataFrame, base: str, classes: list[str]) -> dict[str, int
     """
     spark = df.sparkSession
     base = base.rstrip("/")
-    targets = {name: class_dir(spark, base, name) for name in classes}
-    recover(spark, base)
-    tag = publish.temp_tag()
-    staging, aside = f"{base}/{STAGING}{tag}", f"{base}/{ASIDE}{tag}"
-    df.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
-    written = spark.read.schema(df.schema).option("basePath", staging).parquet(staging)
-    counts = {row[PARTITION_COLUMN]: row["count"] for row in written.groupBy(PARTITION_COLUMN).count().collect()}
-    unexpected = sorted(set(counts) - set(classes))
-    if unexpected:
-        storage.delete(spark, staging)
-        raise ValueError(f"rows of classes {unexpected} do not belong to this write (classes {classes})")
-    empty_schema = df.drop(PARTITION_COLUMN).schema
+    parts = {name: class_part(spark, name) for name in classes}
+    publish.recover(base)
+    version = publish.new_version(base)
     try:
-        for name, target in targets.items():
-            staged = class_dir(spark, staging, name)
+        df.write.partitionBy(PARTITION_COLUMN).parquet(version)
+        written = spark.read.schema(df.schema).option("basePath", version).parquet(version)
+        counts = {row[PARTITION_COLUMN]: row["count"] for row in written.groupBy(PARTITION_COLUMN).count().collect()}
+        unexpected = sorted(set(counts) - set(classes))
+        if unexpected:
+            raise ValueError(f"rows of classes {unexpected} do not belong to this write (classes {classes})")
+        empty_schema = df.drop(PARTITION_COLUMN).schema
+        for name in classes:
             if name not in counts:
-                spark.createDataFrame([], empty_schema).coalesce(1).write.parquet(staged)
-            publish.publish(spark, staged, target, class_dir(spark, aside, name))
-    finally:
-        for name, target in targets.items():
-            publish.restore(spark, target, class_dir(spark, aside, name))
-        storage.delete(spark, staging)
-        storage.delete(spark, aside)
+                spark.createDataFrame([], empty_schema).coalesce(1).write.parquet(f"{version}/{parts[name]}")
+    except BaseException:
+        publish.discard(version)
+        raise
+    publish.commit(base, version, list(parts.values()))
     return {name: int(counts.get(name, 0)) for name in classes}
-
-
-def _published_dirs(spark: SparkSession, base: str, classes: list[str]) -> dict[str, str | None]:
-    """Each class's complete folder: its own, or the previous version a writer has moved aside."""
-    asides = [f"{base}/{n}" for n in storage.list_names(spark, base) if n.startswith(ASIDE)]
-    return {
-        name: publish.current(spark, class_dir(spark, base, name), [class_dir(spark, a, name) for a in asides])
-        for name in classes
-    }
 
 
 def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFrame:
     """The rows of the given classes, `label` as the second column; a class never written is a clear error."""
     base = base.rstrip("/")
-    dirs = _published_dirs(spark, base, classes)
+    dirs = {name: class_dir(spark, base, name) for name in classes}
     missing = [name for name, path in dirs.items() if path is None]
     if missing:
         shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MissingClassError(f"no data for class(es) {shown} under {base}: materialize them first")
-    by_parent: dict[str, list[str]] = {}
+    by_version: dict[str, list[str]] = {}
     for path in dirs.values():
-        by_parent.setdefault(path.rsplit("/", 1)[0], []).append(path)
-    parts = [spark.read.option("basePath", parent).parquet(*paths) for parent, paths in by_parent.items()]
+        by_version.setdefault(path.rsplit("/", 1)[0], []).append(path)
+    parts = [spark.read.option("basePath", version).parquet(*paths) for version, paths in by_version.items()]
     df = parts[0]
     for part in parts[1:]:
         df = df.unionByName(part)
@@ -110,40 +84,49 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
     return df.select("path", F.col(PARTITION_COLUMN), *others)
 
 
-def _table_temps(spark: SparkSession, base: str, prefix: str) -> list[str]:
-    """Temporary siblings `<base>.<prefix><tag>` of a table folder."""
-    parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
-    return [f"{parent}/{n}" for n in storage.list_names(spark, parent) if n.startswith(f"{name}.{prefix}")]
-
-
 def write_table(df: DataFrame, base: str) -> int:
-    """Replace the whole folder with `df` (partitioned by class for readers), swapped in once written."""
+    """Replace the whole output with `df` (partitioned by class for readers), published once written."""
     spark = df.sparkSession
     base = base.rstrip("/")
-    for leftover in _table_temps(spark, base, ASIDE):
-        if publish.owner_is_dead(leftover.rsplit("/", 1)[-1]):
-            publish.restore(spark, base, leftover)
-    for leftover in _table_temps(spark, base, STAGING):
-        if publish.owner_is_dead(leftover.rsplit("/", 1)[-1]):
-            storage.delete(spark, leftover)
-    tag = publish.temp_tag()
-    staging, aside = f"{base}.{STAGING}{tag}", f"{base}.{ASIDE}{tag}"
-    df.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
-    rows = spark.read.schema(df.schema).parquet(staging).count()
+    publish.recover(base)
+    version = publish.new_version(base)
     try:
-        publish.publish(spark, staging, base, aside)
-    finally:
-        publish.restore(spark, base, aside)
-        storage.delete(spark, staging)
+        df.write.partitionBy(PARTITION_COLUMN).parquet(version)
+        rows = spark.read.schema(df.schema).parquet(version).count()
+    except BaseException:
+        publish.discard(version)
+        raise
+    publish.commit(base, version, [publish.WHOLE])
     return rows
 
 
 def read_table(spark: SparkSession, base: str) -> DataFrame:
-    """A folder written by write_table, `label` as the second column."""
-    base = base.rstrip("/")
-    found = publish.current(spark, base, _table_temps(spark, base, ASIDE))
+    """An output written by write_table, `label` as the second column."""
+    found = publish.current(base.rstrip("/"))
     if found is None:
         raise MissingClassError(f"no data under {base}: materialize it first")
     df = spark.read.parquet(found)
     others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
     return df.select("path", F.col(PARTITION_COLUMN), *others)
+
+
+def read_arrow(base: str) -> pa.Table:
+    """Every published row of an output as an Arrow table, without Spark (for notebooks and services): each
+    version is read once, keeping the classes whose pointers name it."""
+    by_version: dict[str, set[str] | None] = {}
+    for part, location in publish.pointers(base).items():
+        version = publish.version_of(location)
+        if part == publish.WHOLE:
+            by_version[version] = None
+        elif by_version.get(version, set()) is not None:
+            by_version.setdefault(version, set()).add(unquote(part.split("=", 1)[1]))
+    tables = []
+    for version, labels in sorted(by_version.items()):
+        fs, path = storage.filesystem(f"{base.rstrip('/')}/{version}")
+        table = ds.dataset(path, filesystem=fs, partitioning="hive").to_table()
+        if labels is not None:
+            table = table.filter(pc.is_in(table[PARTITION_COLUMN], pa.array(sorted(labels))))
+        tables.append(table)
+    if not tables:
+        raise MissingClassError(f"no data under {base}: materialize it first")
+    return pa.concat_tables(tables, promote_options="default")

@@ -18,19 +18,15 @@ import pyarrow.parquet as pq
 
 from spark_code.embeddings import Embedder, build_embedder
 from spark_code.images import preprocess
-from spark_code.layout import is_remote, join_uri, local_path
+from spark_code.layout import is_remote, join_uri
 from spark_code.ml_models import NOTES_FILE
+from spark_code.publish import current
 from spark_code.settings import ModelSettings
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if is_remote(uri):
-        return pafs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1))
-    return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
+from spark_code.storage import filesystem
 
 
 def _read_bytes(uri: str) -> bytes:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read()
@@ -39,7 +35,7 @@ def _read_bytes(uri: str) -> bytes:
 
 
 def _read_rows(uri: str) -> list[dict[str, Any]]:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     return pq.read_table(path, filesystem=fs).to_pylist()
 
 
@@ -67,8 +63,15 @@ def _matrix(m: dict[str, Any]) -> np.ndarray:
     return dense if m["isTransposed"] else dense.T
 
 
+def _published(model_uri: str) -> str:
+    found = current(model_uri)
+    if found is None:
+        raise FileNotFoundError(f"no saved model under {model_uri}: materialize the assets first (fruits run)")
+    return found
+
+
 def _stage_dirs(pipeline_uri: str) -> list[str]:
-    fs, path = _filesystem(join_uri(pipeline_uri, "stages"))
+    fs, path = filesystem(join_uri(pipeline_uri, "stages"))
     names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(path)))
     return [join_uri(pipeline_uri, "stages", name) for name in names]
 
@@ -86,7 +89,9 @@ class FruitPredictor:
     """Everything needed to name the fruit in a photo, loaded once from an output root (local path or s3://)."""
 
     def __init__(self, output_root: str, top: int = 3) -> None:
-        pca_uri, classifier_uri = join_uri(output_root, "pca_model"), join_uri(output_root, "fruit_classifier")
+        pca_uri, classifier_uri = (
+            _published(join_uri(output_root, name)) for name in ("pca_model", "fruit_classifier")
+        )
         notes = json.loads(_read_bytes(join_uri(classifier_uri, NOTES_FILE)))
         self.settings = ModelSettings(**notes["embedding"])
         centering_dir, pca_dir = _stage_dirs(pca_uri)

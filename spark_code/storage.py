@@ -1,64 +1,100 @@
-"""Filesystem operations through Hadoop's FileSystem API, so one code path serves local disk, HDFS and S3.
+"""The driver's folder operations (list, delete, small files) through pyarrow's filesystems: one code path for
+local disk and S3, with no Hadoop connector needed, so the S3 path is tested against a real S3 API server.
 
-Only the driver calls these; they move folders, never rows.
+Only the driver calls these; they handle folders and pointer files, never rows. Spark reads and writes the data.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
+from spark_code.layout import is_remote, local_path
 
-def _fs_and_path(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a local path, file: URI or s3:// (s3a://, s3n://) URI, and the path within it.
+
+    S3 uses the standard AWS credential chain; the region comes from AWS_REGION / AWS_DEFAULT_REGION when set (no
+    bucket lookup, which a least-privilege role may not be allowed); AWS_ENDPOINT_URL(_S3) is honoured.
+    """
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
+    path = uri.split("://", 1)[1]
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        return pafs.FileSystem.from_uri(f"s3://{path}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return pafs.S3FileSystem(region=region), path
+    parsed = urlparse(endpoint)
+    return pafs.S3FileSystem(region=region, endpoint_override=parsed.netloc, scheme=parsed.scheme or "https"), path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def delete(uri: str) -> None:
+    """Delete a folder with everything under it, or a file; missing is fine."""
+    fs, path = filesystem(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def list_names(uri: str) -> list[str]:
+    """Names of the entries directly under a folder, sorted; a missing folder has none."""
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(info.base_name for info in infos)
+
+
+def read_text(uri: str) -> str | None:
+    """A small UTF-8 file's text, or None when it does not exist."""
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode("utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def write_text(uri: str, text: str) -> None:
+    """Replace a small UTF-8 file atomically: a reader finds the old text or the new one, never a part.
+
+    On S3 an object appears whole when its upload completes. On local disk the text goes to a hidden temporary
+    file beside the target, then renamed over it (an atomic rename on POSIX).
+    """
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        with fs.open_output_stream(path) as out:
+            out.write(text.encode("utf-8"))
+        return
+    folder, name = path.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(temporary) as out:
+        out.write(text.encode("utf-8"))
+    fs.move(temporary, path)
 
 
 def qualify(spark: SparkSession, uri: str) -> str:
     """The fully qualified form Spark writes in `path` columns (e.g. `file:/abs/dir`, `s3://bucket/dir`)."""
-    fs, path = _fs_and_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return fs.makeQualified(path).toString().rstrip("/")
-
-
-def exists(spark: SparkSession, uri: str) -> bool:
-    fs, path = _fs_and_path(spark, uri)
-    return bool(fs.exists(path))
-
-
-def delete(spark: SparkSession, uri: str) -> None:
-    """Recursive delete; missing is fine."""
-    fs, path = _fs_and_path(spark, uri)
-    fs.delete(path, True)
-
-
-def rename(spark: SparkSession, source: str, target: str) -> None:
-    """Move a folder; the target's parent is created first. Fails loudly rather than leaving a half state."""
-    fs, src = _fs_and_path(spark, source)
-    _, dst = _fs_and_path(spark, target)
-    fs.mkdirs(dst.getParent())
-    if not fs.rename(src, dst):
-        raise OSError(f"could not move {source} to {target}")
-
-
-def list_names(spark: SparkSession, uri: str) -> list[str]:
-    """Names of the entries directly under a folder, sorted; a missing folder has none."""
-    fs, path = _fs_and_path(spark, uri)
-    if not fs.exists(path):
-        return []
-    return sorted(str(status.getPath().getName()) for status in fs.listStatus(path))
 
 
 def escape_partition_value(spark: SparkSession, value: str) -> str:
     """The folder name Spark gives a partition value (it escapes characters such as ':', '%', '=')."""
     utils = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils
     return str(utils.escapePathName(value))
-
-
-def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small UTF-8 file (overwriting)."""
-    fs, path = _fs_and_path(spark, uri)
-    stream = fs.create(path, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()

@@ -1,4 +1,3 @@
-import pyarrow.dataset as ds
 import pytest
 from dagster import AssetCheckResult, AssetKey, Output, build_asset_context, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -8,7 +7,7 @@ from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.assets.models import pca_model
 from fruits_assets.definitions import all_assets
 from fruits_assets.resources import FruitsSettings
-from spark_code.parquet_store import read_classes
+from spark_code.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
@@ -20,7 +19,7 @@ def _metadata(result, asset: str) -> dict:
 
 
 def _table(root, asset):
-    return ds.dataset(str(root / asset), partitioning="hive").to_table().to_pandas()
+    return read_arrow(str(root / asset)).to_pandas()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
 from spark_code.embeddings import accepted, embed_images, ship_weights
 from spark_code.image_files import read_image_files
 from spark_code.layout import discover_layout
+from spark_code.parquet_store import read_arrow
 from spark_code.standalone_cluster import free_ports
 from tests.conftest import REPO, copy_sample, driver_command
 
@@ -61,7 +61,7 @@ def _finish(process: subprocess.Popen, log: Path) -> dict:
 
 
 def _embeddings(output_root: Path) -> dict[str, list[float]]:
-    table = ds.dataset(str(output_root / "image_embeddings"), partitioning="hive").to_table().to_pylist()
+    table = read_arrow(str(output_root / "image_embeddings")).to_pylist()
     paths = [row["path"] for row in table]
     assert len(paths) == len(set(paths)), "an image was embedded twice"
     return {row["path"]: row["features"] for row in table}

@@ -4,13 +4,12 @@ import contextlib
 import io
 import json
 
-import pyarrow.dataset as ds
-
 from fruits_assets.cli import main
+from spark_code.parquet_store import read_arrow
 
 
 def _rows(folder: str, column: str) -> dict[str, list[float]]:
-    table = ds.dataset(folder, partitioning="hive").to_table().to_pylist()
+    table = read_arrow(folder).to_pylist()
     paths = [row["path"] for row in table]
     assert len(paths) == len(set(paths))
     return {row["path"]: row[column] for row in table}

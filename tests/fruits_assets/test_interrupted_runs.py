@@ -12,6 +12,7 @@ from dagster import AssetKey, materialize
 from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
 from spark_code.parquet_store import read_classes
+from spark_code.publish import leftovers
 from tests.conftest import REPO, copy_sample, driver_command
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
@@ -40,16 +41,16 @@ def _snapshot(spark, output_root: Path) -> dict[str, list]:
 
 
 def _staged_files(folder: Path) -> list[Path]:
-    staging = [p for p in folder.glob("_staging-*")] if folder.is_dir() else []
-    return [f for s in staging for f in s.rglob("*") if f.is_file()]
+    """Files of versions that no pointer names yet: a writer's output before it publishes."""
+    return [f for location in leftovers(str(folder)) for f in (folder / location).rglob("*") if f.is_file()]
 
 
 def _kill_once_staged(process: subprocess.Popen, folder: Path) -> None:
-    """SIGKILL the driver's process group (driver, JVM, Python workers) once files appear in a staging folder."""
+    """SIGKILL the driver's process group (driver, JVM, Python workers) once an unpublished version has files."""
     deadline = time.monotonic() + DRIVER_LIMIT_S
     while not _staged_files(folder):
         assert process.poll() is None, f"the run ended (code {process.returncode}) before writing {folder}"
-        assert time.monotonic() < deadline, f"no staging output under {folder} within {DRIVER_LIMIT_S} s"
+        assert time.monotonic() < deadline, f"no unpublished output under {folder} within {DRIVER_LIMIT_S} s"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
@@ -71,7 +72,7 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_
         )
         _kill_once_staged(process, output_root / "raw_images")
     assert process.returncode == -signal.SIGKILL
-    assert _staged_files(output_root / "raw_images"), "the kill must leave a half-written staging folder"
+    assert _staged_files(output_root / "raw_images"), "the kill must leave a half-written version"
     assert _snapshot(spark, output_root) == before
 
     _materialize(images, output_root)
@@ -79,5 +80,4 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_
     assert len(after["image_embeddings"]) == 10 and len(after["rejected_images"]) == 1
     old, new = ({row[0]: row[3] for row in rows} for rows in (before["image_embeddings"], after["image_embeddings"]))
     assert all(new[path] == features for path, features in old.items())
-    leftovers = [p for name in OUTPUTS for p in (output_root / name).iterdir() if p.name.startswith("_")]
-    assert leftovers == []
+    assert [location for name in OUTPUTS for location in leftovers(str(output_root / name))] == []

@@ -2,6 +2,7 @@ import pytest
 
 from spark_code.layout import LayoutError
 from spark_code.parquet_store import MissingClassError, read_classes, write_classes
+from spark_code.publish import leftovers, pointers
 
 
 def _rows(spark, data):
@@ -16,7 +17,10 @@ def test_rewriting_one_class_replaces_only_that_class(spark, tmp_path):
     rows = {r["path"]: r for r in read_classes(spark, base, ["Apple", "Banana 'x' é"]).collect()}
     assert sorted(rows) == ["a3", "b1"]
     assert rows["b1"]["label"] == "Banana 'x' é" and rows["b1"]["value"] == 3
-    assert [p.name for p in tmp_path.joinpath("asset").iterdir() if p.name.startswith("_")] == []
+    # The first version keeps only Banana (its Apple was deleted once replaced), the second holds Apple.
+    assert leftovers(base) == []
+    assert sorted(pointers(base)) == ["label=Apple", "label=Banana %27x%27 é"]  # Spark's escaping
+    assert len(list(tmp_path.joinpath("asset", "_versions").iterdir())) == 2
 
 
 def test_a_class_with_no_rows_is_replaced_by_an_empty_class(spark, tmp_path):
@@ -36,8 +40,10 @@ def test_reading_a_class_never_written_is_a_clear_error(spark, tmp_path):
 
 
 def test_rows_of_other_classes_are_refused(spark, tmp_path):
+    base = str(tmp_path / "asset")
     with pytest.raises(ValueError, match="do not belong"):
-        write_classes(_rows(spark, [("c1", "Cherry", "Training", 1)]), str(tmp_path / "asset"), ["Apple"])
+        write_classes(_rows(spark, [("c1", "Cherry", "Training", 1)]), base, ["Apple"])
+    assert pointers(base) == {} and leftovers(base) == []
 
 
 @pytest.mark.parametrize("name", ["..", "../outside", "a/b", ".hidden"])

@@ -1,7 +1,7 @@
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 
+from spark_code.parquet_store import read_arrow
 from spark_code.serving import FruitPredictor
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like
 
@@ -12,7 +12,7 @@ def predictor(trained_run):
 
 
 def _table(root, asset):
-    return ds.dataset(str(root / asset), partitioning="hive").to_table().to_pandas()
+    return read_arrow(str(root / asset)).to_pandas()
 
 
 def test_predict_time_features_are_exactly_the_training_time_features(trained_run, predictor):
