@@ -33,8 +33,6 @@ class ModelSettings:
 def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
     """Spark settings the pipeline relies on, for a local session and for a cluster alike."""
     return {
-        # Overwriting one class's partition must leave the other classes untouched.
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
         # Class folders like "1" or "2019" stay strings.
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         # One Arrow batch is one model batch.
