@@ -19,6 +19,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)")
     parser.add_argument("--batch-size", type=int, default=ModelSettings.batch_size, help="images per model call")
+    parser.add_argument(
+        "--no-flip-average", dest="flip_average", action="store_false", help="embed images only, not their mirror"
+    )
 
 
 def add_bench_commands(bench: argparse._SubParsersAction) -> None:
@@ -52,7 +55,7 @@ def add_bench_commands(bench: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> ModelSettings:
     alpha = args.alpha if args.alpha is not None else float(os.environ.get("FRUITS_MODEL_ALPHA", "1.0"))
     weights = args.weights or os.environ.get("FRUITS_MODEL_WEIGHTS", "imagenet")
-    return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size)
+    return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size, flip_average=args.flip_average)
 
 
 def run_bench(args: argparse.Namespace) -> int:

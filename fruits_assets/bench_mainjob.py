@@ -68,6 +68,7 @@ def bench_main_job(images_root: Path, output_dir: Path, small_classes: int, sett
     classes = discover_layout(str(images_root)).classes
     fruits = [sys.executable, "-m", "fruits_assets.cli", "run", "--images-root", str(images_root), "--json"]
     fruits += ["--weights", settings.weights, "--alpha", str(settings.alpha)]
+    fruits += [] if settings.flip_average else ["--no-flip-average"]
     result: dict[str, Any] = {"loadavg_before": loadavg(), "classes": len(classes)}
     small = run_sampled([*fruits, "--output-root", str(output_dir / "small"), "--classes", *classes[:small_classes]])
     full = run_sampled([*fruits, "--output-root", str(output_dir / "full")])

@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pca-k", type=int, help="fixed number of PCA components (default: chosen by --pca-variance)")
     run.add_argument("--pca-variance", type=float, help="target explained variance (default 0.95)")
+    run.add_argument("--pca-max-k", type=int, help="most components --pca-variance may choose (default 100)")
+    run.add_argument(
+        "--no-flip-average",
+        dest="flip_average",
+        action="store_false",
+        default=None,
+        help="embed images only, not also their mirror image: half the work, lower accuracy",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     predict = commands.add_parser(
         "predict",
@@ -62,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    fields = ("images_root", "model_weights", "model_alpha", "pca_k", "pca_variance")
+    fields = ("images_root", "model_weights", "model_alpha", "pca_k", "pca_variance", "pca_max_k", "flip_average")
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 
 

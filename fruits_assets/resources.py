@@ -31,8 +31,12 @@ class FruitsSettings(ConfigurableResource):
     model_alpha: float = Field(default=1.0, description="MobileNetV2 width multiplier; must match the weights.")
     image_size: int = Field(default=224, description="Square input size of the network, in pixels.")
     batch_size: int = Field(default=64, description="Images per inference batch.")
+    flip_average: bool = Field(
+        default=True, description="Average each image's embedding with its mirror image's (twice the model's work)."
+    )
     pca_variance: float = Field(default=0.95, description="Target explained variance choosing k.")
     pca_k: int = Field(default=0, description="Fixed number of components; 0 chooses k by pca_variance.")
+    pca_max_k: int = Field(default=100, description="Most components pca_variance may choose.")
     training_split: str = Field(default=TRAINING_SPLIT, description="Split the PCA and classifier are fitted on.")
     evaluation_split: str = Field(default="Test", description="Split the classifier is evaluated on.")
     min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
@@ -44,7 +48,11 @@ class FruitsSettings(ConfigurableResource):
         if weights != "imagenet" and not is_remote(weights):
             weights = os.path.abspath(local_path(weights))
         return ModelSettings(
-            weights=weights, alpha=self.model_alpha, image_size=self.image_size, batch_size=self.batch_size
+            weights=weights,
+            alpha=self.model_alpha,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            flip_average=self.flip_average,
         )
 
     def layout(self, s3: Any = None) -> ImagesLayout:
@@ -58,20 +66,35 @@ ENV_SETTINGS: dict[str, str] = {
     "model_alpha": "FRUITS_MODEL_ALPHA",
     "image_size": "FRUITS_IMAGE_SIZE",
     "batch_size": "FRUITS_BATCH_SIZE",
+    "flip_average": "FRUITS_FLIP_AVERAGE",
     "pca_variance": "FRUITS_PCA_VARIANCE",
     "pca_k": "FRUITS_PCA_K",
+    "pca_max_k": "FRUITS_PCA_MAX_K",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
 }
 """Settings field -> environment variable."""
 
 
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _parse(field: str, raw: str) -> object:
+    """A FRUITS_* variable's text as its field's type; a flag that is not true/false/yes/no/1/0 is a clear error."""
+    annotation = FruitsSettings.model_fields[field].annotation
+    if annotation is bool:
+        if raw.strip().lower() not in FLAG_VALUES:
+            raise ValueError(f"{ENV_SETTINGS[field]}={raw!r}: expected true or false")
+        return FLAG_VALUES[raw.strip().lower()]
+    return annotation(raw)
+
+
 def _env_value(field: str) -> object:
-    """EnvVar (resolved at launch, shown as such in the UI) for str/int fields; floats are read now, since
+    """EnvVar (resolved at launch, shown as such in the UI) for str/int fields; floats and flags are read now, since
     Dagster resolves only string and integer EnvVars."""
     name = ENV_SETTINGS[field]
     annotation = FruitsSettings.model_fields[field].annotation
-    if annotation is float:
-        return float(os.environ[name])
+    if annotation in (float, bool):
+        return _parse(field, os.environ[name])
     return EnvVar.int(name) if annotation is int else EnvVar(name)
 
 
@@ -87,10 +110,7 @@ def output_root_from_env() -> str | EnvVar:
 
 def resolved_settings(overrides: dict[str, object]) -> FruitsSettings:
     """Plain settings as a run will see them: environment first, then explicit overrides (e.g. CLI options)."""
-    annotations = {field: FruitsSettings.model_fields[field].annotation for field in ENV_SETTINGS}
-    from_env = {
-        field: annotations[field](os.environ[name]) for field, name in ENV_SETTINGS.items() if name in os.environ
-    }
+    from_env = {field: _parse(field, os.environ[name]) for field, name in ENV_SETTINGS.items() if name in os.environ}
     return FruitsSettings(**{**from_env, **overrides})
 
 

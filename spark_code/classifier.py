@@ -20,14 +20,16 @@ LABEL_INDEX = "label_index"
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    """Multinomial logistic regression with a light L2 penalty on the raw (unstandardized) PCA features.
+    """Multinomial logistic regression with a very light L2 penalty on the raw (unstandardized) PCA features, run to
+    convergence.
 
-    Measured on the shared sample (k=100): 99.11% test accuracy, against 98.84% with Spark's default
-    standardization and no penalty (BENCHMARKS.md).
+    Measured on the shared sample (k=100, mirror-averaged embeddings): 99.34% test accuracy; Spark's default
+    tolerance stops at about 100 iterations and 99.25-99.30% (BENCHMARKS.md).
     """
 
-    reg_param: float = 1e-5
-    max_iter: int = 500
+    reg_param: float = 2e-7
+    max_iter: int = 2000
+    tol: float = 1e-9
     standardization: bool = False
 
 
@@ -48,6 +50,7 @@ def train_classifier(
         family="multinomial",
         regParam=settings.reg_param,
         maxIter=settings.max_iter,
+        tol=settings.tol,
         standardization=settings.standardization,
     )
     return Pipeline(stages=[indexer, classifier]).fit(train)

@@ -90,7 +90,8 @@ def _tf_threads() -> int:
 
 
 def build_embedder(settings: ModelSettings) -> Embedder:
-    """Build MobileNetV2 (ImageNet weights, average pooling, 1280 outputs) as one traced function."""
+    """Build MobileNetV2 (ImageNet weights, average pooling, 1280 outputs), mirror averaging included, as one traced
+    function."""
     import tensorflow as tf
 
     threads = _tf_threads()
@@ -108,10 +109,16 @@ def build_embedder(settings: ModelSettings) -> Embedder:
         input_shape=(settings.image_size, settings.image_size, 3),
     )
     size = settings.image_size
-    infer = tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-    )
+
+    def embed(x: tf.Tensor) -> tf.Tensor:
+        if not settings.flip_average:
+            return model(x, training=False)
+        # One call on [images, mirrored images]: the batch still ends with the zero image, mirrored.
+        both = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
+        original, mirrored = tf.split(both, 2)
+        return (original + mirrored) / 2
+
+    infer = tf.function(embed, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     return Embedder(infer)
 
 

@@ -28,12 +28,12 @@ class PcaFit:
     training_rows: int
 
 
-def choose_k(cumulative: list[float], target_variance: float) -> int:
-    """Smallest k whose cumulative explained variance reaches the target."""
+def choose_k(cumulative: list[float], target_variance: float, max_k: int = EMBEDDING_WIDTH) -> int:
+    """Smallest k whose cumulative explained variance reaches the target, at most max_k."""
     if not 0 < target_variance <= 1:
         raise ValueError(f"PCA target variance must be in (0, 1], got {target_variance}")
     reached = np.flatnonzero(np.asarray(cumulative) >= target_variance - 1e-9)
-    return int(reached[0]) + 1 if reached.size else len(cumulative)
+    return min(int(reached[0]) + 1 if reached.size else len(cumulative), max_k)
 
 
 def fit_pca(
@@ -41,8 +41,10 @@ def fit_pca(
     target_variance: float = 0.95,
     k: int | None = None,
     training_split: str = TRAINING_SPLIT,
+    max_k: int = EMBEDDING_WIDTH,
 ) -> PcaFit:
-    """Fit on the training split; k is fixed when given, else the smallest k reaching the target variance."""
+    """Fit on the training split; k is fixed when given, else the smallest k reaching the target variance, at most
+    max_k."""
     train = embeddings.where(F.col("split") == training_split).select(array_to_vector("features").alias("raw"))
     train = train.persist()
     try:
@@ -55,7 +57,7 @@ def fit_pca(
         centered = centering.transform(train).persist()
         full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(centered)
         cumulative = np.cumsum(full.explainedVariance.toArray()).tolist()
-        chosen = k if k is not None else choose_k(cumulative, target_variance)
+        chosen = k if k is not None else choose_k(cumulative, target_variance, max_k)
         pca = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
         centered.unpersist()
     finally:

@@ -93,7 +93,8 @@ class FruitPredictor:
             _published(join_uri(output_root, name)) for name in ("pca_model", "fruit_classifier")
         )
         notes = json.loads(_read_bytes(join_uri(classifier_uri, NOTES_FILE)))
-        self.settings = ModelSettings(**notes["embedding"])
+        # Models saved before mirror averaging existed were trained on unmirrored embeddings.
+        self.settings = ModelSettings(**{"flip_average": False, **notes["embedding"]})
         centering_dir, pca_dir = _stage_dirs(pca_uri)
         self.mean = _vector(_read_rows(join_uri(centering_dir, "data"))[0]["mean"])
         self.components = _matrix(_read_rows(join_uri(pca_dir, "data"))[0]["pc"])

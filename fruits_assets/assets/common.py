@@ -51,6 +51,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"pca_variance {settings.pca_variance} must be in (0, 1]")
     if not 0 <= settings.pca_k <= EMBEDDING_WIDTH:
         problems.append(f"pca_k {settings.pca_k} must be between 0 (chosen by variance) and {EMBEDDING_WIDTH}")
+    if not 1 <= settings.pca_max_k <= EMBEDDING_WIDTH:
+        problems.append(f"pca_max_k {settings.pca_max_k} must be between 1 and {EMBEDDING_WIDTH}")
     return problems
 
 

@@ -25,11 +25,12 @@ def pca_model(
     image_embeddings: DataFrame,
     settings: FruitsSettings,
 ) -> Output[ModelArtifact]:
-    """pyspark.ml PCA on the training split of every class; k reaches the target variance unless fixed."""
+    """pyspark.ml PCA on the training split of every class; k reaches the target variance (at most pca_max_k: the
+    classifier's accuracy is measured at k <= 100) unless fixed."""
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")
     fixed_k = settings.pca_k or None
-    fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split)
+    fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split, settings.pca_max_k)
     context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")
     notes = {
         "k": fit.k,
@@ -45,6 +46,7 @@ def pca_model(
             "target_variance": MetadataValue.float(settings.pca_variance)
             if fixed_k is None
             else MetadataValue.text("fixed k"),
+            "max_k": MetadataValue.int(settings.pca_max_k),
             "training_rows": MetadataValue.int(fit.training_rows),
             "cumulative_variance": cumulative_variance_plot(
                 fit.cumulative_variance, fit.k, None if fixed_k else settings.pca_variance

@@ -3,7 +3,7 @@ from dagster import AssetKey
 
 from fruits_assets.assets.common import SPARK_RETRY
 from fruits_assets.definitions import all_assets, defs, resources_for
-from fruits_assets.resources import extra_spark_conf
+from fruits_assets.resources import extra_spark_conf, resolved_settings, settings_from_env
 
 
 def test_the_asset_graph_has_every_stage_with_its_lineage():
@@ -82,3 +82,14 @@ def test_extra_spark_settings_come_from_json(monkeypatch):
     monkeypatch.setenv("FRUITS_SPARK_CONF", "spark.executor.memory=1g")
     with pytest.raises(ValueError, match="FRUITS_SPARK_CONF is not valid JSON"):
         extra_spark_conf()
+
+
+def test_flags_and_numbers_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FRUITS_FLIP_AVERAGE", "false")
+    monkeypatch.setenv("FRUITS_PCA_MAX_K", "48")
+    settings = resolved_settings({})
+    assert settings.flip_average is False and settings.model.flip_average is False and settings.pca_max_k == 48
+    assert settings_from_env().flip_average is False
+    monkeypatch.setenv("FRUITS_FLIP_AVERAGE", "maybe")
+    with pytest.raises(ValueError, match="FRUITS_FLIP_AVERAGE='maybe': expected true or false"):
+        resolved_settings({})

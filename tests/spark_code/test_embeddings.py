@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
@@ -79,3 +81,15 @@ def test_real_weights_separate_two_fruits(spark, small_root, model_settings):
 def test_missing_weights_file_fails_fast(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         ship_weights(spark, ModelSettings(weights=str(tmp_path / "absent.h5"), alpha=0.35))
+
+
+def test_a_photo_and_its_mirror_image_get_the_same_features(small_root, model_settings):
+    """Mirror averaging: the features of a photo are those of its left-right mirror image, exactly; the plain model's
+    features of the two differ."""
+    kiwi = preprocess(sorted((small_root / "Test" / "Kiwi").iterdir())[0].read_bytes(), 224)
+    mirror = kiwi[:, ::-1, :]
+    averaged = build_embedder(model_settings)(np.stack([kiwi, mirror]))
+    assert np.array_equal(averaged[0], averaged[1])
+    plain = build_embedder(dataclasses.replace(model_settings, flip_average=False))(np.stack([kiwi, mirror]))
+    assert not np.allclose(plain[0], plain[1], atol=1e-3)
+    np.testing.assert_allclose(averaged[0], (plain[0] + plain[1]) / 2, atol=1e-5)

@@ -24,6 +24,7 @@ def test_choose_k_is_the_smallest_reaching_the_target():
     assert choose_k([0.5, 0.8, 0.95, 0.99], 0.95) == 3
     assert choose_k([0.5, 0.8, 0.95, 0.99], 0.96) == 4
     assert choose_k([0.5, 0.8], 0.99) == 2
+    assert choose_k([0.5, 0.8, 0.95, 0.99], 0.95, max_k=2) == 2
     with pytest.raises(ValueError):
         choose_k([0.5], 0)
 
