@@ -36,7 +36,7 @@ class Embedder:
 
     def padded(self, batch: np.ndarray) -> np.ndarray:
         """Features of all but the last (zero) image of a batch made by `pad_batch`: no copy of the batch."""
-        return self._infer(batch).numpy()[:-1]
+        return self._infer(batch).numpy()
 
 
 def pad_batch(arrays: list[np.ndarray]) -> np.ndarray:
@@ -110,13 +110,16 @@ def build_embedder(settings: ModelSettings) -> Embedder:
     )
     size = settings.image_size
 
-    def embed(x: tf.Tensor) -> tf.Tensor:
+    def embed(padded: tf.Tensor) -> tf.Tensor:
+        """Features of the images of a batch that ends with one zero image (see Embedder)."""
         if not settings.flip_average:
-            return model(x, training=False)
-        # One call on [images, mirrored images]: the batch still ends with the zero image, mirrored.
-        both = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
-        original, mirrored = tf.split(both, 2)
-        return (original + mirrored) / 2
+            return model(padded, training=False)[:-1]
+        images = padded[:-1]
+        count = tf.shape(images)[0]
+        # One call on [mirrored images, images, zero image]: the batch still ends with the zero image, and a photo
+        # alone costs 3 images, not 4.
+        out = model(tf.concat([tf.reverse(images, axis=[2]), padded], axis=0), training=False)
+        return (out[count : 2 * count] + out[:count]) / 2
 
     infer = tf.function(embed, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     return Embedder(infer)
