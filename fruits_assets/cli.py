@@ -16,6 +16,7 @@ from fruits_assets.bench_cli import add_bench_commands, run_bench
 from fruits_assets.emr_cli import add_emr_parser, run_emr
 from fruits_assets.fruit_facts import facts_for
 from spark_code.layout import LayoutError
+from spark_code.splits import SplitError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Materialize every asset for every class (or the given ones) on local Spark. "
         "Options override the FRUITS_* environment variables.",
     )
-    run.add_argument("--images-root", help="<root>/<split>/<class>/<image> (default: $FRUITS_IMAGES_ROOT)")
+    run.add_argument(
+        "--images-root",
+        help="<root>/<split>/<class>/<image> or <root>/<class>/<image> (default: $FRUITS_IMAGES_ROOT)",
+    )
     run.add_argument("--output-root", help="where outputs go (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
     run.add_argument("--classes", nargs="+", metavar="CLASS", help="only these classes (default: every class found)")
     run.add_argument(
@@ -46,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="embed images only, not also their mirror image: half the work, lower accuracy",
     )
+    run.add_argument("--training-split", help="split folder that trains (default: Training or train, any case)")
+    run.add_argument("--validation-split", help="split folder that chooses the penalty (default: Validation/val/dev)")
+    run.add_argument(
+        "--evaluation-split", help="split folder that evaluates (default: Test; none: a hold-out of training images)"
+    )
+    run.add_argument("--holdout-fraction", type=float, help="share held out when no split evaluates (default 0.2)")
+    run.add_argument("--min-accuracy", type=float, help="accuracy floor of the quality check (default 0.95)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     predict = commands.add_parser(
         "predict",
@@ -70,32 +81,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    fields = ("images_root", "model_weights", "model_alpha", "pca_k", "pca_variance", "pca_max_k", "flip_average")
+    fields = (
+        "images_root",
+        "model_weights",
+        "model_alpha",
+        "pca_k",
+        "pca_variance",
+        "pca_max_k",
+        "flip_average",
+        "training_split",
+        "validation_split",
+        "evaluation_split",
+        "holdout_fraction",
+        "min_accuracy",
+    )
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 
 
-def _print_summary(summary: dict[str, Any], seconds: float) -> None:
-    status = "succeeded" if summary["success"] else "FAILED"
-    lines = [
-        f"fruits run {status} in {seconds:.1f} s",
-        f"  classes:            {summary['classes']}",
-        f"  images indexed:     {summary['images_indexed']}",
-        f"  images featurized:  {summary['images_featurized']}",
-        f"  images rejected:    {summary['images_rejected']}",
+def _summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
+    """The summary as `name: value` rows, then the outputs; names and values stay in columns whatever their
+    length."""
+    rows: list[tuple[str, str]] = [
+        ("classes", str(summary["classes"])),
+        ("images indexed", str(summary["images_indexed"])),
+        ("images featurized", str(summary["images_featurized"])),
+        ("images rejected", str(summary["images_rejected"])),
     ]
     if summary["pca_k"] is not None:
-        lines.append(
-            f"  PCA:                k={summary['pca_k']}, explained variance {summary['pca_explained_variance']:.4f}"
-        )
+        rows.append(("PCA", f"k={summary['pca_k']}, explained variance {summary['pca_explained_variance']:.4f}"))
+    if summary["training_images"]:
+        rows.append(("trained on", summary["training_images"]))
+    if summary["classifier_reg_param"] is not None:
+        rows.append(("classifier", f"regParam {summary['classifier_reg_param']:g}, {summary['classifier_selection']}"))
     if summary["accuracy"] is not None:
-        lines.append(f"  classifier:         accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}")
-    lines.append(f"  checks:             {sum(summary['checks'].values())}/{len(summary['checks'])} passed")
-    lines += [f"  failed check:       {name}" for name, passed in summary["checks"].items() if not passed]
-    lines.append(f"  outputs under:      {summary['output_root']}")
-    lines += [f"    {name:<18}{path}" for name, path in summary["outputs"].items()]
-    if summary["error"]:
-        lines.append(f"  error:              {summary['error']}")
-    print("\n".join(lines))
+        rows.append(("evaluation", f"accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}"))
+        rows.append(("evaluated on", f"{summary['evaluation_images']} images, {summary['evaluated_on']}"))
+    rows += [(f"{name} skipped", reason) for name, reason in summary["skipped"].items()]
+    rows.append(("checks", f"{sum(summary['checks'].values())}/{len(summary['checks'])} passed"))
+    rows += [("failed check", name) for name, passed in summary["checks"].items() if not passed]
+    rows.append(("outputs under", summary["output_root"]))
+    outputs = [(name, path) for name, path in summary["outputs"].items()]
+    errors = [("error", summary["error"])] if summary["error"] else []
+    width = max(len(name) for name, _ in rows + errors) + 2
+    output_width = max((len(name) for name, _ in outputs), default=0) + 2
+    status = "succeeded" if summary["success"] else "FAILED"
+    return [
+        f"fruits run {status} in {seconds:.1f} s",
+        *(f"  {name + ':':<{width}}{value}" for name, value in rows),
+        *(f"    {name:<{output_width}}{path}" for name, path in outputs),
+        *(f"  {name + ':':<{width}}{value}" for name, value in errors),
+    ]
+
+
+def _print_summary(summary: dict[str, Any], seconds: float) -> None:
+    print("\n".join(_summary_lines(summary, seconds)))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -104,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summary = run_main_job(_overrides(args), args.classes, args.output_root).as_dict()
-    except (LayoutError, FileNotFoundError, InvalidSettingsError) as exc:
+    except (LayoutError, SplitError, FileNotFoundError, InvalidSettingsError) as exc:
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -14,6 +14,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from fruits_assets.assets.classifier import SKIPPED
 from fruits_assets.assets.common import settings_problems
 from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.io_managers import output_path
@@ -47,8 +48,17 @@ class RunSummary:
     images_rejected: int = 0
     pca_k: int | None = None
     pca_explained_variance: float | None = None
+    training_images: str | None = None
+    """Which images the PCA and classifier were fitted on."""
+    classifier_reg_param: float | None = None
+    classifier_selection: str | None = None
     accuracy: float | None = None
     macro_f1: float | None = None
+    evaluated_on: str | None = None
+    """Which images the classifier was evaluated on: an evaluation split, or a hold-out of training images."""
+    evaluation_images: int | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Assets that had nothing to compute this time, with the reason (e.g. fewer than two classes)."""
     output_root: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
@@ -67,8 +77,22 @@ def _metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {}
 
 
+def _skipped(result: ExecuteInProcessResult) -> dict[str, str]:
+    """Assets that recorded why they produced nothing (an observation with a SKIPPED reason)."""
+    found = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_OBSERVATION":
+            observation = event.event_specific_data.asset_observation
+            if SKIPPED in observation.metadata:
+                found[observation.asset_key.to_user_string()] = observation.metadata[SKIPPED].value
+    return found
+
+
 def _first_error(result: ExecuteInProcessResult) -> str | None:
     for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
+            # A Failure raised on purpose: its description is written for a person.
+            return f"{event.step_key}: {event.step_failure_data.user_failure_data.description}"
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
             while error.cause is not None:
@@ -91,6 +115,7 @@ def run_main_job(
     layout = discover_layout(effective.images_root)
     selected = sorted(set(classes)) if classes else layout.classes
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
+    effective.roles(layout.splits)  # and split settings that do not fit the layout
 
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(fruit_class_partitions.name, selected)
@@ -103,6 +128,7 @@ def run_main_job(
         raise_on_error=False,
     )
     pca = _metadata(result, "pca_model")
+    classifier = _metadata(result, "fruit_classifier")
     evaluation = _metadata(result, "classifier_evaluation")
     return RunSummary(
         success=result.success and all(e.passed for e in result.get_asset_check_evaluations()),
@@ -112,8 +138,14 @@ def run_main_job(
         images_rejected=_metadata(result, "rejected_images").get("row_count", 0),
         pca_k=pca.get("k"),
         pca_explained_variance=pca.get("explained_variance"),
+        training_images=pca.get("training_images"),
+        classifier_reg_param=classifier.get("reg_param"),
+        classifier_selection=classifier.get("selection"),
         accuracy=evaluation.get("accuracy"),
         macro_f1=evaluation.get("macro_f1"),
+        evaluated_on=evaluation.get("evaluated_on"),
+        evaluation_images=evaluation.get("images"),
+        skipped=_skipped(result),
         output_root=root,
         outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
         checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},

@@ -11,8 +11,10 @@ from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
+from spark_code.classifier import ClassifierSettings
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
-from spark_code.settings import TRAINING_SPLIT, ModelSettings, spark_conf
+from spark_code.settings import ModelSettings, spark_conf
+from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
 DEFAULT_OUTPUT_ROOT = "fruits-output"
 OUTPUT_ROOT_ENV = "FRUITS_OUTPUT_ROOT"
@@ -24,7 +26,10 @@ class FruitsSettings(ConfigurableResource):
     Each field comes from a FRUITS_* environment variable and can be overridden in run config.
     """
 
-    images_root: str = Field(default="", description="Root laid out as <root>/<split>/<class>/<image> (path or s3://).")
+    images_root: str = Field(
+        default="",
+        description="Root laid out as <root>/<split>/<class>/<image> or <root>/<class>/<image> (path or s3://).",
+    )
     model_weights: str = Field(
         default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
     )
@@ -37,8 +42,22 @@ class FruitsSettings(ConfigurableResource):
     pca_variance: float = Field(default=0.95, description="Target explained variance choosing k.")
     pca_k: int = Field(default=0, description="Fixed number of components; 0 chooses k by pca_variance.")
     pca_max_k: int = Field(default=100, description="Most components pca_variance may choose.")
-    training_split: str = Field(default=TRAINING_SPLIT, description="Split the PCA and classifier are fitted on.")
-    evaluation_split: str = Field(default="Test", description="Split the classifier is evaluated on.")
+    training_split: str = Field(
+        default="", description="Split the PCA and classifier are fitted on; empty: Training or train (any case)."
+    )
+    validation_split: str = Field(
+        default="", description="Split the classifier's penalty is chosen on; empty: Validation, val or dev if any."
+    )
+    evaluation_split: str = Field(
+        default="",
+        description="Split the classifier is evaluated on; empty: Test if any, else a hold-out of the training split.",
+    )
+    holdout_fraction: float = Field(
+        default=HOLDOUT_FRACTION, description="Share of each class's training images held out when no split evaluates."
+    )
+    classifier_max_iter: int = Field(
+        default=ClassifierSettings.max_iter, description="Iterations after which a classifier fit counts as failed."
+    )
     min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
 
     @property
@@ -53,6 +72,16 @@ class FruitsSettings(ConfigurableResource):
             image_size=self.image_size,
             batch_size=self.batch_size,
             flip_average=self.flip_average,
+        )
+
+    @property
+    def classifier(self) -> ClassifierSettings:
+        return ClassifierSettings(max_iter=self.classifier_max_iter)
+
+    def roles(self, splits: list[str]) -> SplitRoles:
+        """The role of each split among these (see spark_code.splits); a named split that is missing is an error."""
+        return resolve_roles(
+            splits, self.training_split, self.validation_split, self.evaluation_split, self.holdout_fraction
         )
 
     def layout(self, s3: Any = None) -> ImagesLayout:
@@ -70,6 +99,11 @@ ENV_SETTINGS: dict[str, str] = {
     "pca_variance": "FRUITS_PCA_VARIANCE",
     "pca_k": "FRUITS_PCA_K",
     "pca_max_k": "FRUITS_PCA_MAX_K",
+    "training_split": "FRUITS_TRAINING_SPLIT",
+    "validation_split": "FRUITS_VALIDATION_SPLIT",
+    "evaluation_split": "FRUITS_EVALUATION_SPLIT",
+    "holdout_fraction": "FRUITS_HOLDOUT_FRACTION",
+    "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
 }
 """Settings field -> environment variable."""

@@ -9,16 +9,19 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from spark_code.images import ImageDecodeError, check_image
-from spark_code.layout import ImagesLayout, empty_files
+from spark_code.layout import NO_SPLIT, ImagesLayout, empty_files
 from spark_code.storage import qualify
 
 INDEX_COLUMNS = ["path", "label", "split", "size_bytes", "width", "height", "format", "error"]
 
 
-def with_split_and_label(files: DataFrame, qualified_root: str) -> DataFrame:
-    """Add `split` and `label` from `<root>/<split>/<class>/...` (images in nested sub-folders keep their class)."""
+def with_split_and_label(files: DataFrame, qualified_root: str, has_splits: bool = True) -> DataFrame:
+    """Add `split` and `label` from `<root>/<split>/<class>/...`, or `<root>/<class>/...` with split NO_SPLIT
+    (images in nested sub-folders keep their class)."""
     relative = F.substring("path", len(qualified_root) + 2, 1 << 30)
     parts = F.split(relative, "/")
+    if not has_splits:
+        return files.withColumn("split", F.lit(NO_SPLIT)).withColumn("label", parts.getItem(0))
     return files.withColumn("split", parts.getItem(0)).withColumn("label", parts.getItem(1))
 
 
@@ -34,7 +37,7 @@ def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[st
     empty = [(f"{qualify(spark, folder)}/{name}", 0, b"") for folder in dirs for name in empty_files(folder)]
     if empty:
         files = files.unionByName(spark.createDataFrame(empty, files.schema))
-    return with_split_and_label(files, qualify(spark, layout.root)).select(
+    return with_split_and_label(files, qualify(spark, layout.root), layout.has_splits).select(
         "path", "label", "split", "size_bytes", "content"
     )
 

@@ -1,6 +1,10 @@
-"""The images layout `<root>/<split>/<class>/<image>`: finding splits and classes, on local disk or S3.
+"""The images layouts, `<root>/<split>/<class>/<image>` and `<root>/<class>/<image>`: finding splits and classes,
+on local disk or S3.
 
-Listing is plain Python (no Spark) so that a Dagster sensor can discover classes cheaply.
+The layout is detected from the tree, without a flag: when the root's folders hold image files themselves they are
+classes (the layout of Keras' `image_dataset_from_directory` and torchvision's `ImageFolder`); when they only hold
+folders they are splits, whatever their names. Listing is plain Python (no Spark) so that a Dagster sensor can
+discover classes cheaply.
 """
 
 from __future__ import annotations
@@ -39,12 +43,17 @@ def validate_class_name(name: str) -> str:
     return name
 
 
-def _list_local_dirs(path: str) -> list[str]:
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _list_local(path: str) -> tuple[list[str], bool]:
     with os.scandir(path) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith((".", "_")))
+        entries = [e for e in entries if not _hidden(e.name)]
+        return sorted(e.name for e in entries if e.is_dir()), any(e.is_file() for e in entries)
 
 
-def _list_s3_dirs(uri: str, s3: Any = None) -> list[str]:
+def _list_s3(uri: str, s3: Any = None) -> tuple[list[str], bool]:
     import boto3
 
     parsed = urlparse(uri)
@@ -52,27 +61,27 @@ def _list_s3_dirs(uri: str, s3: Any = None) -> list[str]:
     prefix = f"{prefix.rstrip('/')}/" if prefix else ""
     paginator = (s3 or boto3.client("s3")).get_paginator("list_objects_v2")
     names: list[str] = []
+    has_files = False
     for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix, Delimiter="/"):
         for common in page.get("CommonPrefixes", []):
             name = common["Prefix"][len(prefix) :].rstrip("/")
-            if name and not name.startswith((".", "_")):
+            if name and not _hidden(name):
                 names.append(name)
-    return sorted(names)
+        has_files = has_files or any(
+            not _hidden(item["Key"][len(prefix) :]) for item in page.get("Contents", []) if item["Key"] != prefix
+        )
+    return sorted(names), has_files
 
 
-def list_subfolders(uri: str, s3: Any = None) -> list[str]:
-    """Names of the visible sub-folders of a local folder or S3 prefix (listed with `s3`, a boto3 client, if
-    given), sorted."""
+def list_folder(uri: str, s3: Any = None) -> tuple[list[str], bool]:
+    """The visible sub-folders of a local folder or S3 prefix (listed with `s3`, a boto3 client, if given), sorted,
+    and whether it directly holds any visible file."""
     if is_remote(uri):
-        return _list_s3_dirs(uri, s3)
+        return _list_s3(uri, s3)
     path = local_path(uri)
     if not os.path.isdir(path):
         raise LayoutError(f"images root {uri!r} does not exist or is not a folder")
-    return _list_local_dirs(path)
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith((".", "_"))
+    return _list_local(path)
 
 
 def _empty_local_files(folder: str) -> list[str]:
@@ -109,12 +118,27 @@ def empty_files(folder: str) -> list[str]:
     return _empty_s3_files(folder) if is_remote(folder) else _empty_local_files(local_path(folder))
 
 
+NO_SPLIT = ""
+"""The split of every image of a `<root>/<class>/<image>` layout (no split folders)."""
+
+
 @dataclass(frozen=True)
 class ImagesLayout:
-    """Which class folders exist under which split folders of one images root."""
+    """Which class folders exist under which split folders of one images root; a layout without split folders has
+    the one split NO_SPLIT."""
 
     root: str
     classes_by_split: dict[str, list[str]]
+
+    @property
+    def has_splits(self) -> bool:
+        """False for `<root>/<class>/<image>`."""
+        return NO_SPLIT not in self.classes_by_split
+
+    @property
+    def splits(self) -> list[str]:
+        """The split folders' names, sorted ([NO_SPLIT] without split folders)."""
+        return sorted(self.classes_by_split)
 
     @property
     def classes(self) -> list[str]:
@@ -130,7 +154,7 @@ class ImagesLayout:
                 f"{len(self.classes)} classes exist there"
             )
         return [
-            join_uri(self.root, split, name)
+            join_uri(self.root, *[part for part in (split, name) if part])
             for split, names in sorted(self.classes_by_split.items())
             for name in classes
             if name in names
@@ -142,19 +166,27 @@ def _check_inside_root(root: str, split: str, name: str) -> None:
     base = os.path.realpath(local_path(root))
     real = os.path.realpath(os.path.join(local_path(root), split, name))
     if os.path.commonpath([base, real]) != base:
-        raise LayoutError(f"class folder {split}/{name} under {root!r} leads outside the images root (to {real})")
+        shown = f"{split}/{name}" if split else name
+        raise LayoutError(f"class folder {shown} under {root!r} leads outside the images root (to {real})")
 
 
 def discover_layout(root: str, s3: Any = None) -> ImagesLayout:
-    """List `<root>/<split>/<class>` folders; a missing root or one without any class is a clear error, and so is
-    a class name or a linked folder that could make the pipeline read outside the root."""
+    """List `<root>/<split>/<class>` or `<root>/<class>` folders (see the module's docstring); a missing root or one
+    without any class is a clear error, and so is a class name or a linked folder that could make the pipeline read
+    outside the root."""
     if not root:
         raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
-    splits = list_subfolders(root, s3)
-    by_split = {split: list_subfolders(join_uri(root, split), s3) for split in splits}
-    by_split = {split: names for split, names in by_split.items() if names}
+    top, _ = list_folder(root, s3)
+    listed = {name: list_folder(join_uri(root, name), s3) for name in top}
+    if any(has_files for _, has_files in listed.values()):
+        by_split = {NO_SPLIT: top}
+    else:
+        by_split = {split: folders for split, (folders, _) in listed.items() if folders}
     if not by_split:
-        raise LayoutError(f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image>")
+        raise LayoutError(
+            f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image> "
+            "or <root>/<class>/<image>"
+        )
     for split, names in by_split.items():
         for name in names:
             validate_class_name(name)

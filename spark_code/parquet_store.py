@@ -123,7 +123,9 @@ def read_arrow(base: str) -> pa.Table:
     tables = []
     for version, labels in sorted(by_version.items()):
         fs, path = storage.filesystem(f"{base.rstrip('/')}/{version}")
-        table = ds.dataset(path, filesystem=fs, partitioning="hive").to_table()
+        # Labels stay strings: hive discovery would turn classes named "007" or "2019" into integers.
+        partitioning = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive")
+        table = ds.dataset(path, filesystem=fs, partitioning=partitioning).to_table()
         if labels is not None:
             table = table.filter(pc.is_in(table[PARTITION_COLUMN], pa.array(sorted(labels))))
         tables.append(table)

@@ -9,9 +9,8 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from spark_code.settings import EMBEDDING_WIDTH, TRAINING_SPLIT
+from spark_code.settings import EMBEDDING_WIDTH
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,9 @@ class PcaFit:
     cumulative_variance: list[float]
     """Cumulative explained-variance ratio for 1..n components (n = all components computed)."""
     training_rows: int
+    requested_k: int
+    """The k the settings asked for (fixed, or reaching the variance target); k is smaller when the training rows
+    cannot support it: n centered rows span at most n - 1 directions."""
 
 
 def choose_k(cumulative: list[float], target_variance: float, max_k: int = EMBEDDING_WIDTH) -> int:
@@ -37,33 +39,32 @@ def choose_k(cumulative: list[float], target_variance: float, max_k: int = EMBED
 
 
 def fit_pca(
-    embeddings: DataFrame,
-    target_variance: float = 0.95,
-    k: int | None = None,
-    training_split: str = TRAINING_SPLIT,
-    max_k: int = EMBEDDING_WIDTH,
+    train: DataFrame, target_variance: float = 0.95, k: int | None = None, max_k: int = EMBEDDING_WIDTH
 ) -> PcaFit:
-    """Fit on the training split; k is fixed when given, else the smallest k reaching the target variance, at most
-    max_k."""
-    train = embeddings.where(F.col("split") == training_split).select(array_to_vector("features").alias("raw"))
-    train = train.persist()
+    """Fit on the given training rows (path, label, split, features); k is fixed when given, else the smallest k
+    reaching the target variance, at most max_k; either way at most rows - 1 (the rank of centered rows)."""
+    # A few cached partitions (one per core), not one per class file or shuffle partition: each of the fits below is
+    # a pass over them, and on small data the per-task overhead would dominate.
+    cores = train.sparkSession.sparkContext.defaultParallelism
+    train = train.select(array_to_vector("features").alias("raw")).coalesce(cores).persist()
     try:
         rows = train.count()
         if rows < 2:
-            raise ValueError(f"PCA needs at least 2 {training_split!r} embeddings, found {rows}")
+            raise ValueError(f"PCA needs at least 2 training embeddings, found {rows}")
         if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
             raise ValueError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
         centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
         centered = centering.transform(train).persist()
         full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(centered)
         cumulative = np.cumsum(full.explainedVariance.toArray()).tolist()
-        chosen = k if k is not None else choose_k(cumulative, target_variance, max_k)
+        requested = k if k is not None else choose_k(cumulative, target_variance, max_k)
+        chosen = min(requested, rows - 1)
         pca = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
         centered.unpersist()
     finally:
         train.unpersist()
     model = PipelineModel(stages=[centering, pca])
-    return PcaFit(model, chosen, float(cumulative[chosen - 1]), cumulative, rows)
+    return PcaFit(model, chosen, float(cumulative[chosen - 1]), cumulative, rows, requested)
 
 
 def pca_k(model: PipelineModel) -> int:

@@ -7,9 +7,6 @@ from dataclasses import dataclass
 EMBEDDING_WIDTH = 1280
 """Width of MobileNetV2's pooled feature vector, whatever the alpha (the last conv block is always 1280 wide)."""
 
-TRAINING_SPLIT = "Training"
-"""Split folder whose images the PCA (and later the classifier) is fitted on."""
-
 RANDOM_WEIGHTS = "random"
 """ModelSettings.weights value for an untrained model: same cost as a trained one, so benchmarks can time any alpha
 offline. Its features differ between processes: never use it for real outputs."""

@@ -8,25 +8,43 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetObservation,
+    Failure,
     MetadataValue,
     Output,
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark
+from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, split_roles
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
-from spark_code.classifier import ClassifierSettings, evaluate, labels_of, score, train_classifier
+from spark_code.classifier import (
+    DegenerateClassifierError,
+    NotEnoughClassesError,
+    evaluate,
+    labels_of,
+    score,
+    train_classifier,
+)
 from spark_code.ml_models import ModelArtifact
+from spark_code.splits import EVALUATE, ROLE, rows_with_role, with_roles
 
 ACCURACY_CHECK = AssetCheckSpec(
     "accuracy_above_floor",
     asset="classifier_evaluation",
-    description="Top-1 accuracy on the evaluation split is at least the settings' min_accuracy.",
+    description="Top-1 accuracy on the evaluation images is at least the settings' min_accuracy.",
 )
+
+SKIPPED = "skipped"
+"""Metadata key of the observation an asset records when it has nothing to compute (the reason)."""
+
+
+def skipped(context: AssetExecutionContext, asset_name: str, reason: str) -> AssetObservation:
+    """Log why an asset produced nothing this time, and record it where the UI and the main job's summary find it."""
+    context.log.warning(f"{asset_name} skipped: {reason}")
+    return AssetObservation(asset_key=asset_name, metadata={SKIPPED: MetadataValue.text(reason)})
 
 
 @asset(
@@ -35,6 +53,7 @@ ACCURACY_CHECK = AssetCheckSpec(
     ins={"reduced_features": AssetIn(), "pca_model": AssetIn()},
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
+    output_required=False,
 )
 def fruit_classifier(
     context: AssetExecutionContext,
@@ -43,26 +62,46 @@ def fruit_classifier(
     pca_model: ModelArtifact,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
-) -> Output[ModelArtifact]:
-    """Spark ML multinomial logistic regression on the training split of every class's PCA features."""
+) -> Iterator[Output[ModelArtifact] | AssetObservation]:
+    """Spark ML multinomial logistic regression on the training images of every class's PCA features, its penalty
+    chosen on validation data; skipped below two classes, failed rather than published when degenerate."""
     fresh_spark(pyspark, "fruit_classifier")
-    classifier_settings = ClassifierSettings()
-    model = train_classifier(reduced_features, classifier_settings, settings.training_split)
-    labels = labels_of(model)
-    summary = model.stages[-1].summary
-    context.log.info(f"trained on {summary.totalIterations} iterations, {len(labels)} classes")
+    roles = split_roles(settings, reduced_features)
+    try:
+        trained = train_classifier(with_roles(reduced_features, roles), settings.classifier)
+    except NotEnoughClassesError as exc:
+        yield skipped(context, "fruit_classifier", str(exc))
+        return
+    except DegenerateClassifierError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    labels = labels_of(trained.model)
+    without_training = sorted({row[0] for row in reduced_features.select("label").distinct().collect()} - set(labels))
+    context.log.info(
+        f"regParam {trained.reg_param:g} chosen by {trained.selection}; {trained.iterations} iterations, "
+        f"{len(labels)} classes"
+    )
+    if trained.rejected:
+        context.log.warning("fell back from: " + "; ".join(trained.rejected))
+    if without_training:
+        context.log.warning(f"left out, no training image: {', '.join(without_training)}")
     notes = {
         **{key: pca_model.notes[key] for key in ("embedding", "k")},
         "labels": labels,
-        "classifier": classifier_settings.__dict__,
+        "classifier": {"reg_param": trained.reg_param, "iterations": trained.iterations},
     }
-    return Output(
-        ModelArtifact(model, notes),
+    yield Output(
+        ModelArtifact(trained.model, notes),
         metadata={
             "classes": MetadataValue.int(len(labels)),
             "k": MetadataValue.int(pca_model.notes["k"]),
-            "training_accuracy": MetadataValue.float(float(summary.accuracy)),
-            "iterations": MetadataValue.int(summary.totalIterations),
+            "reg_param": MetadataValue.float(trained.reg_param),
+            "selection": MetadataValue.text(f"{trained.selection}, on {roles.describe_selection()}"),
+            "validation_accuracy": MetadataValue.json({f"{k:g}": v for k, v in trained.validation_accuracy.items()}),
+            "fallback_from": MetadataValue.text("; ".join(trained.rejected) or "none"),
+            "training_images": MetadataValue.text(roles.describe_training()),
+            "training_accuracy": MetadataValue.float(trained.training_accuracy),
+            "iterations": MetadataValue.int(trained.iterations),
+            "classes_without_training_images": MetadataValue.json(without_training),
         },
     )
 
@@ -74,6 +113,7 @@ def fruit_classifier(
     kinds={"spark"},
     check_specs=[ACCURACY_CHECK],
     retry_policy=SPARK_RETRY,
+    output_required=False,
 )
 def classifier_evaluation(
     context: AssetExecutionContext,
@@ -82,16 +122,22 @@ def classifier_evaluation(
     fruit_classifier: ModelArtifact,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
-) -> Iterator[Output[DataFrame] | AssetCheckResult]:
-    """Each evaluation-split image's prediction; accuracy, macro F1, recall and confusions as metadata."""
+) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
+    """Each evaluation image's prediction (the evaluation split, else a hold-out of training images the classifier
+    never saw); accuracy, macro F1, recall and confusions as metadata."""
     fresh_spark(pyspark, "classifier_evaluation")
-    split = reduced_features.where(F.col("split") == settings.evaluation_split)
-    predictions = score(fruit_classifier.model, split).persist()
+    roles = split_roles(settings, reduced_features)
+    images = rows_with_role(reduced_features, roles, EVALUATE).drop(ROLE)
+    predictions = score(fruit_classifier.model, images).persist()
     labels = labels_of(fruit_classifier.model)
     result = evaluate(predictions, labels)
     if result.images == 0:
-        raise ValueError(f"no {settings.evaluation_split!r} images to evaluate the classifier on")
-    context.log.info(f"accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f} on {result.images} images")
+        yield skipped(context, "classifier_evaluation", f"no images to evaluate on ({roles.describe_evaluation()})")
+        return
+    context.log.info(
+        f"accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f} on {result.images} images, "
+        f"{roles.describe_evaluation()}"
+    )
     confused = "\n".join(f"| {t} | {p} | {n} |" for t, p, n in result.most_confused(10)) or "| - | - | 0 |"
     worst = sorted(result.recall.items(), key=lambda item: (item[1], item[0]))[:10]
     yield AssetCheckResult(
@@ -107,6 +153,7 @@ def classifier_evaluation(
             "accuracy": MetadataValue.float(result.accuracy),
             "macro_f1": MetadataValue.float(result.macro_f1),
             "images": MetadataValue.int(result.images),
+            "evaluated_on": MetadataValue.text(roles.describe_evaluation()),
             "errors": MetadataValue.int(result.images - result.correct),
             "most_confused": MetadataValue.md("| true | predicted | images |\n|---|---|---|\n" + confused),
             "lowest_recall": MetadataValue.md(

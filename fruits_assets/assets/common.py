@@ -9,11 +9,12 @@ from typing import Any
 
 from dagster import AssetExecutionContext, BackfillPolicy, Backoff, BetaWarning, Failure, ResourceParam, RetryPolicy
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from fruits_assets.resources import FruitsSettings
 from spark_code.layout import ImagesLayout, LayoutError, is_remote, validate_class_name
 from spark_code.settings import EMBEDDING_WIDTH
+from spark_code.splits import SplitError, SplitRoles, split_names
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
@@ -53,6 +54,10 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"pca_k {settings.pca_k} must be between 0 (chosen by variance) and {EMBEDDING_WIDTH}")
     if not 1 <= settings.pca_max_k <= EMBEDDING_WIDTH:
         problems.append(f"pca_max_k {settings.pca_max_k} must be between 1 and {EMBEDDING_WIDTH}")
+    if not 0 < settings.holdout_fraction < 1:
+        problems.append(f"holdout_fraction {settings.holdout_fraction} must be between 0 and 1")
+    if settings.classifier_max_iter < 1:
+        problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems
 
 
@@ -73,10 +78,20 @@ def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tupl
             validate_class_name(name)
         layout = settings.layout()
         layout.class_dirs(classes)
-    except LayoutError as exc:
+        settings.roles(layout.splits)
+    except (LayoutError, SplitError) as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     context.log.info(f"{len(classes)} class(es) from {settings.images_root}")
     return layout, classes
+
+
+def split_roles(settings: FruitsSettings, rows: DataFrame) -> SplitRoles:
+    """The roles of the splits present in some rows (the settings' names, else found by name); settings that do not
+    fit the data fail at once, without retries."""
+    try:
+        return settings.roles(split_names(rows))
+    except SplitError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
 
 
 def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> SparkSession:

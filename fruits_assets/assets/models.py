@@ -5,11 +5,12 @@ from dataclasses import asdict
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, check_settings, group_jobs
+from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, check_settings, group_jobs, split_roles
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.ml_models import ModelArtifact
 from spark_code.pca import fit_pca
+from spark_code.splits import TRAIN, rows_with_role
 
 
 @asset(
@@ -25,17 +26,25 @@ def pca_model(
     image_embeddings: DataFrame,
     settings: FruitsSettings,
 ) -> Output[ModelArtifact]:
-    """pyspark.ml PCA on the training split of every class; k reaches the target variance (at most pca_max_k: the
-    classifier's accuracy is measured at k <= 100) unless fixed."""
+    """pyspark.ml PCA on the training images of every class (never those held out for evaluation); k reaches the
+    target variance (at most pca_max_k: the classifier's accuracy is measured at k <= 100) unless fixed, and at most
+    the training images' rank."""
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")
+    roles = split_roles(settings, image_embeddings)
     fixed_k = settings.pca_k or None
-    fit = fit_pca(image_embeddings, settings.pca_variance, fixed_k, settings.training_split, settings.pca_max_k)
+    fit = fit_pca(rows_with_role(image_embeddings, roles, TRAIN), settings.pca_variance, fixed_k, settings.pca_max_k)
     context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")
+    capped = fit.k < fit.requested_k
+    if capped:
+        context.log.warning(
+            f"PCA k capped at {fit.k} instead of {fit.requested_k}: {fit.training_rows} training images span at "
+            f"most {fit.training_rows - 1} directions"
+        )
     notes = {
         "k": fit.k,
         "explained_variance": fit.explained_variance,
-        "training_split": settings.training_split,
+        "roles": asdict(roles),
         "embedding": asdict(settings.model),
     }
     return Output(
@@ -47,7 +56,10 @@ def pca_model(
             if fixed_k is None
             else MetadataValue.text("fixed k"),
             "max_k": MetadataValue.int(settings.pca_max_k),
+            "requested_k": MetadataValue.int(fit.requested_k),
+            "k_capped_by_training_images": MetadataValue.bool(capped),
             "training_rows": MetadataValue.int(fit.training_rows),
+            "training_images": MetadataValue.text(roles.describe_training()),
             "cumulative_variance": cumulative_variance_plot(
                 fit.cumulative_variance, fit.k, None if fixed_k else settings.pca_variance
             ),

@@ -11,7 +11,7 @@ import pytest
 
 import fruits_assets
 from fruits_assets import fruit_facts
-from fruits_assets.fruit_facts import UNKNOWN_DESCRIPTION, FruitFacts, facts_for, known_labels
+from fruits_assets.fruit_facts import UNKNOWN_DESCRIPTION, FruitFacts, facts_for, known_labels, normalize_label
 from tests.conftest import FRUITS_360
 
 FACTS_PATH = Path(fruits_assets.__file__).parent / "fruit_facts.json"
@@ -130,8 +130,9 @@ def test_unknown_label_gives_the_fallback_without_raising() -> None:
     )
     assert UNKNOWN_DESCRIPTION == "No facts recorded for this fruit yet."
     assert facts_for("Durian").fruit == "Durian"
-    assert facts_for("Dragon Fruit 12").fruit == "Dragon Fruit"
-    assert not facts_for("apple braeburn").known, "labels are matched exactly, as the folder names are"
+    assert facts_for("Snake Fruit 12").fruit == "Snake Fruit"
+    assert (facts_for("Dragon Fruit 12").fruit, facts_for("Dragon Fruit 12").known) == ("Dragon fruit", True)
+    assert facts_for("durian_3").fruit == "durian", "the variety number goes after any separator"
 
 
 def test_facts_are_frozen() -> None:
@@ -159,3 +160,126 @@ def test_facts_load_from_any_working_directory(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Kiwi"
+
+
+# Class names as users write them: snake_case with variety numbers, spaces, accents, digits only.
+
+
+def unknown(label: str, fruit: str) -> FruitFacts:
+    return FruitFacts(label, fruit, None, None, None, UNKNOWN_DESCRIPTION, None, None, known=False)
+
+
+@pytest.mark.parametrize(
+    ("label", "normalized"),
+    [
+        ("Apple Braeburn", "apple braeburn"),
+        ("apple_braeburn_1", "apple braeburn 1"),
+        ("  APPLE--Braeburn.._2 ", "apple braeburn 2"),
+        ("Pêche\tplate", "peche plate"),
+        ("Ｋｉｗｉ", "kiwi"),
+        ("Straße", "strasse"),
+        ("007", "007"),
+        ("  ", ""),
+    ],
+)
+def test_labels_normalize_without_case_accents_or_separators(label: str, normalized: str) -> None:
+    assert normalize_label(label) == normalized
+
+
+def test_known_labels_stay_distinct_once_normalized() -> None:
+    """Otherwise one Fruits-360 label would silently shadow another in the lookup."""
+    labels = known_labels()
+    assert len({normalize_label(label) for label in labels}) == len(labels)
+
+
+@pytest.mark.parametrize("label", ["apple_braeburn_1", "Apple Braeburn", "APPLE-BRAEBURN", "apple braeburn 2"])
+def test_user_written_labels_map_to_the_same_fruit(label: str) -> None:
+    facts = facts_for(label)
+    assert (facts.label, facts.fruit, facts.variety, facts.known) == (label, "Apple", "Braeburn", True)
+    assert dataclasses.replace(facts, label="Apple Braeburn") == facts_for("Apple Braeburn")
+
+
+@pytest.mark.parametrize(
+    ("label", "fruit", "variety"),
+    [
+        ("Bánana", "Banana", None),
+        ("banana_3", "Banana", None),
+        ("bananas", "Banana", None),
+        ("peaches", "Peach", None),
+        ("cherries", "Cherry", None),
+        ("lime", "Lime", None),
+        ("tomato_cherry_red_2", "Tomato", "Cherry tomato (red)"),
+        ("apple_golden_4", "Apple", "Golden (yellow-skinned)"),
+        ("grape-white-7", "Grape", "White (green-skinned)"),
+        ("Dragon_Fruit", "Dragon fruit", None),
+        ("passion.fruit.2", "Passion fruit", None),
+        ("apple_pink_lady_x", "Apple", "Pink Lady X"),
+        ("apple_fuji_3", "Apple", "Fuji"),
+        ("grapefruit_pink", "Grapefruit", "Pink"),
+        ("Ｋｉｗｉ", "Kiwi", None),
+    ],
+)
+def test_user_written_labels_find_their_fruit_and_variety(label: str, fruit: str, variety: str | None) -> None:
+    facts = facts_for(label)
+    assert (facts.label, facts.fruit, facts.variety, facts.known) == (label, fruit, variety, True)
+
+
+def test_a_numbered_label_that_exists_maps_to_itself_not_its_stem() -> None:
+    assert dataclasses.replace(facts_for("apple_red_2"), label="Apple Red 2") == facts_for("Apple Red 2")
+
+
+@pytest.fixture
+def facts_file(monkeypatch: pytest.MonkeyPatch):
+    """Swaps in a small facts file, with the lookup caches built from it and dropped afterwards."""
+
+    def use(data: dict) -> None:
+        monkeypatch.setattr(fruit_facts, "_load", lambda: data)
+        clear()
+
+    def clear() -> None:
+        fruit_facts._label_index.cache_clear()
+        fruit_facts._fruit_names.cache_clear()
+
+    yield use
+    clear()
+
+
+def test_the_full_label_wins_over_the_label_without_its_number(facts_file) -> None:
+    fruit = {"calories_kcal_per_100g": 1, "description": "A fruit.", "family": "Rosaceae", "season": "May",
+             "vitamin_c_mg_per_100g": 1}  # fmt: skip
+    facts_file(
+        {
+            "fruits": {"Apple": fruit},
+            "labels": {
+                "Apple Red": {"fruit": "Apple", "variety": "Red"},
+                "Apple Red 2": {"fruit": "Apple", "variety": "Second red"},
+                "Apple Green 1": {"fruit": "Apple", "variety": "Green"},
+                "Apple Green 2": {"fruit": "Apple", "variety": "Light green"},
+            },
+        }
+    )
+    assert facts_for("apple_red_2").variety == "Second red"
+    assert facts_for("apple_red_3").variety == "Red"
+    assert facts_for("APPLE RED").variety == "Red"
+    # The numbered labels disagree on what "Apple Green" is, so only the fruit is recognised.
+    assert (facts_for("apple_green_3").fruit, facts_for("apple_green_3").variety) == ("Apple", "Green")
+    assert facts_for("apple_green_1").variety == "Green"
+
+
+@pytest.mark.parametrize(
+    ("label", "fruit"),
+    [
+        ("007", "007"),
+        ("2019", "2019"),
+        ("durian_musang_king", "durian_musang_king"),
+        ("durian_3", "durian"),
+        ("Pêche", "Pêche"),
+        ("  ", ""),
+        ("", ""),
+        ("_2019", "_2019"),
+        ("s", "s"),
+        ("es", "es"),
+    ],
+)
+def test_unknown_user_written_labels_fall_back_without_raising(label: str, fruit: str) -> None:
+    assert facts_for(label) == unknown(label, fruit)

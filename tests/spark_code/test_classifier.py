@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
-from spark_code.classifier import evaluate, labels_of, score, train_classifier
+from spark_code.classifier import (
+    ClassifierSettings,
+    DegenerateClassifierError,
+    NotEnoughClassesError,
+    evaluate,
+    labels_of,
+    score,
+    train_classifier,
+)
+from spark_code.splits import SplitRoles, with_roles
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +27,17 @@ def clustered(spark):
     return spark.createDataFrame(rows, "path string, label string, split string, pca_features array<float>")
 
 
+ROLES = SplitRoles("Training", None, "Test")
+
+
 def test_trains_on_the_training_split_and_names_the_classes(clustered):
-    model = train_classifier(clustered)
+    trained = train_classifier(with_roles(clustered, ROLES))
+    model = trained.model
     assert labels_of(model) == ["Apple", "Banana", "Cherry"]
+    # Separable: every candidate is perfect on validation data, and the tie goes to the strongest penalty.
+    assert set(trained.validation_accuracy.values()) == {1.0}
+    assert trained.reg_param == max(ClassifierSettings().reg_params)
+    assert trained.selection.startswith("TrainValidationSplit") and trained.rejected == []
     scored = score(model, clustered.where("split = 'Test'"))
     assert scored.columns == ["path", "label", "split", "predicted", "confidence"]
     rows = scored.collect()
@@ -39,3 +57,24 @@ def test_evaluation_metrics_from_known_confusions(spark):
     expected_f1 = (6 / 7 + 2 / 3 + 2 / 3) / 3
     assert result.macro_f1 == pytest.approx(expected_f1)
     assert result.most_confused(5) == [("Apple", "Banana", 1), ("Cherry", "Banana", 1)]
+
+
+def test_a_validation_split_is_one_of_two_crossvalidator_folds(clustered):
+    rows = clustered.withColumn(
+        "split",
+        F.when((F.col("split") == "Training") & F.col("path").endswith("0.jpg"), "Val").otherwise(F.col("split")),
+    )
+    trained = train_classifier(with_roles(rows, SplitRoles("Training", "Val", "Test")))
+    assert trained.selection.startswith("CrossValidator")
+    assert len(trained.validation_accuracy) == len(ClassifierSettings().reg_params)
+
+
+def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
+    with pytest.raises(DegenerateClassifierError, match="did not converge in 1 iterations") as failure:
+        train_classifier(with_roles(clustered, ROLES), ClassifierSettings(max_iter=1))
+    assert str(failure.value).count("regParam") == len(ClassifierSettings().reg_params)
+
+
+def test_one_class_is_not_enough(clustered):
+    with pytest.raises(NotEnoughClassesError, match="1 class"):
+        train_classifier(with_roles(clustered.where(F.col("label") == "Apple"), ROLES))

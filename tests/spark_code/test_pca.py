@@ -29,9 +29,13 @@ def test_choose_k_is_the_smallest_reaching_the_target():
         choose_k([0.5], 0)
 
 
+def training(df):
+    return df.where(F.col("split") == "Training")
+
+
 def test_k_follows_the_explained_variance(low_rank_embeddings):
     total = np.sum(np.array([10.0, 6.0, 4.0, 2.0, 1.0]) ** 2)
-    fit = fit_pca(low_rank_embeddings, target_variance=0.95)
+    fit = fit_pca(training(low_rank_embeddings), target_variance=0.95)
     expected_k = choose_k(np.cumsum(np.array([100, 36, 16, 4, 1]) / total).tolist(), 0.95)
     assert fit.k == expected_k == 3
     assert fit.training_rows == 300
@@ -40,7 +44,7 @@ def test_k_follows_the_explained_variance(low_rank_embeddings):
 
 
 def test_reduced_width_equals_k(low_rank_embeddings):
-    fit = fit_pca(low_rank_embeddings, k=4)
+    fit = fit_pca(training(low_rank_embeddings), k=4)
     reduced = apply_pca(fit.model, low_rank_embeddings)
     assert fit.k == pca_k(fit.model) == 4
     assert reduced.columns == ["path", "label", "split", "pca_features"]
@@ -68,8 +72,16 @@ def test_spectrum_does_not_depend_on_how_rows_are_spread_over_partitions(spark):
     np.testing.assert_allclose(fit.cumulative_variance[:3], expected, rtol=1e-6)
 
 
-def test_bad_k_and_empty_training_split_are_clear_errors(low_rank_embeddings):
+def test_bad_k_and_empty_training_rows_are_clear_errors(low_rank_embeddings):
     with pytest.raises(ValueError, match="k must be between"):
         fit_pca(low_rank_embeddings, k=2000)
-    with pytest.raises(ValueError, match="at least 2 'Validation' embeddings"):
-        fit_pca(low_rank_embeddings, training_split="Validation")
+    with pytest.raises(ValueError, match="at least 2 training embeddings, found 0"):
+        fit_pca(low_rank_embeddings.where(F.col("split") == "Validation"))
+
+
+def test_k_is_capped_by_the_rank_of_few_training_rows(low_rank_embeddings):
+    few = training(low_rank_embeddings).limit(4)
+    fixed = fit_pca(few, k=50)
+    assert (fixed.k, fixed.requested_k, fixed.training_rows) == (3, 50, 4)
+    assert fit_pca(few, target_variance=1.0).k <= 3
+    assert {len(r[0]) for r in apply_pca(fixed.model, few).select("pca_features").collect()} == {3}

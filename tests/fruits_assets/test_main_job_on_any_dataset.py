@@ -1,0 +1,187 @@
+"""The main job on dataset shapes other than the shared sample's, each made from a few of its photos: other layouts,
+split names, class counts, class sizes and class names."""
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fruits_assets.cli import _summary_lines, main
+from spark_code.ml_models import NOTES_FILE
+from spark_code.parquet_store import read_arrow
+from spark_code.publish import current
+
+EVERY_CHECK = {
+    "embeddings_are_1280_wide_without_nan": True,
+    "every_indexed_file_is_embedded_or_rejected": True,
+    "reduced_width_equals_k": True,
+    "accuracy_above_floor": True,
+}
+
+
+@pytest.fixture(scope="module")
+def photos(shared_root):
+    """The first photos of a class of the shared sample, from its Training then its Test split."""
+
+    def pick(fruit: str, count: int, start: int = 0) -> list[Path]:
+        files = sorted((shared_root / "Training" / fruit).iterdir()) + sorted((shared_root / "Test" / fruit).iterdir())
+        assert len(files) >= start + count, fruit
+        return files[start : start + count]
+
+    return pick
+
+
+def make_root(root: Path, folders: dict[str, list[Path]]) -> Path:
+    for folder, files in folders.items():
+        target = root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            shutil.copy(file, target / file.name)
+    return root
+
+
+def run(images_root: Path, output_root: Path, *options: str) -> tuple[int, dict]:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["run", "--images-root", str(images_root), "--output-root", str(output_root), "--json", *options])
+    return code, json.loads(stdout.getvalue())
+
+
+def classifier_labels(output_root: Path) -> list[str]:
+    published = current(str(output_root / "fruit_classifier"))
+    assert published is not None, "no classifier published"
+    return json.loads((Path(published) / NOTES_FILE).read_text())["labels"]
+
+
+def test_no_split_folders_and_user_written_class_names(photos, tmp_path):
+    names = {"apple_braeburn_1": "Apple Braeburn", "Kiwi fruit é": "Kiwi", "007": "Banana"}
+    root = make_root(tmp_path / "images", {name: photos(fruit, 6) for name, fruit in names.items()})
+    code, summary = run(root, tmp_path / "out")
+    assert code == 0, summary
+    assert summary["success"] and summary["checks"] == EVERY_CHECK
+    assert summary["images_featurized"] == 18
+    assert "hold-out of 20% of the images (no split folders)" in summary["evaluated_on"]
+    assert summary["training_images"] == "the images (no split folders) less the evaluation hold-out"
+    assert summary["evaluation_images"] >= 3 and summary["accuracy"] == 1.0
+    raw = read_arrow(summary["outputs"]["raw_images"])
+    assert set(raw.column("split").to_pylist()) == {""}
+    assert sorted(set(raw.column("label").to_pylist())) == sorted(names)
+    assert classifier_labels(tmp_path / "out") == sorted(names)
+    evaluated = read_arrow(summary["outputs"]["classifier_evaluation"]).column("path").to_pylist()
+    reduced = read_arrow(summary["outputs"]["reduced_features"])
+    assert len(evaluated) == summary["evaluation_images"] < reduced.num_rows
+
+
+def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(photos, tmp_path):
+    root = make_root(tmp_path / "images", {f"Training/{f}": photos(f, 6) for f in ("Banana", "Kiwi", "Lemon")})
+    code, summary = run(root, tmp_path / "out")
+    assert code == 0, summary
+    assert summary["evaluated_on"].startswith("hold-out of 20% of split 'Training'")
+    assert summary["classifier_selection"].startswith("TrainValidationSplit")
+    assert summary["classifier_selection"].endswith("on split 'Training' less the evaluation hold-out")
+    assert summary["accuracy"] == 1.0 and summary["checks"] == EVERY_CHECK
+    # A hold-out: some of the split's images, not all of them.
+    evaluated = set(read_arrow(summary["outputs"]["classifier_evaluation"]).column("path").to_pylist())
+    reduced = read_arrow(summary["outputs"]["reduced_features"])
+    assert len(evaluated) == summary["evaluation_images"] and evaluated < set(reduced.column("path").to_pylist())
+
+
+@pytest.mark.parametrize("names", [("Training", "Validation", "Test"), ("train", "val", "test")])
+def test_a_validation_split_chooses_the_penalty(photos, tmp_path, names):
+    train, val, test = names
+    folders = {}
+    for fruit in ("Banana", "Kiwi", "Lemon"):
+        folders[f"{train}/{fruit}"] = photos(fruit, 5)
+        folders[f"{val}/{fruit}"] = photos(fruit, 2, start=5)
+        folders[f"{test}/{fruit}"] = photos(fruit, 2, start=7)
+    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
+    assert code == 0, summary
+    assert summary["classifier_selection"].startswith("CrossValidator")
+    assert f"split '{val}'" in summary["classifier_selection"]
+    assert summary["evaluated_on"] == f"split '{test}'" and summary["evaluation_images"] == 6
+    assert summary["training_images"] == f"split '{train}'"
+    assert summary["accuracy"] == 1.0
+
+
+def test_two_separable_classes(photos, tmp_path):
+    folders = {"Training/Banana": photos("Banana", 4), "Training/Kiwi": photos("Kiwi", 4)}
+    folders |= {"Test/Banana": photos("Banana", 2, start=4), "Test/Kiwi": photos("Kiwi", 2, start=4)}
+    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
+    assert code == 0, summary
+    assert summary["accuracy"] == 1.0 and summary["evaluation_images"] == 4
+    assert classifier_labels(tmp_path / "out") == ["Banana", "Kiwi"]
+
+
+def test_one_class_produces_features_and_skips_the_classifier(photos, tmp_path):
+    root = make_root(tmp_path / "images", {"Kiwi": photos("Kiwi", 4)})
+    code, summary = run(root, tmp_path / "out")
+    assert code == 0, summary
+    assert summary["success"]
+    assert summary["skipped"] == {"fruit_classifier": "1 class(es) with training images: a classifier needs at least 2"}
+    assert summary["accuracy"] is None and summary["classifier_reg_param"] is None
+    # 4 photos less the hold-out (at least one stays): k is capped by the training images, not by the settings.
+    assert 1 <= summary["pca_k"] <= 3
+    assert read_arrow(summary["outputs"]["reduced_features"]).num_rows == 4
+    assert current(str(tmp_path / "out" / "fruit_classifier")) is None
+    text = "\n".join(_summary_lines(summary, summary["seconds"]))
+    assert "fruit_classifier skipped: 1 class(es) with training images: a classifier needs at least 2" in text
+
+
+def test_a_class_of_one_photo_is_trained(photos, tmp_path):
+    folders = {"Banana": photos("Banana", 6), "Kiwi": photos("Kiwi", 6), "Lemon": photos("Lemon", 1)}
+    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
+    assert code == 0, summary
+    assert classifier_labels(tmp_path / "out") == ["Banana", "Kiwi", "Lemon"]
+
+
+def test_one_class_three_hundred_times_larger_than_another(photos, tmp_path):
+    folders = {"Apple Braeburn": photos("Apple Braeburn", 300), "Banana": photos("Banana", 1)}
+    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
+    assert code == 0, summary
+    assert classifier_labels(tmp_path / "out") == ["Apple Braeburn", "Banana"]
+    assert summary["checks"] == EVERY_CHECK
+
+
+def test_two_hundred_classes_of_three_photos(shared_root, tmp_path):
+    """Classes i and i + 95 hold other photos of the same fruit: the classifier trains, its accuracy is what it is."""
+    fruits = sorted(path.name for path in (shared_root / "Training").iterdir())
+    folders = {}
+    for i in range(200):
+        files = sorted((shared_root / "Training" / fruits[i % len(fruits)]).iterdir())
+        folders[f"class {i:03d}"] = files[3 * (i // len(fruits)) : 3 * (i // len(fruits)) + 3]
+    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out", "--min-accuracy", "0")
+    assert code == 0, summary
+    assert summary["classes"] == 200 and summary["images_featurized"] == 600
+    assert len(classifier_labels(tmp_path / "out")) == 200
+    assert summary["evaluated_on"].startswith("hold-out") and summary["evaluation_images"] > 0
+
+
+def test_a_classifier_that_does_not_converge_is_never_published(photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRUITS_CLASSIFIER_MAX_ITER", "1")
+    root = make_root(tmp_path / "images", {"Banana": photos("Banana", 5), "Kiwi": photos("Kiwi", 5)})
+    code, summary = run(root, tmp_path / "out")
+    assert code == 1 and not summary["success"]
+    assert "fruit_classifier: no usable classifier: regParam" in summary["error"]
+    assert "did not converge in 1 iterations" in summary["error"]
+    assert current(str(tmp_path / "out" / "fruit_classifier")) is None
+    assert current(str(tmp_path / "out" / "pca_model")) is not None
+
+
+def test_a_split_setting_that_does_not_fit_is_one_clear_line(photos, tmp_path, capsys):
+    root = make_root(tmp_path / "images", {"Training/Kiwi": photos("Kiwi", 2)})
+    code = main(["run", "--images-root", str(root), "--output-root", str(tmp_path / "out"), "--evaluation-split", "x"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "fruits: error: evaluation split 'x' not found among the splits ['Training']"
+    )
+
+
+def test_a_root_with_neither_layout_names_both(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "photo.jpg").write_bytes(b"not a folder of classes")
+    code = main(["run", "--images-root", str(tmp_path / "images"), "--output-root", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "<root>/<split>/<class>/<image> or <root>/<class>/<image>" in err
