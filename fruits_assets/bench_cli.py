@@ -11,7 +11,9 @@ from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images-root", help="<root>/<split>/<class>/<image> (default: $FRUITS_IMAGES_ROOT)")
+    parser.add_argument(
+        "--images-root", help="<root>/<split>/<class>/<image> or <root>/<class>/<image> (default: $FRUITS_IMAGES_ROOT)"
+    )
     parser.add_argument(
         "--weights",
         help=f'a weights file, "imagenet" or "{RANDOM_WEIGHTS}" (untrained, timing only; default: '

@@ -20,7 +20,7 @@ def new_classes(known: list[str], settings: FruitsSettings, s3: Any = None) -> l
 def fruit_class_sensor(
     context: SensorEvaluationContext, settings: FruitsSettings, s3: S3Resource
 ) -> SensorResult | SkipReason:
-    """Register one `fruit_class` partition per class folder found under `<images_root>/<split>/`."""
+    """Register one `fruit_class` partition per class folder found under the images root (either layout)."""
     try:
         known = context.instance.get_dynamic_partitions(fruit_class_partitions.name)
         added = new_classes(known, settings, s3.get_client() if settings.images_root.startswith("s3://") else None)

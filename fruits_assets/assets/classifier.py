@@ -96,7 +96,7 @@ def fruit_classifier(
             "k": MetadataValue.int(pca_model.notes["k"]),
             "reg_param": MetadataValue.float(trained.reg_param),
             "selection": MetadataValue.text(f"{trained.selection}, on {roles.describe_selection()}"),
-            "validation_accuracy": MetadataValue.json({f"{k:g}": v for k, v in trained.validation_accuracy.items()}),
+            "validation_metric": MetadataValue.json({f"{k:g}": v for k, v in trained.validation_metric.items()}),
             "fallback_from": MetadataValue.text("; ".join(trained.rejected) or "none"),
             "training_images": MetadataValue.text(roles.describe_training()),
             "training_accuracy": MetadataValue.float(trained.training_accuracy),

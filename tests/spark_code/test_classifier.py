@@ -34,10 +34,10 @@ def test_trains_on_the_training_split_and_names_the_classes(clustered):
     trained = train_classifier(with_roles(clustered, ROLES))
     model = trained.model
     assert labels_of(model) == ["Apple", "Banana", "Cherry"]
-    # Separable: every candidate is perfect on validation data, and the tie goes to the strongest penalty.
-    assert set(trained.validation_accuracy.values()) == {1.0}
-    assert trained.reg_param == max(ClassifierSettings().reg_params)
-    assert trained.selection.startswith("TrainValidationSplit") and trained.rejected == []
+    # The penalty with the lowest validation log-loss wins; the weaker the penalty on separable data, the lower.
+    losses = trained.validation_metric
+    assert trained.reg_param == min(losses, key=losses.get) == min(ClassifierSettings().reg_params)
+    assert trained.selection.startswith("TrainValidationSplit by logLoss") and trained.rejected == []
     scored = score(model, clustered.where("split = 'Test'"))
     assert scored.columns == ["path", "label", "split", "predicted", "confidence"]
     rows = scored.collect()
@@ -66,7 +66,7 @@ def test_a_validation_split_is_one_of_two_crossvalidator_folds(clustered):
     )
     trained = train_classifier(with_roles(rows, SplitRoles("Training", "Val", "Test")))
     assert trained.selection.startswith("CrossValidator")
-    assert len(trained.validation_accuracy) == len(ClassifierSettings().reg_params)
+    assert len(trained.validation_metric) == len(ClassifierSettings().reg_params)
 
 
 def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):

@@ -1,6 +1,6 @@
 import pytest
 
-from spark_code.layout import LayoutError, discover_layout, validate_class_name
+from spark_code.layout import NO_SPLIT, LayoutError, discover_layout, validate_class_name
 
 
 def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):
@@ -76,3 +76,51 @@ def test_links_inside_the_root_are_fine(tmp_path):
     (tmp_path / "Training" / "Kiwi").mkdir(parents=True)
     (tmp_path / "Test").symlink_to(tmp_path / "Training", target_is_directory=True)
     assert discover_layout(str(tmp_path)).classes_by_split == {"Test": ["Kiwi"], "Training": ["Kiwi"]}
+
+
+def test_class_folders_holding_images_are_the_classes_without_splits(tmp_path):
+    for name in ("apple_braeburn_1", "Kiwi fruit é", "007"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "photo.jpg").write_bytes(b"jpeg")
+    (tmp_path / "Kiwi fruit é" / "nested").mkdir()  # a deeper folder keeps its class
+    (tmp_path / "empty").mkdir()  # a class with no photo yet is still a class
+    layout = discover_layout(str(tmp_path))
+    assert not layout.has_splits and layout.splits == [NO_SPLIT]
+    assert layout.classes == ["007", "Kiwi fruit é", "apple_braeburn_1", "empty"]
+    assert layout.class_dirs(["007"]) == [f"{tmp_path}/007"]
+
+
+def test_split_folders_with_any_names(tmp_path):
+    for split in ("train", "val", "holdout"):
+        (tmp_path / split / "Kiwi").mkdir(parents=True)
+        (tmp_path / split / "Kiwi" / "photo.jpg").write_bytes(b"jpeg")
+    layout = discover_layout(str(tmp_path))
+    assert layout.has_splits and layout.splits == ["holdout", "train", "val"]
+    assert layout.classes == ["Kiwi"]
+
+
+def test_a_root_of_loose_images_names_both_layouts(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"jpeg")
+    with pytest.raises(LayoutError, match=r"<root>/<split>/<class>/<image> or <root>/<class>/<image>"):
+        discover_layout(str(tmp_path))
+
+
+def test_both_layouts_on_s3(aws):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="fruits-layouts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    keys = [
+        "flat/Kiwi/1.jpg",
+        "flat/apple_red_2/2.jpg",
+        "flat/.cache/x",
+        "split/train/Kiwi/1.jpg",
+        "split/test/Fig/2.jpg",
+    ]
+    for key in keys:
+        s3.put_object(Bucket="fruits-layouts", Key=key, Body=b"jpeg")
+    flat = discover_layout("s3://fruits-layouts/flat")
+    assert flat.classes_by_split == {NO_SPLIT: ["Kiwi", "apple_red_2"]}
+    assert flat.class_dirs(["Kiwi"]) == ["s3://fruits-layouts/flat/Kiwi"]
+    split = discover_layout("s3://fruits-layouts/split")
+    assert split.classes_by_split == {"test": ["Fig"], "train": ["Kiwi"]}
