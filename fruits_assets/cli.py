@@ -16,7 +16,9 @@ from fruits_assets.bench_cli import add_bench_commands, run_bench
 from fruits_assets.emr_cli import add_emr_parser, run_emr
 from fruits_assets.fruit_facts import facts_for
 from spark_code.layout import LayoutError
-from spark_code.splits import SplitError
+
+QUALITY_GATE_EXIT = 3
+"""`fruits run`'s exit code when every stage ran but the classifier is below the accuracy floor (1: a failure)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summary = run_main_job(_overrides(args), args.classes, args.output_root).as_dict()
-    except (LayoutError, SplitError, FileNotFoundError, InvalidSettingsError) as exc:
+    except (LayoutError, FileNotFoundError, InvalidSettingsError) as exc:  # SplitError is a LayoutError
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -151,6 +153,13 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         _print_summary(summary, summary["seconds"])
+    if summary["quality_gate_failed"]:
+        print(
+            f"fruits: quality gate: accuracy {summary['accuracy']:.4f} is below the floor (--min-accuracy, "
+            "FRUITS_MIN_ACCURACY); every stage ran",
+            file=sys.stderr,
+        )
+        return QUALITY_GATE_EXIT
     return 0 if summary["success"] else 1
 
 

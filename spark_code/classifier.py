@@ -10,8 +10,8 @@ from pyspark.ml.classification import LogisticRegression, LogisticRegressionMode
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import StringIndexer
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
-from pyspark.sql import DataFrame
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_code.splits import ROLE, TRAIN, VALIDATE
@@ -44,9 +44,6 @@ class ClassifierSettings:
     metric: str = "logLoss"
     """What the candidates are compared by (MulticlassClassificationEvaluator's metricName; ties go to the first
     candidate, the strongest penalty)."""
-    train_ratio: float = 0.8
-    """Without a validation split, TrainValidationSplit fits on this share of the training images."""
-    seed: int = 7
     parallelism: int = 2
     standardization: bool = False
 
@@ -101,27 +98,32 @@ def _estimator(settings: ClassifierSettings, tol: float, max_iter: int) -> Logis
     )
 
 
-def _search(indexed: DataFrame, settings: ClassifierSettings, validated: bool) -> tuple[list[float], str]:
-    """Validation accuracy of each candidate penalty, with Spark ML's own tools: on the validation split when there
-    is one (CrossValidator with the two splits as folds), else on a random share of the training images
-    (TrainValidationSplit)."""
+def with_folds(indexed: DataFrame, validated: bool) -> DataFrame:
+    """Add FOLD (0 or 1) for a 2-fold CrossValidator: the validation split against the training split when there is
+    one; else the training photos dealt alternately to the two folds in an order set by a hash of their path, per
+    class, each class starting on the fold the previous one did not, so that neither fold is ever empty (2 photos
+    suffice) and both hold every class of 2 photos or more."""
+    if validated:
+        return indexed.withColumn(FOLD, F.when(F.col(ROLE) == VALIDATE, 0).otherwise(1))
+    in_class = Window.partitionBy(LABEL_INDEX).orderBy(F.xxhash64("path"), "path")
+    return indexed.withColumn(FOLD, (F.row_number().over(in_class) + F.col(LABEL_INDEX).cast("int")) % 2)
+
+
+def _search(folded: DataFrame, settings: ClassifierSettings) -> list[float]:
+    """The validation score of each candidate penalty (the settings' metric), averaged over the two folds, with
+    Spark ML's own tools (ParamGridBuilder, CrossValidator with a fold column)."""
     estimator = _estimator(settings, settings.search_tol, min(settings.search_max_iter, settings.max_iter))
     grid = ParamGridBuilder().addGrid(estimator.regParam, list(settings.reg_params)).build()
     evaluator = MulticlassClassificationEvaluator(labelCol=LABEL_INDEX, metricName=settings.metric)
-    common = {"estimator": estimator, "estimatorParamMaps": grid, "evaluator": evaluator}
-    if validated:
-        folds = indexed.withColumn(FOLD, F.when(F.col(ROLE) == VALIDATE, 0).otherwise(1))
-        search = CrossValidator(**common, numFolds=2, foldCol=FOLD, parallelism=settings.parallelism).fit(folds)
-        return list(search.avgMetrics), (
-            f"CrossValidator by {settings.metric}, the training and validation splits as its two folds"
-        )
-    tvs = TrainValidationSplit(
-        **common, trainRatio=settings.train_ratio, seed=settings.seed, parallelism=settings.parallelism
+    search = CrossValidator(
+        estimator=estimator,
+        estimatorParamMaps=grid,
+        evaluator=evaluator,
+        numFolds=2,
+        foldCol=FOLD,
+        parallelism=settings.parallelism,
     )
-    search = tvs.fit(indexed)
-    return list(search.validationMetrics), (
-        f"TrainValidationSplit by {settings.metric}, fitting {settings.train_ratio:.0%}"
-    )
+    return list(search.fit(folded).avgMetrics)
 
 
 def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierSettings()) -> TrainedClassifier:
@@ -138,12 +140,18 @@ def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierS
     # Every L-BFGS iteration is a Spark job over this input: a few cached partitions (one per core), not one per
     # class file, keep the per-iteration overhead small.
     cores = rows.sparkSession.sparkContext.defaultParallelism
-    indexed = indexer.transform(candidates).coalesce(cores).persist()
+    indexed = indexer.transform(candidates)
+    validated = indexed.where(F.col(ROLE) == VALIDATE).limit(1).count() > 0
+    indexed = with_folds(indexed, validated).coalesce(cores).persist()
     try:
-        counts = {row[ROLE]: row["count"] for row in indexed.groupBy(ROLE).count().collect()}
-        largest = indexed.groupBy(LABEL_INDEX).count().agg(F.max("count")).first()[0]
-        chance = largest / sum(counts.values())
-        metrics, selection = _search(indexed, settings, counts.get(VALIDATE, 0) > 0)
+        largest = indexed.groupBy(LABEL_INDEX).count().agg(F.max("count"), F.sum("count")).first()
+        chance = largest[0] / largest[1]
+        metrics = _search(indexed, settings)
+        selection = f"CrossValidator by {settings.metric}, " + (
+            "the training and validation splits as its two folds"
+            if validated
+            else "two folds of the training photos (stratified, by a hash of each path)"
+        )
         better = 1 if MulticlassClassificationEvaluator(metricName=settings.metric).isLargerBetter() else -1
         order = sorted(range(len(metrics)), key=lambda i: (-better * metrics[i], i))
         rejected = []

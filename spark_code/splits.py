@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_code.layout import NO_SPLIT
+from spark_code.layout import NO_SPLIT, LayoutError
 
 ROLE = "role"
 TRAIN = "train"
@@ -35,7 +35,7 @@ HOLDOUT_FRACTION = 0.2
 _HASH_BUCKETS = 1_000_000
 
 
-class SplitError(ValueError):
+class SplitError(LayoutError):
     """The split settings do not fit the images' splits; the message says why, for a person to read."""
 
 
@@ -162,10 +162,3 @@ def rows_with_role(df: DataFrame, roles: SplitRoles, *wanted: str) -> DataFrame:
 def split_names(df: DataFrame) -> list[str]:
     """The distinct split names of some rows (a handful of values; no row reaches the driver)."""
     return sorted(row[0] for row in df.select("split").distinct().collect())
-
-
-def roles_of(
-    df: DataFrame, training: str = "", validation: str = "", evaluation: str = "", fraction: float = HOLDOUT_FRACTION
-) -> SplitRoles:
-    """The roles of the splits present in some rows (see resolve_roles)."""
-    return resolve_roles(split_names(df), training, validation, evaluation, fraction)

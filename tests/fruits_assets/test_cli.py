@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "fruits run succeeded" in out and "classes:            2" in out and "k=5," in out
+    assert "fruits run succeeded" in out and re.search(r"\n  classes: +2\n", out) and "k=5," in out
     labels = read_arrow(str(output_root / "reduced_features")).column("label")
     assert sorted(set(labels.to_pylist())) == ["Banana", "Kiwi"]
 
@@ -93,6 +94,8 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
         (["--classes", "Durian"], "unknown class(es) 'Durian'"),
         (["--weights", "/nonexistent/weights.h5"], "MobileNetV2 weights file not found: /nonexistent/weights.h5"),
         (["--pca-variance", "1.5"], "pca_variance 1.5 must be in (0, 1]"),
+        (["--alpha", "1.3"], "model_alpha 1.3 gives 1664-wide features, not the pipeline's 1280"),
+        (["--alpha", "1.4"], "model_alpha 1.4 gives 1792-wide features"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, args, message):
@@ -110,3 +113,16 @@ def test_bench_predict_prints_latency_figures(trained_run, small_root, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert code == 0 and figures["photos"] == 6
     assert 0 < figures["median_ms"] <= figures["p90_ms"] <= figures["max_ms"]
+
+
+def test_a_classifier_below_the_floor_is_the_quality_gate_not_a_crash(small_root, output_root, capsys):
+    """Every stage runs; only the accuracy check fails (no accuracy reaches a floor above 1): exit code 3."""
+    args = ["run", "--images-root", str(small_root), "--output-root", str(output_root), "--classes", "Kiwi", "Banana"]
+    code = main([*args, "--min-accuracy", "1.01", "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert code == 3
+    assert summary["quality_gate_failed"] and not summary["success"] and summary["error"] is None
+    assert summary["checks"]["accuracy_above_floor"] is False
+    assert sum(summary["checks"].values()) == len(summary["checks"]) - 1
+    assert "fruits: quality gate: accuracy 1.0000 is below the floor" in captured.err

@@ -80,7 +80,7 @@ def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(
     code, summary = run(root, tmp_path / "out")
     assert code == 0, summary
     assert summary["evaluated_on"].startswith("hold-out of 20% of split 'Training'")
-    assert summary["classifier_selection"].startswith("TrainValidationSplit")
+    assert summary["classifier_selection"].startswith("CrossValidator by logLoss, two folds of the training photos")
     assert summary["classifier_selection"].endswith("on split 'Training' less the evaluation hold-out")
     assert summary["accuracy"] == 1.0 and summary["checks"] == EVERY_CHECK
     # A hold-out: some of the split's images, not all of them.

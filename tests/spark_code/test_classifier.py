@@ -10,6 +10,7 @@ from spark_code.classifier import (
     labels_of,
     score,
     train_classifier,
+    with_folds,
 )
 from spark_code.splits import SplitRoles, with_roles
 
@@ -37,7 +38,7 @@ def test_trains_on_the_training_split_and_names_the_classes(clustered):
     # The penalty with the lowest validation log-loss wins; the weaker the penalty on separable data, the lower.
     losses = trained.validation_metric
     assert trained.reg_param == min(losses, key=losses.get) == min(ClassifierSettings().reg_params)
-    assert trained.selection.startswith("TrainValidationSplit by logLoss") and trained.rejected == []
+    assert trained.selection.startswith("CrossValidator by logLoss, two folds") and trained.rejected == []
     scored = score(model, clustered.where("split = 'Test'"))
     assert scored.columns == ["path", "label", "split", "predicted", "confidence"]
     rows = scored.collect()
@@ -78,3 +79,15 @@ def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
 def test_one_class_is_not_enough(clustered):
     with pytest.raises(NotEnoughClassesError, match="1 class"):
         train_classifier(with_roles(clustered.where(F.col("label") == "Apple"), ROLES))
+
+
+def test_folds_are_never_empty_and_hold_every_class_of_two_photos(spark):
+    sizes = {0.0: 1, 1.0: 1, 2.0: 2, 3.0: 7}
+    rows = [(f"file:/{label}/{i}.jpg", label, "train") for label, n in sizes.items() for i in range(n)]
+    indexed = spark.createDataFrame(rows, "path string, label_index double, role string")
+    folds = {}
+    for row in with_folds(indexed, validated=False).collect():
+        folds.setdefault(row["label_index"], []).append(row["fold"])
+    assert {fold for values in folds.values() for fold in values} == {0, 1}
+    assert folds[0.0] != folds[1.0]  # two classes of one photo land in different folds
+    assert sorted(folds[2.0]) == [0, 1] and sorted(folds[3.0]).count(0) in (3, 4)
