@@ -123,7 +123,7 @@ def _search(folded: DataFrame, settings: ClassifierSettings) -> list[float]:
         foldCol=FOLD,
         parallelism=settings.parallelism,
     )
-    return list(search.fit(folded).avgMetrics)
+    return [float(metric) for metric in search.fit(folded).avgMetrics]
 
 
 def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierSettings()) -> TrainedClassifier:
