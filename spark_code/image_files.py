@@ -15,6 +15,15 @@ from spark_code.storage import qualify
 INDEX_COLUMNS = ["path", "label", "split", "size_bytes", "width", "height", "format", "error"]
 
 
+_GLOB_CHARACTERS = "\\*?[]{}"
+
+
+def literal(path: str) -> str:
+    """A path Spark's reader takes as it is: Hadoop expands glob characters in the paths it is given, so a class
+    `Apple [red]` would not be found and a class `Apple?` would also read `Apples`."""
+    return "".join(f"\\{c}" if c in _GLOB_CHARACTERS else c for c in path)
+
+
 def with_split_and_label(files: DataFrame, qualified_root: str, has_splits: bool = True) -> DataFrame:
     """Add `split` and `label` from `<root>/<split>/<class>/...`, or `<root>/<class>/...` with split NO_SPLIT
     (images in nested sub-folders keep their class)."""
@@ -32,7 +41,7 @@ def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[st
     It also skips zero-byte files; those are listed separately and added with empty content, to be rejected.
     """
     dirs = layout.class_dirs(classes)
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(dirs)
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load([literal(d) for d in dirs])
     files = files.select("path", F.col("length").alias("size_bytes"), "content")
     empty = [(f"{qualify(spark, folder)}/{name}", 0, b"") for folder in dirs for name in empty_files(folder)]
     if empty:

@@ -24,3 +24,13 @@ def test_index_flags_each_undecodable_file_and_skips_hidden_ones(spark, tmp_path
     assert {row["label"] for row in rows.values()} == {"Odd 'class' é"}
     assert rows["odd size.png"]["width"] == 37 and rows["odd size.png"]["height"] == 251
     assert rows["bomb.png"]["error"].startswith("decompression bomb")
+
+
+def test_class_names_with_glob_characters_read_exactly_their_folder(spark, tmp_path):
+    names = ["Apple [red]", "Apple?", "Apples", "Fig {1,2}", "Fig 1", "Star*"]
+    for i, name in enumerate(names):
+        write_files(tmp_path / "Training" / name, {f"{i}.jpg": GOOD_IMAGES["rgb.jpg"]})
+    layout = discover_layout(str(tmp_path))
+    for i, name in enumerate(names):
+        rows = read_image_files(spark, layout, [name]).select("path", "label").collect()
+        assert [(r["path"].rsplit("/", 1)[-1], r["label"]) for r in rows] == [(f"{i}.jpg", name)], name
