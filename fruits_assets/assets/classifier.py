@@ -63,8 +63,9 @@ def fruit_classifier(
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[ModelArtifact] | AssetObservation]:
-    """Spark ML multinomial logistic regression on the training images of every class's PCA features, its penalty
-    chosen on validation data; skipped below two classes, failed rather than published when degenerate."""
+    """Logistic regression (Spark ML) on every class's PCA features, its penalty chosen on validation data; never
+    published when degenerate."""
+    # Skipped (an observation with the reason) below two classes with training images.
     fresh_spark(pyspark, "fruit_classifier")
     roles = split_roles(settings, reduced_features)
     try:
@@ -123,8 +124,8 @@ def classifier_evaluation(
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
-    """Each evaluation image's prediction (the evaluation split, else a hold-out of training images the classifier
-    never saw); accuracy, macro F1, recall and confusions as metadata."""
+    """Each evaluation image's prediction (evaluation split, or a hold-out the classifier never saw); accuracy,
+    macro F1, recall and confusions."""
     fresh_spark(pyspark, "classifier_evaluation")
     roles = split_roles(settings, reduced_features)
     images = rows_with_role(reduced_features, roles, EVALUATE).drop(ROLE)

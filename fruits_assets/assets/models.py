@@ -26,9 +26,9 @@ def pca_model(
     image_embeddings: DataFrame,
     settings: FruitsSettings,
 ) -> Output[ModelArtifact]:
-    """pyspark.ml PCA on the training images of every class (never those held out for evaluation); k reaches the
-    target variance (at most pca_max_k: the classifier's accuracy is measured at k <= 100) unless fixed, and at most
-    the training images' rank."""
+    """PCA (pyspark.ml) on the training images of every class, never the evaluation hold-out; k reaches the target
+    variance, at most pca_max_k."""
+    # k is also at most the training images' rank (photos - 1); the metadata says when that cap applied.
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")
     roles = split_roles(settings, image_embeddings)
