@@ -39,13 +39,24 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB on white: transparency is composited on white (Fruits-360 backgrounds), 16-bit and CMYK are scaled."""
+    """RGB on white: transparency is composited on white (Fruits-360 backgrounds), 16-bit and CMYK are scaled.
+
+    Transparency is an alpha channel, a palette's alpha, or a colour key (PNG's tRNS for grey and RGB images: the
+    pixels of that one value are transparent).
+    """
+    key = img.info.get("transparency")
     if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if isinstance(key, int):
+            img = Image.fromarray(np.stack([grey, np.where(arr == key, 0, 255).astype(np.uint8)], axis=-1), "LA")
+        else:
+            img = Image.fromarray(grey, mode="L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode in {"L", "RGB"} and key is not None:
+        img = img.convert("RGBA")  # Pillow turns the colour key into alpha
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in {"RGBA", "LA", "RGBa", "La"}:
