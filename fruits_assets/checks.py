@@ -22,6 +22,12 @@ NOTHING_LOST_CHECK = AssetCheckSpec(
     blocking=True,
     description="Embeddings + rejected images = files indexed by raw_images, and no path appears twice.",
 )
+REJECTED_SHARE_CHECK = AssetCheckSpec(
+    "rejected_share_within_limit",
+    asset="image_embeddings",
+    blocking=True,
+    description="At most max_rejected_share of the files are rejected, in the run and in each class.",
+)
 REDUCED_WIDTH_CHECK = AssetCheckSpec(
     "reduced_width_equals_k",
     asset="reduced_features",
@@ -79,5 +85,30 @@ def check_nothing_lost(indexed: DataFrame, embedded: DataFrame) -> AssetCheckRes
             "embedded": embedded_rows,
             "rejected": rejected,
             "distinct_paths": int(counts["distinct_paths"]),
+        },
+    )
+
+
+def check_rejected_share(embedded: DataFrame, limit: float) -> AssetCheckResult:
+    """A regression that rejects good photos (a codec, a decoding change) must not pass as "bad files": the share
+    rejected in the run and in each class stays within `limit`. Blocking, so no model is fitted on what is left."""
+    counts = embedded.groupBy("label").agg(F.count("*").alias("files"), F.count("error").alias("rejected"))
+    per_class = {row["label"]: (int(row["files"]), int(row["rejected"])) for row in counts.collect()}
+    files = sum(count for count, _ in per_class.values())
+    rejected = sum(count for _, count in per_class.values())
+    over = {label: round(bad / count, 4) for label, (count, bad) in per_class.items() if bad > limit * count}
+    worst = dict(sorted(over.items(), key=lambda item: -item[1])[:20])
+    return AssetCheckResult(
+        check_name=REJECTED_SHARE_CHECK.name,
+        asset_key=REJECTED_SHARE_CHECK.asset_key,
+        passed=rejected <= limit * files and not over,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "files": files,
+            "rejected": rejected,
+            "rejected_share": round(rejected / files, 4) if files else 0.0,
+            "max_rejected_share": limit,
+            "classes_over_limit": len(over),
+            "worst_classes": worst,
         },
     )

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--holdout-fraction", type=float, help="share held out when no split evaluates (default 0.2)")
     run.add_argument("--min-accuracy", type=float, help="accuracy floor of the quality check (default 0.95)")
+    run.add_argument(
+        "--max-rejected-share",
+        type=float,
+        help="most files that may be rejected as undecodable, in the run and in each class (default 0.1)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     predict = commands.add_parser(
         "predict",
@@ -96,6 +101,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "evaluation_split",
         "holdout_fraction",
         "min_accuracy",
+        "max_rejected_share",
     )
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 

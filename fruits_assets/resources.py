@@ -59,6 +59,9 @@ class FruitsSettings(ConfigurableResource):
         default=ClassifierSettings.max_iter, description="Iterations after which a classifier fit counts as failed."
     )
     min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
+    max_rejected_share: float = Field(
+        default=0.1, description="Most files that may be rejected as undecodable, in a run and in each class."
+    )
 
     @property
     def model(self) -> ModelSettings:
@@ -105,6 +108,7 @@ ENV_SETTINGS: dict[str, str] = {
     "holdout_fraction": "FRUITS_HOLDOUT_FRACTION",
     "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
+    "max_rejected_share": "FRUITS_MAX_REJECTED_SHARE",
 }
 """Settings field -> environment variable."""
 

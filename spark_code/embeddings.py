@@ -12,8 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from spark_code.image_files import describe_error
-from spark_code.images import preprocess
+from spark_code.images import ImageDecodeError, preprocess
 from spark_code.layout import is_remote, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
@@ -141,8 +140,8 @@ def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list
         try:
             arrays.append(preprocess(bytes(data), settings.image_size))
             positions.append(i)
-        except Exception as exc:  # noqa: BLE001 - a bad file is rejected, never fatal
-            errors[i] = describe_error(exc)
+        except ImageDecodeError as exc:  # the file's own fault; anything else (memory, a codec, a bug) fails
+            errors[i] = str(exc)
     features: list[np.ndarray | None] = [None] * len(contents)
     if arrays:
         out = cached_embedder(settings).padded(pad_batch(arrays))

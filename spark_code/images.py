@@ -7,6 +7,8 @@ path it took.
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
 
 import numpy as np
@@ -16,7 +18,23 @@ from spark_code.settings import MAX_IMAGE_PIXELS
 
 
 class ImageDecodeError(ValueError):
-    """A file that is not a usable image; the message is the reason recorded for it."""
+    """A file that is not a usable image; the message is the reason recorded for it. Only this error makes a file
+    "rejected": anything else (a missing codec, memory, a bug) fails the task, so good photos are never dropped."""
+
+
+class MissingCodecError(RuntimeError):
+    """Pillow was built without the decoder a file needs: the machine's fault, not the photo's."""
+
+
+_FILE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+"""What Pillow raises for bytes that are not a valid image of their format."""
+
+
+def _decoding_error(exc: Exception) -> Exception:
+    """The error to raise for a Pillow failure: a missing decoder is the machine's; anything else is the file's."""
+    if isinstance(exc, OSError) and re.search(r"(decoder|encoder) \S+ not available", str(exc)):
+        return MissingCodecError(f"this Python's Pillow cannot decode the file: {exc}")
+    return ImageDecodeError(f"cannot decode image: {exc}")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -30,8 +48,8 @@ def _open(data: bytes) -> Image.Image:
             raise ImageDecodeError("not an image (unrecognised format)") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+        except _FILE_ERRORS as exc:
+            raise _decoding_error(exc) from exc
     width, height = img.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(f"decompression bomb refused: {width}x{height} pixels declared")
@@ -73,8 +91,8 @@ def _decode(img: Image.Image, size: int | None) -> Image.Image:
             img.draft("RGB", (size, size))
         img.load()
         rgb = _to_rgb(img)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    except _FILE_ERRORS as exc:
+        raise _decoding_error(exc) from exc
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
     return rgb

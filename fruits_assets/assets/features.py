@@ -20,9 +20,11 @@ from fruits_assets.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
     REDUCED_WIDTH_CHECK,
+    REJECTED_SHARE_CHECK,
     check_embeddings_width,
     check_nothing_lost,
     check_reduced_width,
+    check_rejected_share,
 )
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
@@ -49,7 +51,7 @@ from spark_code.pca import apply_pca, pca_k
     partitions_def=fruit_class_partitions,
     backfill_policy=SINGLE_RUN,
     group_name="features",
-    check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK],
+    check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK, REJECTED_SHARE_CHECK],
     retry_policy=SPARK_RETRY,
 )
 def image_embeddings(
@@ -68,6 +70,7 @@ def image_embeddings(
     # One pass of the model: the checks fill the cache, both outputs are then written from it.
     embedded = embed_images(files, model).persist()
     yield check_nothing_lost(raw_images, embedded)
+    yield check_rejected_share(embedded, settings.max_rejected_share)
     embeddings = accepted(embedded)
     yield check_embeddings_width(embeddings)
     yield Output(

@@ -52,7 +52,11 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
     assert {p.rsplit("/", 1)[-1] for p in rejected["path"]} == set(BAD_IMAGES)
     assert rejected["reason"].str.len().min() > 0
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"embeddings_are_1280_wide_without_nan": True, "every_indexed_file_is_embedded_or_rejected": True}
+    assert checks == {
+        "embeddings_are_1280_wide_without_nan": True,
+        "every_indexed_file_is_embedded_or_rejected": True,
+        "rejected_share_within_limit": True,
+    }
 
 
 def test_every_asset_over_a_range_of_real_classes(small_root, output_root):

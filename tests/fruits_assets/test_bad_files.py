@@ -59,7 +59,7 @@ def test_bad_file_corpus_every_file_embedded_once_or_rejected_with_a_reason(spar
         [raw_images, image_embeddings],
         selection=[AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")],
         partition_key=CLASS,
-        resources=make_resources(corpus, output_root),
+        resources=make_resources(corpus, output_root, max_rejected_share=1.0),  # the corpus is 40% bad on purpose
         instance=make_instance([CLASS]),
         raise_on_error=False,
     )
@@ -88,3 +88,24 @@ def test_bad_file_corpus_every_file_embedded_once_or_rejected_with_a_reason(spar
     assert by_name["text.jpg"] == by_name["page.png"] == "not an image (unrecognised format)"
     assert by_name["truncated.jpg"].startswith("cannot decode image")
     assert {row["label"] for row in rejected_rows} == {CLASS}
+
+
+def test_a_class_with_more_rejected_files_than_the_limit_fails_the_blocking_check(corpus, output_root):
+    """Before this check, a regression rejecting good photos passed unseen: rejected + embedded still add up."""
+    result = materialize(
+        [raw_images, image_embeddings],
+        selection=[AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")],
+        partition_key=CLASS,
+        resources=make_resources(corpus, output_root),  # default max_rejected_share 0.1
+        instance=make_instance([CLASS]),
+        raise_on_error=False,
+    )
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    share = checks["rejected_share_within_limit"]
+    assert not share.passed
+    metadata = {key: value.value for key, value in share.metadata.items()}
+    assert metadata["rejected"] == len(BAD_NAMES)
+    assert metadata["rejected_share"] == round(len(BAD_NAMES) / metadata["files"], 4) > 0.1
+    assert metadata["worst_classes"] == {CLASS: metadata["rejected_share"]}
+    assert checks["every_indexed_file_is_embedded_or_rejected"].passed
+    assert not result.success  # blocking: nothing downstream is fitted on what is left

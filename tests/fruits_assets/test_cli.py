@@ -24,6 +24,7 @@ def test_main_job_on_three_classes_materializes_every_asset(trained_run):
     assert summary["checks"] == {
         "embeddings_are_1280_wide_without_nan": True,
         "every_indexed_file_is_embedded_or_rejected": True,
+        "rejected_share_within_limit": True,
         "reduced_width_equals_k": True,
         "accuracy_above_floor": True,
     }

@@ -17,6 +17,7 @@ from spark_code.publish import current
 EVERY_CHECK = {
     "embeddings_are_1280_wide_without_nan": True,
     "every_indexed_file_is_embedded_or_rejected": True,
+    "rejected_share_within_limit": True,
     "reduced_width_equals_k": True,
     "accuracy_above_floor": True,
 }

@@ -1,12 +1,15 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
+import PIL.Image
 import pytest
 from pyspark.sql import functions as F
 
+from spark_code import embeddings
 from spark_code.embeddings import accepted, build_embedder, embed_images, rejected, ship_weights
-from spark_code.image_files import read_image_files
-from spark_code.images import preprocess
+from spark_code.image_files import _check_images, read_image_files
+from spark_code.images import MissingCodecError, preprocess
 from spark_code.layout import discover_layout
 from spark_code.settings import EMBEDDING_WIDTH, ModelSettings
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
@@ -93,3 +96,28 @@ def test_a_photo_and_its_mirror_image_get_the_same_features(small_root, model_se
     plain = build_embedder(dataclasses.replace(model_settings, flip_average=False))(np.stack([kiwi, mirror]))
     assert not np.allclose(plain[0], plain[1], atol=1e-3)
     np.testing.assert_allclose(averaged[0], (plain[0] + plain[1]) / 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("a bug in preprocessing")])
+def test_only_a_photos_own_decoding_error_rejects_it(monkeypatch, model_settings, error):
+    """Memory, a bug or anything but the photo's own bytes fails the batch (hence the task) instead of silently
+    recording a good photo as rejected (before: every exception became a rejection)."""
+
+    def failing(data: bytes, size: int) -> np.ndarray:
+        raise error
+
+    monkeypatch.setattr(embeddings, "preprocess", failing)
+    with pytest.raises(type(error)):
+        embeddings.embed_contents([GOOD_IMAGES["rgb.jpg"]], model_settings)
+
+
+def test_a_missing_codec_fails_instead_of_rejecting_every_photo(monkeypatch, model_settings):
+    """A Pillow built without its JPEG decoder would have rejected every JPEG as 'cannot decode image'."""
+    monkeypatch.delattr(PIL.Image.core, "jpeg_decoder")
+    with pytest.raises(MissingCodecError, match="decoder jpeg not available"):
+        embeddings.embed_contents([GOOD_IMAGES["rgb.jpg"]], model_settings)
+    with pytest.raises(MissingCodecError):
+        _check_images.func(pd.Series([GOOD_IMAGES["rgb.jpg"]]))
+    features, errors = embeddings.embed_contents([GOOD_IMAGES["alpha.png"], BAD_IMAGES["text.jpg"]], model_settings)
+    assert features[0] is not None and errors[0] is None
+    assert features[1] is None and errors[1] == "not an image (unrecognised format)"
