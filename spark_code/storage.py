@@ -50,6 +50,20 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
+def newest_mtime(uri: str) -> float | None:
+    """When anything under a folder (itself included), or a file, was last modified, in seconds since the epoch:
+    None when it is missing or nothing has a time (S3 has none for folders, only for objects).
+
+    Times come from the filesystem: the local clock on disk, the object's upload time (the server's clock) on S3.
+    """
+    fs, path = filesystem(uri)
+    infos = [fs.get_file_info(path)]
+    if infos[0].type == pafs.FileType.Directory:
+        infos += fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    times = [info.mtime_ns for info in infos if info.type != pafs.FileType.NotFound and info.mtime_ns is not None]
+    return max(times) / 1e9 if times else None
+
+
 def list_names(uri: str) -> list[str]:
     """Names of the entries directly under a folder, sorted; a missing folder has none."""
     fs, path = filesystem(uri)

@@ -9,7 +9,8 @@ def _rows(spark, data):
     return spark.createDataFrame(data, "path string, label string, split string, value int")
 
 
-def test_rewriting_one_class_replaces_only_that_class(spark, tmp_path):
+def test_rewriting_one_class_replaces_only_that_class(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "0")  # replaced classes deleted at once (see test_publish)
     base = str(tmp_path / "asset")
     first = [("a1", "Apple", "Training", 1), ("a2", "Apple", "Test", 2), ("b1", "Banana 'x' é", "Training", 3)]
     assert write_classes(_rows(spark, first), base, ["Apple", "Banana 'x' é"]) == {"Apple": 2, "Banana 'x' é": 1}
