@@ -3,17 +3,23 @@
 Each runs in a subprocess: the benches start and stop their own Spark applications (one SparkContext per process).
 """
 
+import contextlib
 import csv
 import json
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from fruits_assets import bench_featurize as featurize_module
+from fruits_assets import bench_scale as scale_module
 from fruits_assets.bench_common import sample_files
 from fruits_assets.bench_scale import ScalingFit, fit_scaling, plot_scaling
+from spark_code.settings import ModelSettings
 from tests.conftest import WEIGHTS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,13 +33,34 @@ def _fruits(*args: str, cwd) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_fit_recovers_known_overhead_and_cost():
-    truth = ScalingFit(overhead_s=12.0, cost_s_per_image=0.02)
-    workers, images = [1, 1, 1, 2, 2, 2], [1000, 5000, 20000, 1000, 5000, 20000]
-    noise = np.random.default_rng(0).normal(0, 0.05, len(images))
-    seconds = [truth.predict(n, w) + e for n, w, e in zip(images, workers, noise, strict=True)]
-    fit = fit_scaling(workers, images, seconds)
-    assert abs(fit.overhead_s - 12.0) < 0.2 and abs(fit.cost_s_per_image - 0.02) < 1e-4
+OVERHEAD_S, COST_S = 12.0, 0.02
+"""Known parameters of the model time = overhead + images x cost / workers, written out below, not the code's."""
+
+
+def _timings(workers: list[int], images: list[int], noise_s: float, seed: int = 0) -> list[float]:
+    noise = np.random.default_rng(seed).normal(0, noise_s, len(images))
+    return [OVERHEAD_S + n * COST_S / w + e for n, w, e in zip(images, workers, noise, strict=True)]
+
+
+def test_fit_recovers_known_overhead_and_cost_from_independent_data():
+    workers = [1, 1, 1, 2, 2, 2, 4, 4, 4]
+    images = [1000, 5000, 20000] * 3
+    fit = fit_scaling(workers, images, _timings(workers, images, noise_s=0.5))
+    assert fit.overhead_s == pytest.approx(OVERHEAD_S, abs=0.5)
+    assert fit.cost_s_per_image == pytest.approx(COST_S, rel=0.005)
+    exact = fit_scaling(workers, images, _timings(workers, images, noise_s=0.0))
+    assert exact.overhead_s == pytest.approx(OVERHEAD_S, abs=1e-9)
+    assert exact.cost_s_per_image == pytest.approx(COST_S, rel=1e-9)
+
+
+def test_fit_with_one_worker_count_still_separates_overhead_from_cost():
+    """Two sizes on one worker: the line through both points (the case of the CLI test below)."""
+    fit = fit_scaling([1, 1], [10, 20], [5.0, 7.5])
+    assert fit.overhead_s == pytest.approx(2.5) and fit.cost_s_per_image == pytest.approx(0.25)
+
+
+def test_prediction_is_overhead_plus_images_times_cost_over_workers():
+    assert ScalingFit(12.0, 0.02).predict(5000, 4) == pytest.approx(12.0 + 5000 * 0.02 / 4)
 
 
 def test_plot_is_a_png(tmp_path):
@@ -47,18 +74,94 @@ def test_sample_is_exact_and_stable(shared_root):
     assert len(first) == 20 and first == sample_files(shared_root, 20)
 
 
-def test_bench_featurize_prints_positive_figures(shared_root, tmp_path):
-    result = _fruits("featurize", "--images-root", str(shared_root), "--images", "20", cwd=tmp_path)
-    assert result["images"] == 20
-    for key in (
-        "bare_model_images_per_s",
-        "decode_and_model_images_per_s",
-        "spark_images_per_s",
-        "spark_over_bare",
-        "naive_images_per_s",
-        "speedup_over_naive",
-    ):
-        assert result[key] > 0, key
+def _rounded(value: float, decimals: int) -> tuple[float, float]:
+    """The interval a figure printed as round(x, decimals) comes from."""
+    half = 0.5 * 10.0**-decimals
+    return value - half, value + half
+
+
+def _ratio_allows(ratio: float, decimals: int, numerator: tuple[float, float], denominator: tuple[float, float]):
+    """Whether `ratio` (rounded to `decimals`) can be numerator / denominator, each known within an interval."""
+    low, high = _rounded(ratio, decimals)
+    return numerator[0] / denominator[1] <= high + 1e-9 and numerator[1] / denominator[0] >= low - 1e-9
+
+
+class _StoppedSession:
+    def stop(self) -> None:
+        pass
+
+
+def test_featurize_figures_are_computed_from_their_timings(monkeypatch, tmp_path):
+    """bench_featurize with every timing replaced by a known number of seconds: each figure exactly."""
+    images = 20
+    monkeypatch.setattr(
+        featurize_module, "sample_root", lambda root, count, target: [Path(f"{i}.jpg") for i in range(count)]
+    )
+    monkeypatch.setattr(featurize_module, "bare_model", lambda files, settings: 2.0)
+    monkeypatch.setattr(featurize_module, "decode_and_model", lambda files, settings: 4.0)
+    monkeypatch.setattr(featurize_module, "bench_session", lambda master, batch: _StoppedSession())
+    monkeypatch.setattr(featurize_module, "spark_featurize", lambda spark, root, settings, output: images)
+    seconds = iter([1.5, 10.0])  # the session's start, then the Spark featurization
+    monkeypatch.setattr(featurize_module, "timed", lambda function, *args: (next(seconds), function(*args)))
+    monkeypatch.setattr(featurize_module, "_naive", lambda root, settings, output, master: (30.0, images))
+    result = featurize_module.bench_featurize(Path("unused"), images, ModelSettings(), work_dir=tmp_path)
+    expected = {
+        "bare_model_images_per_s": 10.0,
+        "decode_and_model_images_per_s": 5.0,
+        "spark_images_per_s": 2.0,
+        "spark_seconds": 10.0,
+        "spark_session_start_s": 1.5,
+        "spark_over_bare": 0.2,
+        "naive_images_per_s": 0.7,
+        "naive_seconds": 30.0,
+        "speedup_over_naive": 3.0,
+    }
+    assert {key: result[key] for key in expected} == expected
+
+
+def test_bench_featurize_prints_figures_consistent_with_its_timings(shared_root, tmp_path):
+    images = 20
+    result = _fruits("featurize", "--images-root", str(shared_root), "--images", str(images), cwd=tmp_path)
+    assert result["images"] == images
+    spark_s, naive_s = _rounded(result["spark_seconds"], 1), _rounded(result["naive_seconds"], 1)
+    assert spark_s[1] > 0 and naive_s[1] > 0 and result["spark_session_start_s"] >= 0
+    assert _ratio_allows(result["spark_images_per_s"], 1, (images, images), spark_s)
+    assert _ratio_allows(result["naive_images_per_s"], 1, (images, images), naive_s)
+    assert _ratio_allows(result["speedup_over_naive"], 2, naive_s, spark_s)
+    bare_per_s = _rounded(result["bare_model_images_per_s"], 1)
+    bare_s = (images / bare_per_s[1], images / bare_per_s[0])
+    assert _ratio_allows(result["spark_over_bare"], 3, bare_s, spark_s)
+    # The bare model bounds Spark: on 20 images, starting Python workers and loading the model in them alone take
+    # longer than the bare model's one batch.
+    assert 0 < result["spark_over_bare"] < 1
+    assert result["decode_and_model_images_per_s"] > 0
+
+
+def test_scale_rows_and_fit_come_from_each_runs_timing(monkeypatch, tmp_path):
+    """bench_scale with each run's time given by the model formula (known parameters, no noise): the CSV rows, the
+    returned runs and the reported fit."""
+    workers, sizes = [1, 2, 4], [100, 400, 1600]
+    monkeypatch.setattr(scale_module, "sample_root", lambda root, count, target: [])
+    monkeypatch.setattr(scale_module, "_master", lambda master, count, cores, log_dir: contextlib.nullcontext(count))
+
+    def one_run(count: int, root: Path, settings: ModelSettings, output: str) -> tuple[float, int]:
+        size = int(root.name.removeprefix("images-"))  # bench_scale's sample folder for that size
+        return OVERHEAD_S + size * COST_S / count, size
+
+    monkeypatch.setattr(scale_module, "_one_run", one_run)
+    result = scale_module.bench_scale(
+        Path("unused"), workers, sizes, ModelSettings(), tmp_path / "out", work_dir=tmp_path
+    )
+    assert result["overhead_s"] == pytest.approx(OVERHEAD_S, abs=0.01)
+    assert result["cost_ms_per_image"] == pytest.approx(COST_S * 1000, abs=0.01)
+    with open(tmp_path / "out" / "scaling.csv") as rows:
+        runs = list(csv.DictReader(rows))
+    expected = [(w, n, round(OVERHEAD_S + n * COST_S / w, 2)) for w in workers for n in sizes]
+    assert [(int(r["workers"]), int(r["images"]), float(r["seconds"])) for r in runs] == expected
+    assert [float(r["images_per_s"]) for r in runs] == [
+        round(n / (OVERHEAD_S + n * COST_S / w), 1) for w, n, _ in expected
+    ]
+    assert [(r["workers"], r["images"], r["seconds"]) for r in result["runs"]] == expected
 
 
 def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
@@ -78,9 +181,16 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     with open(tmp_path / "out" / "scaling.csv") as rows:
         runs = list(csv.DictReader(rows))
     assert [(r["workers"], r["images"]) for r in runs] == [("1", "10"), ("1", "20")]
-    assert all(float(r["seconds"]) > 0 for r in runs)
+    seconds = [float(r["seconds"]) for r in runs]
+    assert all(s > 0 for s in seconds)
+    for row, secs in zip(runs, seconds, strict=True):
+        assert _ratio_allows(float(row["images_per_s"]), 1, (int(row["images"]),) * 2, _rounded(secs, 2))
     assert (tmp_path / "out" / "scaling.png").read_bytes().startswith(PNG_SIGNATURE)
     assert math.isfinite(result["overhead_s"]) and math.isfinite(result["cost_ms_per_image"])
+    # One worker count, two sizes: the reported fit is the line through the two measured points.
+    fit = ScalingFit(result["overhead_s"], result["cost_ms_per_image"] / 1000)
+    assert fit.predict(10, 1) == pytest.approx(seconds[0], abs=0.02)
+    assert fit.predict(20, 1) == pytest.approx(seconds[1], abs=0.02)
 
 
 def test_main_job_bench_samples_the_driver_and_its_child_processes():
