@@ -1,8 +1,10 @@
 """Input and security: partition keys cannot lead outside the roots, and no credential reaches the repository, the
 logs, the Dagster event log or metadata, or the outputs."""
 
+import fnmatch
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -97,16 +99,92 @@ def test_no_credential_reaches_logs_event_log_metadata_or_outputs(small_root, tm
     assert _files_holding(output_root, needles) == {}
 
 
-def _tracked_files() -> list[Path]:
+SIMPLE_IGNORE = re.compile(r"[^/!#\\]+/?")
+"""The .gitignore lines _files_on_disk understands: a name or glob matched at any depth, a final / for folders only."""
+
+
+def _tracked_files(root: Path) -> list[Path] | None:
+    """git's tracked files under root, or None when root is not the top of a git checkout (or git is missing)."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, check=True)
+        if Path(top.stdout.decode().strip()).resolve() != root.resolve():
+            return None
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [REPO / name for name in listed.decode().split("\0") if name]
+        return None
+    return [root / name for name in listed.decode().split("\0") if name]
+
+
+def _files_on_disk(root: Path) -> set[Path]:
+    """Every file under root that git would track: all but .git and what root/.gitignore ignores."""
+    ignore = root / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert [p for p in patterns if not SIMPLE_IGNORE.fullmatch(p)] == [], "patterns this scan cannot read"
+
+    def ignored(name: str, folder: bool) -> bool:
+        return any(fnmatch.fnmatch(name, p.rstrip("/")) and (folder or not p.endswith("/")) for p in patterns)
+
+    files = set()
+    for parent, folders, names in os.walk(root):
+        folders[:] = [f for f in folders if f != ".git" and not ignored(f, folder=True)]
+        files |= {Path(parent) / name for name in names if not ignored(name, folder=False)}
+    return files
+
+
+def _committable_files(root: Path) -> set[Path]:
+    """The tracked files and those git would track, in a checkout; the files on disk git would track elsewhere (a
+    source archive, a copy without .git), so the scan never depends on git being there."""
+    on_disk = _files_on_disk(root)
+    tracked = _tracked_files(root)
+    if tracked is not None:
+        # The disk scan sees every tracked file: it is what runs where there is no checkout.
+        assert {p for p in tracked if p.is_file()} - on_disk == set()
+        on_disk |= set(tracked)
+    return {p for p in on_disk if p.is_file()}
+
+
+def _aws_keys(files: set[Path], root: Path) -> dict[str, list[bytes]]:
+    leaks = {str(p.relative_to(root)): AWS_KEY_PATTERN.findall(p.read_bytes()) for p in files}
+    return {name: keys for name, keys in leaks.items() if keys}
 
 
 def test_no_aws_key_is_committed():
-    files = _tracked_files()
+    files = _committable_files(REPO)
     assert len(files) > 20
-    leaks = {str(p.relative_to(REPO)): AWS_KEY_PATTERN.findall(p.read_bytes()) for p in files if p.is_file()}
-    assert {name: keys for name, keys in leaks.items() if keys} == {}
+    assert _aws_keys(files, REPO) == {}
+
+
+def test_outside_a_checkout_every_file_git_would_track_is_scanned(tmp_path):
+    """A copy without .git, with the repository's own .gitignore: ignored folders and files are left out, a planted
+    key in any other file is found."""
+    root = tmp_path / "copy"
+    files = {
+        "fruits_assets/leak.py": FAKE_KEY_ID,
+        "docs/notes.md": "nothing here",
+        ".ci/deep/er/config.env": FAKE_KEY_ID,
+        ".venv/lib/site.py": FAKE_KEY_ID,
+        "spark_code/__pycache__/x.pyc": FAKE_KEY_ID,
+        "fruits.egg-info/PKG-INFO": FAKE_KEY_ID,
+        "build/lib/a.py": FAKE_KEY_ID,
+        "derby.log": FAKE_KEY_ID,
+        "sub/derby.log": FAKE_KEY_ID,
+        ".tmp_dagster_home_1/run.db": FAKE_KEY_ID,
+        ".git/config": FAKE_KEY_ID,
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    assert _tracked_files(root) is None
+    found = _committable_files(root)
+    assert {str(p.relative_to(root)) for p in found} == {
+        ".gitignore",
+        "fruits_assets/leak.py",
+        "docs/notes.md",
+        ".ci/deep/er/config.env",
+    }
+    assert _aws_keys(found, root) == {
+        "fruits_assets/leak.py": [FAKE_KEY_ID.encode()],
+        ".ci/deep/er/config.env": [FAKE_KEY_ID.encode()],
+    }
