@@ -5,6 +5,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame
 
+from fruits_assets.failures import permanent_failures
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
 from spark_code.ml_models import ModelArtifact, load_model, save_model
 from spark_code.parquet_store import read_classes, read_table, write_classes, write_table
@@ -31,6 +32,10 @@ class ClassParquetIOManager(_OutputRootIOManager):
     """
 
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
+        with permanent_failures():
+            self._write(context, obj)
+
+    def _write(self, context: OutputContext, obj: DataFrame) -> None:
         base = self._path(context)
         if not context.has_asset_partitions:
             rows = write_table(obj, base)
@@ -49,10 +54,12 @@ class ClassParquetIOManager(_OutputRootIOManager):
         context.log.info(f"wrote {sum(counts.values())} rows of {len(classes)} class(es) to {base}")
 
     def load_input(self, context: InputContext) -> DataFrame:
-        if not context.has_asset_partitions:
-            return read_table(self.pyspark.spark_session, self._path(context))
-        classes = sorted(context.asset_partition_keys)
-        return read_classes(self.pyspark.spark_session, self._path(context), classes)
+        """The run's classes (or the whole table); a class never materialized fails the step at once."""
+        with permanent_failures():
+            if not context.has_asset_partitions:
+                return read_table(self.pyspark.spark_session, self._path(context))
+            classes = sorted(context.asset_partition_keys)
+            return read_classes(self.pyspark.spark_session, self._path(context), classes)
 
 
 class SparkModelIOManager(_OutputRootIOManager):
@@ -64,4 +71,5 @@ class SparkModelIOManager(_OutputRootIOManager):
         context.add_output_metadata({"path": MetadataValue.path(path)})
 
     def load_input(self, context: InputContext) -> ModelArtifact:
-        return load_model(self.pyspark.spark_session, self._path(context))
+        with permanent_failures():
+            return load_model(self.pyspark.spark_session, self._path(context))

@@ -14,6 +14,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from spark_code.errors import PermanentError
 from spark_code.splits import ROLE, TRAIN, VALIDATE
 
 FEATURES = "pca_vector"
@@ -63,11 +64,11 @@ class TrainedClassifier:
     """Candidates refitted before this one and refused, with the reason (a fallback happened if not empty)."""
 
 
-class NotEnoughClassesError(ValueError):
+class NotEnoughClassesError(PermanentError, ValueError):
     """Fewer than two classes have training images: there is nothing to tell apart."""
 
 
-class DegenerateClassifierError(RuntimeError):
+class DegenerateClassifierError(PermanentError, RuntimeError):
     """No candidate setting gave a usable classifier; the message gives each one's reason."""
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from spark_code.errors import PermanentError
 
-class LayoutError(ValueError):
+
+class LayoutError(PermanentError, ValueError):
     """The images root or a class name is not usable; the message says why, for a person to read."""
 
 

@@ -15,6 +15,7 @@ from pyspark.ml.util import DefaultParamsReader, MLWritable
 from pyspark.sql import SparkSession
 
 from spark_code import publish, storage
+from spark_code.errors import MissingOutputError
 
 NOTES_FILE = "notes.json"
 
@@ -46,7 +47,7 @@ def load_model(spark: SparkSession, path: str) -> ModelArtifact:
     """Load the published model, its Python class read from the model's own metadata, with its notes."""
     found = publish.current(path)
     if found is None:
-        raise FileNotFoundError(f"no saved model under {path}: materialize it first")
+        raise MissingOutputError(f"no saved model under {path}: materialize it first")
     java_class = DefaultParamsReader.loadMetadata(found, spark.sparkContext)["class"]
     module_name, class_name = java_class.replace("org.apache.spark", "pyspark").rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load(found)

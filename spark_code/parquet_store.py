@@ -19,12 +19,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from spark_code import publish, storage
+from spark_code.errors import MissingOutputError
 from spark_code.layout import validate_class_name
 
 PARTITION_COLUMN = "label"
 
 
-class MissingClassError(LookupError):
+class MissingClassError(MissingOutputError, LookupError):
     """A class was asked for that has never been written to this folder."""
 
 

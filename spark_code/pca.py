@@ -10,6 +10,7 @@ from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 
+from spark_code.errors import PermanentError
 from spark_code.settings import EMBEDDING_WIDTH
 
 
@@ -28,6 +29,10 @@ class PcaFit:
     requested_k: int
     """The k the settings asked for (fixed, or reaching the variance target); k is smaller when the training rows
     cannot support it: n centered rows span at most n - 1 directions."""
+
+
+class PcaInputError(PermanentError, ValueError):
+    """Training rows or settings a PCA cannot be fitted on."""
 
 
 def choose_k(cumulative: list[float], target_variance: float, max_k: int = EMBEDDING_WIDTH) -> int:
@@ -50,9 +55,9 @@ def fit_pca(
     try:
         rows = train.count()
         if rows < 2:
-            raise ValueError(f"PCA needs at least 2 training embeddings, found {rows}")
+            raise PcaInputError(f"PCA needs at least 2 training embeddings, found {rows}")
         if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
-            raise ValueError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
+            raise PcaInputError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
         centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
         centered = centering.transform(train).persist()
         full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(centered)

@@ -9,7 +9,6 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetObservation,
-    Failure,
     MetadataValue,
     Output,
     asset,
@@ -18,10 +17,10 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
 from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, split_roles
+from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.classifier import (
-    DegenerateClassifierError,
     NotEnoughClassesError,
     evaluate,
     labels_of,
@@ -55,6 +54,7 @@ def skipped(context: AssetExecutionContext, asset_name: str, reason: str) -> Ass
     retry_policy=SPARK_RETRY,
     output_required=False,
 )
+@fail_at_once_when_permanent
 def fruit_classifier(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -73,8 +73,6 @@ def fruit_classifier(
     except NotEnoughClassesError as exc:
         yield skipped(context, "fruit_classifier", str(exc))
         return
-    except DegenerateClassifierError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from exc
     labels = labels_of(trained.model)
     without_training = sorted({row[0] for row in reduced_features.select("label").distinct().collect()} - set(labels))
     context.log.info(
@@ -116,6 +114,7 @@ def fruit_classifier(
     retry_policy=SPARK_RETRY,
     output_required=False,
 )
+@fail_at_once_when_permanent
 def classifier_evaluation(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

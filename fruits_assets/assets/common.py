@@ -12,9 +12,9 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 
 from fruits_assets.resources import FruitsSettings
-from spark_code.layout import ImagesLayout, LayoutError, is_remote, validate_class_name
+from spark_code.layout import ImagesLayout, is_remote, validate_class_name
 from spark_code.settings import EMBEDDING_WIDTH
-from spark_code.splits import SplitError, SplitRoles, split_names
+from spark_code.splits import SplitRoles, split_names
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
@@ -81,17 +81,14 @@ def check_settings(settings: FruitsSettings) -> None:
 
 def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tuple[ImagesLayout, list[str]]:
     """The images layout and this run's classes; bad settings, a bad root or an unknown class fail fast (no
-    retries) with a clear message."""
+    retries: they are PermanentErrors, see fruits_assets.failures) with a clear message."""
     check_settings(settings)
     classes = sorted(context.partition_keys)
-    try:
-        for name in classes:
-            validate_class_name(name)
-        layout = settings.layout()
-        layout.class_dirs(classes)
-        settings.roles(layout.splits)
-    except (LayoutError, SplitError) as exc:
-        raise Failure(description=str(exc), allow_retries=False) from exc
+    for name in classes:
+        validate_class_name(name)
+    layout = settings.layout()
+    layout.class_dirs(classes)
+    settings.roles(layout.splits)
     context.log.info(f"{len(classes)} class(es) from {settings.images_root}")
     return layout, classes
 
@@ -99,10 +96,7 @@ def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tupl
 def split_roles(settings: FruitsSettings, rows: DataFrame) -> SplitRoles:
     """The roles of the splits present in some rows (the settings' names, else found by name); settings that do not
     fit the data fail at once, without retries."""
-    try:
-        return settings.roles(split_names(rows))
-    except SplitError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from exc
+    return settings.roles(split_names(rows))
 
 
 def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> SparkSession:

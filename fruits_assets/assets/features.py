@@ -26,6 +26,7 @@ from fruits_assets.checks import (
     check_reduced_width,
     check_rejected_share,
 )
+from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
@@ -54,6 +55,7 @@ from spark_code.pca import apply_pca, pca_k
     check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK, REJECTED_SHARE_CHECK],
     retry_policy=SPARK_RETRY,
 )
+@fail_at_once_when_permanent
 def image_embeddings(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -95,6 +97,7 @@ def image_embeddings(
     check_specs=[REDUCED_WIDTH_CHECK],
     retry_policy=SPARK_RETRY,
 )
+@fail_at_once_when_permanent
 def reduced_features(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -6,6 +6,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
@@ -30,6 +31,7 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
 )
+@fail_at_once_when_permanent
 def raw_images(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

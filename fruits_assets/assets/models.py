@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
 
 from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, check_settings, group_jobs, split_roles
+from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.ml_models import ModelArtifact
@@ -20,6 +21,7 @@ from spark_code.splits import TRAIN, rows_with_role
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
 )
+@fail_at_once_when_permanent
 def pca_model(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -1,5 +1,5 @@
-"""Retries: a transient failure of a Spark-backed step is retried and the run succeeds; settings that cannot work
-fail the step once, at once, with a clear message."""
+"""Retries: a transient failure of a Spark-backed step is retried and the run succeeds; settings that cannot work,
+data a step cannot use and upstream outputs never materialized fail the step once, at once, with a clear message."""
 
 import threading
 from pathlib import Path
@@ -9,8 +9,10 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
 from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.definitions import all_assets
 from fruits_assets.partitions import fruit_class_partitions
 from spark_code.parquet_store import read_classes
+from tests.conftest import copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources
 
 EMBEDDING_STEPS = [AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")]
@@ -83,3 +85,68 @@ def test_settings_that_cannot_work_fail_once_without_retries(small_root, output_
     assert message in failures[0].step_failure_data.user_failure_data.description
     assert not [e for e in result.all_events if e.event_type in RETRY_EVENTS]
     assert not output_root.exists()
+
+
+@pytest.fixture(scope="module")
+def kiwi_embedded(small_root, tmp_path_factory) -> Path:
+    """An output root where only Kiwi's embeddings were materialized."""
+    output_root = tmp_path_factory.mktemp("kiwi-only") / "out"
+    result = materialize(
+        all_assets,
+        selection=EMBEDDING_STEPS,
+        partition_key="Kiwi",
+        resources=make_resources(small_root, output_root),
+        instance=make_instance(["Kiwi"]),
+    )
+    assert result.success
+    return output_root
+
+
+def _failed_once_without_retries(result) -> str:
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type in RETRY_EVENTS]
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert len(failures) == 1
+    return failures[0].step_failure_data.user_failure_data.description
+
+
+def test_an_unpartitioned_asset_reading_a_class_never_materialized_fails_at_once(small_root, kiwi_embedded):
+    """pca_model reads every registered class's embeddings; Banana was never embedded. Before: a plain
+    MissingClassError, retried twice (5 s, then 15 s) before the same failure."""
+    result = materialize(
+        all_assets,
+        selection=[AssetKey("pca_model")],
+        resources=make_resources(small_root, kiwi_embedded),
+        instance=make_instance(["Banana", "Kiwi"]),
+        raise_on_error=False,
+    )
+    message = _failed_once_without_retries(result)
+    assert "no data for class(es) 'Banana'" in message and "materialize them first" in message
+
+
+def test_a_model_never_materialized_fails_its_readers_at_once(small_root, kiwi_embedded):
+    result = materialize(
+        all_assets,
+        selection=[AssetKey("reduced_features")],
+        partition_key="Kiwi",
+        resources=make_resources(small_root, kiwi_embedded),
+        instance=make_instance(["Kiwi"]),
+        raise_on_error=False,
+    )
+    message = _failed_once_without_retries(result)
+    assert message.startswith("no saved model under") and "pca_model: materialize it first" in message
+
+
+def test_too_few_training_images_for_a_pca_fail_at_once(tmp_path, small_root, kiwi_embedded):
+    """One class with a single training photo: a data problem, not a transient one."""
+    root = copy_sample(small_root, tmp_path / "one", ["Kiwi"], {"Training": 1})
+    output_root = tmp_path / "out"
+    result = materialize(
+        all_assets,
+        selection=[*EMBEDDING_STEPS, AssetKey("pca_model")],
+        partition_key="Kiwi",
+        resources=make_resources(root, output_root),
+        instance=make_instance(["Kiwi"]),
+        raise_on_error=False,
+    )
+    assert _failed_once_without_retries(result) == "PCA needs at least 2 training embeddings, found 1"
