@@ -6,8 +6,11 @@ ones it would get in the pipeline; the PCA projection and softmax are a few NumP
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +22,7 @@ import pyarrow.parquet as pq
 from spark_code.embeddings import Embedder, build_embedder
 from spark_code.images import preprocess
 from spark_code.layout import is_remote, join_uri
-from spark_code.ml_models import NOTES_FILE
+from spark_code.ml_models import NOTES_FILE, check_pair
 from spark_code.publish import current
 from spark_code.settings import ModelSettings
 from spark_code.storage import filesystem
@@ -76,6 +79,104 @@ def _stage_dirs(pipeline_uri: str) -> list[str]:
     return [join_uri(pipeline_uri, "stages", name) for name in names]
 
 
+WEIGHTS_CACHE = "fruits-weights"
+"""Folder of the temporary directory where weights files downloaded from S3 are kept."""
+
+
+def _s3_client() -> Any:  # noqa: ANN401 - a boto3 client
+    """boto3's S3 client with the region and endpoint `storage.filesystem` uses (AWS_ENDPOINT_URL(_S3) honoured)."""
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", region_name=region, endpoint_url=endpoint)
+
+
+def _etag_md5(head: dict[str, Any]) -> str | None:
+    """The object's MD5 when its ETag is one: a single-part upload, not encrypted with KMS or a customer key."""
+    etag = head["ETag"].strip('"')
+    plain = head.get("ServerSideEncryption") in (None, "AES256") and not head.get("SSECustomerAlgorithm")
+    return etag if plain and re.fullmatch(r"[0-9a-f]{32}", etag) else None
+
+
+def _is_whole(path: str, size: int, md5: str | None) -> bool:
+    """True when a local file has the object's size and, when the object's MD5 is known, its MD5."""
+    if os.path.getsize(path) != size:
+        return False
+    if md5 is None:
+        return True
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == md5
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_downloads(folder: str, key: str) -> None:
+    """Delete the partial downloads of `key` left by processes that died (`.<key>.<pid>.<random>.part`)."""
+    for name in os.listdir(folder):
+        download = re.fullmatch(rf"\.{key}\.(\d+)\..+\.part", name)
+        if download and not _pid_alive(int(download[1])):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+
+
+def cached_weights(uri: str) -> str:
+    """A local copy of the weights file at an s3:// URI, downloaded once per version of the object.
+
+    The copy is kept in `<temp dir>/fruits-weights/` under a name made of a hash of the URI, the object's ETag and
+    size, then the file's own name (Keras picks the format by its extension): two objects with the same file name,
+    or a replaced object, get files of their own. A download goes to a temporary file beside it, is checked
+    against the object's size (and MD5 when the ETag is one), then renamed into place, so a download that died or
+    went wrong is never used; a cached file is checked again before each use.
+    """
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    s3 = _s3_client()
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(f"MobileNetV2 weights file not found: {uri}") from exc
+        raise
+    size, md5 = int(head["ContentLength"]), _etag_md5(head)
+    version = hashlib.sha256(f"{uri}\n{head['ETag']}\n{size}".encode()).hexdigest()[:24]
+    folder = os.path.join(tempfile.gettempdir(), WEIGHTS_CACHE)
+    target = os.path.join(folder, f"{version}-{os.path.basename(key)}")
+    if os.path.isfile(target) and _is_whole(target, size, md5):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    _remove_dead_downloads(folder, version)
+    handle, partial = tempfile.mkstemp(prefix=f".{version}.{os.getpid()}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            # IfMatch: the bytes of the version whose ETag names the file, even if the object is replaced meanwhile.
+            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if not _is_whole(partial, size, md5):
+            raise OSError(f"the download of {uri} does not match the object ({size} bytes, ETag {head['ETag']})")
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+    return target
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Top classes of one photo (best first), or why it could not be read."""
@@ -93,6 +194,7 @@ class FruitPredictor:
             _published(join_uri(output_root, name)) for name in ("pca_model", "fruit_classifier")
         )
         notes = json.loads(_read_bytes(join_uri(classifier_uri, NOTES_FILE)))
+        check_pair(json.loads(_read_bytes(join_uri(pca_uri, NOTES_FILE))), notes)
         # Models saved before mirror averaging existed were trained on unmirrored embeddings.
         self.settings = ModelSettings(**{"flip_average": False, **notes["embedding"]})
         centering_dir, pca_dir = _stage_dirs(pca_uri)
@@ -110,12 +212,7 @@ class FruitPredictor:
         """Settings whose weights file is on this machine (an s3:// file is downloaded once)."""
         if not is_remote(self.settings.weights):
             return self.settings
-        target = os.path.join(tempfile.gettempdir(), "fruits-weights", os.path.basename(self.settings.weights))
-        if not os.path.exists(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as out:
-                out.write(_read_bytes(self.settings.weights))
-        return ModelSettings(**{**self.settings.__dict__, "weights": target})
+        return ModelSettings(**{**self.settings.__dict__, "weights": cached_weights(self.settings.weights)})
 
     def features(self, data: bytes) -> np.ndarray:
         """MobileNetV2 features of one encoded photo, exactly as the pipeline computes them."""
