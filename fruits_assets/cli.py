@@ -15,6 +15,7 @@ from typing import Any
 from fruits_assets.bench_cli import add_bench_commands, run_bench
 from fruits_assets.emr_cli import add_emr_parser, run_emr
 from fruits_assets.fruit_facts import facts_for
+from spark_code.errors import PermanentError
 from spark_code.layout import LayoutError
 
 QUALITY_GATE_EXIT = 3
@@ -188,7 +189,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     try:
         predictor = FruitPredictor(_output_root(args), top=args.top)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermanentError) as exc:  # no models yet, or a PCA and classifier that do not match
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2
     failed = 0

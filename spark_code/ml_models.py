@@ -1,7 +1,9 @@
 """Saving and loading Spark ML models by path, whatever their class, published by pointer (spark_code.publish).
 
 Each model is saved with `notes.json` beside it: what a reader needs besides the model itself (the embedding
-settings the features came from, k, the class labels), readable without Spark by `spark_code.serving`.
+settings the features came from, k, the class labels), readable without Spark by `spark_code.serving`. The notes
+also name the model's own version and when it was saved, and a classifier's notes name the PCA version it was
+trained on: the two are published one after the other, so a reader must check that they belong together.
 """
 
 from __future__ import annotations
@@ -9,15 +11,37 @@ from __future__ import annotations
 import importlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pyspark.ml.util import DefaultParamsReader, MLWritable
 from pyspark.sql import SparkSession
 
 from spark_code import publish, storage
-from spark_code.errors import MissingOutputError
+from spark_code.errors import MissingOutputError, PermanentError
 
 NOTES_FILE = "notes.json"
+VERSION = "version"
+"""Notes key: the tag of the version folder the model was saved in, unique to one save."""
+SAVED_AT = "saved_at"
+PCA_VERSION = "pca_version"
+"""Classifier notes key: the VERSION of the PCA whose features the classifier was trained on."""
+
+
+class MismatchedModelsError(PermanentError):
+    """A published classifier and PCA that do not belong together (a run stopped between the two)."""
+
+
+def check_pair(pca_notes: dict[str, Any], classifier_notes: dict[str, Any]) -> None:
+    """Refuse a classifier trained on the features of another PCA than the published one: its predictions would be
+    silently wrong. Classifiers saved before they named their PCA are taken as they are."""
+    trained_on = classifier_notes.get(PCA_VERSION)
+    if trained_on is not None and trained_on != pca_notes.get(VERSION):
+        raise MismatchedModelsError(
+            f"the published classifier was trained on PCA version {trained_on}, but the published PCA is version "
+            f"{pca_notes.get(VERSION)} (a run stopped between the two, or the classifier was skipped): materialize "
+            "reduced_features and fruit_classifier again (fruits run)"
+        )
 
 
 @dataclass(frozen=True)
@@ -34,9 +58,14 @@ def save_model(spark: SparkSession, artifact: ModelArtifact, path: str) -> None:
         raise TypeError(f"{type(artifact.model).__name__} is not a savable Spark ML model")
     publish.recover(path)
     version = publish.new_version(path)
+    notes = {
+        **artifact.notes,
+        VERSION: version.rsplit("/", 1)[1],
+        SAVED_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     try:
         artifact.model.write().save(version)
-        storage.write_text(f"{version}/{NOTES_FILE}", json.dumps(artifact.notes, indent=2, sort_keys=True))
+        storage.write_text(f"{version}/{NOTES_FILE}", json.dumps(notes, indent=2, sort_keys=True))
     except BaseException:
         publish.discard(version)
         raise

@@ -9,8 +9,10 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from spark_code.errors import PermanentError
+from spark_code.ml_models import PCA_VERSION
 from spark_code.settings import EMBEDDING_WIDTH
 
 
@@ -77,7 +79,23 @@ def pca_k(model: PipelineModel) -> int:
     return model.stages[-1].getK()
 
 
-def apply_pca(model: PipelineModel, embeddings: DataFrame) -> DataFrame:
-    """path, label, split, features -> path, label, split, pca_features (array<float> of width k)."""
+def apply_pca(model: PipelineModel, embeddings: DataFrame, version: str | None) -> DataFrame:
+    """path, label, split, features -> path, label, split, pca_features (array<float> of width k), pca_version (the
+    PCA's version, so that a classifier never mixes features of two PCAs)."""
     projected = model.transform(embeddings.withColumn("raw", array_to_vector("features")))
-    return projected.select("path", "label", "split", vector_to_array("pca", "float32").alias("pca_features"))
+    return projected.select(
+        "path",
+        "label",
+        "split",
+        vector_to_array("pca", "float32").alias("pca_features"),
+        F.lit(version).cast("string").alias(PCA_VERSION),
+    )
+
+
+def classes_not_projected_by(reduced: DataFrame, version: str | None) -> list[str]:
+    """Classes (at most 20) whose reduced features come from another PCA version than `version` (or from before
+    features named their PCA)."""
+    if PCA_VERSION not in reduced.columns:
+        return sorted(row[0] for row in reduced.select("label").distinct().limit(20).collect())
+    other = reduced.where(~F.col(PCA_VERSION).eqNullSafe(F.lit(version)))
+    return sorted(row[0] for row in other.select("label").distinct().limit(20).collect())

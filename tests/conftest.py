@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
@@ -128,3 +129,13 @@ def aws(aws_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in AWS_TEST_KEYS.items():
         monkeypatch.setenv(name, value)
     return aws_server
+
+
+def numpy_pca_k(features: np.ndarray, target_variance: float, max_k: int = 1280) -> tuple[int, float]:
+    """The k a variance target implies and the variance it explains, computed with NumPy alone (an SVD of the
+    centered rows), independently of the Spark PCA under test."""
+    centered = features - features.mean(axis=0)
+    variance = np.linalg.svd(centered.astype(np.float64), compute_uv=False) ** 2
+    cumulative = np.cumsum(variance) / variance.sum()
+    k = min(int(np.argmax(cumulative >= target_variance - 1e-9)) + 1, max_k, len(features) - 1)
+    return k, float(cumulative[k - 1])

@@ -27,7 +27,8 @@ from spark_code.classifier import (
     score,
     train_classifier,
 )
-from spark_code.ml_models import ModelArtifact
+from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
+from spark_code.pca import classes_not_projected_by
 from spark_code.splits import EVALUATE, ROLE, rows_with_role, with_roles
 
 ACCURACY_CHECK = AssetCheckSpec(
@@ -35,6 +36,17 @@ ACCURACY_CHECK = AssetCheckSpec(
     asset="classifier_evaluation",
     description="Top-1 accuracy on the evaluation images is at least the settings' min_accuracy.",
 )
+
+
+def require_projected_by(reduced: DataFrame, version: str | None, which: str) -> None:
+    """Refuse reduced features that another PCA projected (a run stopped between the PCA and its features)."""
+    stale = classes_not_projected_by(reduced, version)
+    if stale:
+        raise MismatchedModelsError(
+            f"reduced features of {', '.join(stale)} were not projected by {which} (version {version}): "
+            "materialize reduced_features for every class again"
+        )
+
 
 SKIPPED = "skipped"
 """Metadata key of the observation an asset records when it has nothing to compute (the reason)."""
@@ -67,6 +79,8 @@ def fruit_classifier(
     published when degenerate."""
     # Skipped (an observation with the reason) below two classes with training images.
     fresh_spark(pyspark, "fruit_classifier")
+    pca_version = pca_model.notes.get(VERSION)
+    require_projected_by(reduced_features, pca_version, "the published PCA")
     roles = split_roles(settings, reduced_features)
     try:
         trained = train_classifier(with_roles(reduced_features, roles), settings.classifier)
@@ -85,6 +99,7 @@ def fruit_classifier(
         context.log.warning(f"left out, no training image: {', '.join(without_training)}")
     notes = {
         **{key: pca_model.notes[key] for key in ("embedding", "k")},
+        PCA_VERSION: pca_version,
         "labels": labels,
         "classifier": {"reg_param": trained.reg_param, "iterations": trained.iterations},
     }
@@ -126,6 +141,8 @@ def classifier_evaluation(
     """Each evaluation image's prediction (evaluation split, or a hold-out the classifier never saw); accuracy,
     macro F1, recall and confusions."""
     fresh_spark(pyspark, "classifier_evaluation")
+    if PCA_VERSION in fruit_classifier.notes:
+        require_projected_by(reduced_features, fruit_classifier.notes[PCA_VERSION], "the classifier's PCA")
     roles = split_roles(settings, reduced_features)
     images = rows_with_role(reduced_features, roles, EVALUATE).drop(ROLE)
     predictions = score(fruit_classifier.model, images).persist()

@@ -31,7 +31,7 @@ from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
 from spark_code.image_files import read_image_files
-from spark_code.ml_models import ModelArtifact
+from spark_code.ml_models import VERSION, ModelArtifact
 from spark_code.pca import apply_pca, pca_k
 
 
@@ -105,10 +105,10 @@ def reduced_features(
     pca_model: ModelArtifact,
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
-    """Each image's embedding projected on the PCA components: path, label, split, pca_features[k]."""
+    """Each image's embedding projected on the PCA components: path, label, split, pca_features[k], pca_version."""
     fresh_spark(pyspark, "reduced_features")
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
-    reduced = apply_pca(pca_model.model, image_embeddings).persist()
+    reduced = apply_pca(pca_model.model, image_embeddings, pca_model.notes.get(VERSION)).persist()
     yield check_reduced_width(reduced, k)
     yield Output(reduced, metadata={"k": MetadataValue.int(k)})

@@ -1,5 +1,6 @@
+import numpy as np
 import pytest
-from dagster import AssetCheckResult, AssetKey, Output, build_asset_context, materialize
+from dagster import AssetCheckResult, AssetKey, DagsterEventType, Output, build_asset_context, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.assets.features import image_embeddings, reduced_features
@@ -7,8 +8,10 @@ from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.assets.models import pca_model
 from fruits_assets.definitions import all_assets
 from fruits_assets.resources import FruitsSettings
+from spark_code.ml_models import MismatchedModelsError
 from spark_code.parquet_store import read_arrow, read_classes
-from tests.conftest import WEIGHTS, copy_sample
+from spark_code.serving import FruitPredictor
+from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
 
@@ -35,7 +38,7 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
         [raw_images, image_embeddings],
         selection=[AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")],
         partition_key="Made Up",
-        resources=make_resources(generated_root, output_root),
+        resources=make_resources(generated_root, output_root, max_rejected_share=1.0),  # half bad on purpose
         instance=make_instance(["Kiwi", "Made Up"]),
         raise_on_error=False,
     )
@@ -75,13 +78,32 @@ def test_every_asset_over_a_range_of_real_classes(small_root, output_root):
     assert pca["cumulative_variance"].startswith("![cumulative explained variance](data:image/png;base64,")
     reduced = _table(output_root, "reduced_features")
     assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {8}
-    assert set(reduced.columns) == {"path", "label", "split", "pca_features"}
+    assert set(reduced.columns) == {"path", "label", "split", "pca_features", "pca_version"}
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert len(result.get_asset_check_evaluations()) == 4
+    assert len(result.get_asset_check_evaluations()) == 5
     evaluation = _metadata(result, "classifier_evaluation")
     assert evaluation["accuracy"] == 1.0 and evaluation["images"] == 12
     assert evaluation["confusion_matrix"].startswith("![confusion matrix](data:image/png;base64,")
     assert _metadata(result, "fruit_classifier")["classes"] == 3
+    photo = next((small_root / "Test" / "Kiwi").iterdir())
+    assert FruitPredictor(str(output_root)).predict(str(photo)).top[0][0] == "Kiwi"
+
+    # A run that stops once it has published a new PCA (here: the PCA alone, with another k) leaves it beside the
+    # previous classifier. Before: predicted from the mismatched pair, silently.
+    instance = make_instance(classes)
+    again = {"resources": make_resources(small_root, output_root, pca_k=5), "instance": instance}
+    assert materialize(all_assets, selection=[AssetKey("pca_model")], **again).success
+    with pytest.raises(MismatchedModelsError, match="trained on PCA version"):
+        FruitPredictor(str(output_root))
+    stale = materialize(all_assets, selection=[AssetKey("fruit_classifier")], raise_on_error=False, **again)
+    failure = next(e for e in stale.all_events if e.is_step_failure).step_failure_data.user_failure_data
+    assert "were not projected by the published PCA" in failure.description
+    assert not [e for e in stale.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    tags = {ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]}
+    selection = [AssetKey("reduced_features"), AssetKey("fruit_classifier")]
+    assert materialize(all_assets, selection=selection, tags=tags, **again).success
+    refreshed = FruitPredictor(str(output_root))
+    assert refreshed.components.shape[1] == 5 and refreshed.predict(str(photo)).top[0][0] == "Kiwi"
 
 
 def test_rematerializing_one_class_leaves_the_others_untouched(small_root, output_root, spark):
@@ -126,7 +148,9 @@ def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, outp
     settings = FruitsSettings(images_root=str(small_root), model_weights=str(WEIGHTS), pca_variance=0.9)
     fitted = pca_model(build_asset_context(), step_launcher=None, image_embeddings=embeddings, settings=settings)
     k = fitted.metadata["k"].value
-    assert 1 <= k < 20 and fitted.metadata["explained_variance"].value >= 0.9
+    training = np.array([row["features"] for row in embeddings.where("split = 'Training'").collect()])
+    expected_k, explained = numpy_pca_k(training, 0.9)
+    assert k == expected_k and fitted.metadata["explained_variance"].value == pytest.approx(explained, abs=1e-6)
     context = build_asset_context(partition_key="Kiwi", instance=make_instance(classes))
     kiwi = embeddings.where("label = 'Kiwi'")
     events = list(

@@ -4,13 +4,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from fruits_assets.cli import main
 from spark_code.parquet_store import read_arrow
 from spark_code.publish import current
-from tests.conftest import REAL_CLASSES
+from tests.conftest import REAL_CLASSES, numpy_pca_k
 from tests.images_factory import encoded, fruit_like
+
+
+def embeddings_table(summary: dict) -> pa.Table:
+    return read_arrow(summary["outputs"]["image_embeddings"])
 
 
 def test_main_job_on_three_classes_materializes_every_asset(trained_run):
@@ -19,7 +26,9 @@ def test_main_job_on_three_classes_materializes_every_asset(trained_run):
     assert summary["classes"] == 3
     assert summary["images_indexed"] == summary["images_featurized"] == 42
     assert summary["images_rejected"] == 0
-    assert 1 <= summary["pca_k"] <= 29 and summary["pca_explained_variance"] >= 0.95
+    training = embeddings_table(summary).filter(pc.equal(pc.field("split"), "Training"))
+    k, explained = numpy_pca_k(np.array(training.column("features").to_pylist()), 0.95)
+    assert summary["pca_k"] == k and summary["pca_explained_variance"] == pytest.approx(explained, abs=1e-6)
     assert summary["accuracy"] == 1.0 and summary["macro_f1"] == 1.0
     assert summary["checks"] == {
         "embeddings_are_1280_wide_without_nan": True,
@@ -28,7 +37,7 @@ def test_main_job_on_three_classes_materializes_every_asset(trained_run):
         "reduced_width_equals_k": True,
         "accuracy_above_floor": True,
     }
-    embeddings = read_arrow(summary["outputs"]["image_embeddings"])
+    embeddings = embeddings_table(summary)
     assert sorted(set(embeddings.column("label").to_pylist())) == REAL_CLASSES
     assert {len(v) for v in embeddings.column("features").to_pylist()} == {1280}
     reduced = read_arrow(summary["outputs"]["reduced_features"])

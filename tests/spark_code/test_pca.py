@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code.pca import apply_pca, choose_k, fit_pca, pca_k
+from spark_code.pca import apply_pca, choose_k, classes_not_projected_by, fit_pca, pca_k
 from spark_code.settings import EMBEDDING_WIDTH
 
 
@@ -45,12 +45,26 @@ def test_k_follows_the_explained_variance(low_rank_embeddings):
 
 def test_reduced_width_equals_k(low_rank_embeddings):
     fit = fit_pca(training(low_rank_embeddings), k=4)
-    reduced = apply_pca(fit.model, low_rank_embeddings)
+    reduced = apply_pca(fit.model, low_rank_embeddings, "v1")
     assert fit.k == pca_k(fit.model) == 4
-    assert reduced.columns == ["path", "label", "split", "pca_features"]
+    assert reduced.columns == ["path", "label", "split", "pca_features", "pca_version"]
     widths = {r[0] for r in reduced.select(F.size("pca_features")).distinct().collect()}
     assert widths == {4}
     assert reduced.count() == 330
+    assert classes_not_projected_by(reduced, "v1") == []
+
+
+def test_classes_projected_by_another_pca_are_named(low_rank_embeddings):
+    """A classifier must not mix features of two PCAs (a run stopped between the PCA and the reduced features)."""
+    fit = fit_pca(training(low_rank_embeddings), k=2)
+    labels = sorted(row[0] for row in low_rank_embeddings.select("label").distinct().collect())
+    old = apply_pca(fit.model, low_rank_embeddings.where(F.col("label") == labels[0]), "old")
+    new = apply_pca(fit.model, low_rank_embeddings.where(F.col("label") != labels[0]), "new")
+    mixed = old.unionByName(new)
+    assert classes_not_projected_by(mixed, "new") == [labels[0]]
+    assert classes_not_projected_by(mixed, "old") == labels[1:]
+    assert classes_not_projected_by(mixed.drop("pca_version"), "new") == labels
+    assert classes_not_projected_by(apply_pca(fit.model, low_rank_embeddings, None), None) == []
 
 
 def test_spectrum_does_not_depend_on_how_rows_are_spread_over_partitions(spark):
@@ -84,4 +98,4 @@ def test_k_is_capped_by_the_rank_of_few_training_rows(low_rank_embeddings):
     fixed = fit_pca(few, k=50)
     assert (fixed.k, fixed.requested_k, fixed.training_rows) == (3, 50, 4)
     assert fit_pca(few, target_variance=1.0).k <= 3
-    assert {len(r[0]) for r in apply_pca(fixed.model, few).select("pca_features").collect()} == {3}
+    assert {len(r[0]) for r in apply_pca(fixed.model, few, "v2").select("pca_features").collect()} == {3}
