@@ -30,7 +30,9 @@ def add_emr_parser(commands: argparse._SubParsersAction) -> None:
     )
     cluster.add_argument("--no-wait", action="store_true", help="return without waiting for the new state")
     emr.add_parser(
-        "setup", parents=[common, bucket], help="once per account: the bucket (private, encrypted) and IAM roles"
+        "setup",
+        parents=[common, bucket],
+        help="once per account, and again after editing emr_config/: the bucket (private, encrypted) and IAM roles",
     )
     up = emr.add_parser("up", parents=[common, bucket], help="upload the bootstrap files and start a cluster")
     up.add_argument("--name", default="fruits", help="cluster name (default fruits)")
@@ -94,7 +96,7 @@ def run_emr(args: argparse.Namespace) -> int:
         else:
             emr_cluster.cluster_down(session, args.cluster_id, wait=not args.no_wait)
             result = emr_cluster.cluster_status(session, args.cluster_id)
-    except (ClientError, BotoCoreError, WaiterError, Boto3Error) as exc:
+    except (ClientError, BotoCoreError, WaiterError, Boto3Error, emr_cluster.SetupConflict) as exc:
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 1
     _print(args, result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ SERVICE_ROLE = "fruits-emr-service-role"
 INSTANCE_ROLE = "fruits-emr-instance-role"
 INSTANCE_PROFILE = "fruits-emr-instance-profile"
 LAUNCHER_POLICY = "fruits-launcher"
+MAX_POLICY_VERSIONS = 5
+"""IAM keeps at most this many versions of a managed policy."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,24 @@ def cluster_request(parameters: ClusterParameters) -> dict[str, Any]:
     return request
 
 
-def _ignore_existing(call, *codes: str) -> None:
-    """Run an AWS call that creates something; "already exists" means a previous setup did it."""
+class SetupConflict(RuntimeError):
+    """Something setup would have to take from someone else: it stops and says what, rather than take it."""
+
+
+def _ignore_existing(call, *codes: str) -> bool:
+    """Run an AWS call that creates something; "already exists" means a previous setup did it. True if it created."""
     try:
         call()
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in codes:
             raise
+        return False
+    return True
+
+
+def _document(value: Any) -> Any:
+    """A policy document as IAM returns it (botocore decodes it; raw responses hold URL-encoded JSON)."""
+    return json.loads(urllib.parse.unquote(value)) if isinstance(value, str) else value
 
 
 def setup_bucket(session: boto3.session.Session, bucket: str) -> None:
@@ -86,8 +100,72 @@ def setup_bucket(session: boto3.session.Session, bucket: str) -> None:
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(settings["Policy"]))
 
 
+def _setup_role(iam, role: str, trust: dict[str, Any]) -> None:
+    """Create the role, or bring an existing one's trust policy to the reviewed document."""
+    document = json.dumps(trust)
+    if _ignore_existing(
+        lambda: iam.create_role(RoleName=role, AssumeRolePolicyDocument=document), "EntityAlreadyExists"
+    ):
+        return
+    if _document(iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]) != trust:
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=document)
+
+
+def _profile_roles(iam) -> list[str]:
+    profile = iam.get_instance_profile(InstanceProfileName=INSTANCE_PROFILE)["InstanceProfile"]
+    return [role["RoleName"] for role in profile["Roles"]]
+
+
+def _setup_instance_profile(iam) -> None:
+    """The nodes' instance profile holding the nodes' role. A profile holds one role: one holding another role is
+    reported, never taken over (whatever runs with that profile would lose its rights)."""
+    created = _ignore_existing(
+        lambda: iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE), "EntityAlreadyExists"
+    )
+    held = [] if created else _profile_roles(iam)
+    if not held:
+        added = _ignore_existing(
+            lambda: iam.add_role_to_instance_profile(InstanceProfileName=INSTANCE_PROFILE, RoleName=INSTANCE_ROLE),
+            "LimitExceeded",
+        )
+        if added:
+            return
+        held = _profile_roles(iam)  # LimitExceeded: the profile holds a role we did not see (yet)
+    if held != [INSTANCE_ROLE]:
+        raise SetupConflict(
+            f"instance profile {INSTANCE_PROFILE} already holds role {', '.join(held) or '(not visible yet)'}, "
+            f"not {INSTANCE_ROLE}: if nothing uses the profile, remove that role "
+            f"(aws iam remove-role-from-instance-profile --instance-profile-name {INSTANCE_PROFILE} "
+            f"--role-name {held[0] if held else '<role>'}) and run setup again"
+        )
+
+
+def _setup_managed_policy(iam, arn: str, name: str, document: dict[str, Any]) -> str:
+    """Create the policy, or publish the reviewed document as its new default version if it differs from the
+    default one. IAM keeps at most 5 versions: the oldest that is not the default goes first. Returns the default
+    version's id."""
+    text = json.dumps(document)
+    try:
+        return iam.create_policy(PolicyName=name, PolicyDocument=text)["Policy"]["DefaultVersionId"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+    default = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    current = iam.get_policy_version(PolicyArn=arn, VersionId=default)["PolicyVersion"]["Document"]
+    if _document(current) == document:
+        return default
+    versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+    if len(versions) >= MAX_POLICY_VERSIONS:
+        older = [v for v in versions if not v["IsDefaultVersion"]]
+        oldest = min(older, key=lambda v: (v["CreateDate"], int(v["VersionId"].lstrip("v"))))
+        iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
+    created = iam.create_policy_version(PolicyArn=arn, PolicyDocument=text, SetAsDefault=True)
+    return created["PolicyVersion"]["VersionId"]
+
+
 def setup_iam(session: boto3.session.Session, bucket: str) -> dict[str, str]:
-    """Create the EMR service role, the nodes' instance profile and the launcher's policy; returns their ARNs."""
+    """Create the EMR service role, the nodes' instance profile and the launcher's policy, or bring them to the
+    documents of `emr_config/iam/`; returns their ARNs and the launcher policy's default version."""
     iam = session.client("iam")
     values = {
         "bucket": bucket,
@@ -96,11 +174,7 @@ def setup_iam(session: boto3.session.Session, bucket: str) -> dict[str, str]:
     }
     roles = {SERVICE_ROLE: "emr-service-role.trust.json", INSTANCE_ROLE: "instance-role.trust.json"}
     for role, trust in roles.items():
-        document = json.dumps(render_document(f"iam/{trust}", **values))
-        _ignore_existing(
-            lambda role=role, document=document: iam.create_role(RoleName=role, AssumeRolePolicyDocument=document),
-            "EntityAlreadyExists",
-        )
+        _setup_role(iam, role, render_document(f"iam/{trust}", **values))
     for role, arns in render_document("iam/managed-policies.json").items():
         for arn in arns:
             iam.attach_role_policy(RoleName=role, PolicyArn=arn)
@@ -109,21 +183,17 @@ def setup_iam(session: boto3.session.Session, bucket: str) -> dict[str, str]:
         PolicyName="fruits-data",
         PolicyDocument=json.dumps(render_document("iam/instance-role.policy.json", **values)),
     )
-    _ignore_existing(lambda: iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE), "EntityAlreadyExists")
-    _ignore_existing(
-        lambda: iam.add_role_to_instance_profile(InstanceProfileName=INSTANCE_PROFILE, RoleName=INSTANCE_ROLE),
-        "LimitExceeded",
-    )
-    launcher = json.dumps(render_document("iam/launcher.policy.json", **values))
-    _ignore_existing(
-        lambda: iam.create_policy(PolicyName=LAUNCHER_POLICY, PolicyDocument=launcher), "EntityAlreadyExists"
-    )
     account = values["account_id"]
+    launcher_arn = f"arn:aws:iam::{account}:policy/{LAUNCHER_POLICY}"
+    launcher = render_document("iam/launcher.policy.json", **values)
+    version = _setup_managed_policy(iam, launcher_arn, LAUNCHER_POLICY, launcher)
+    _setup_instance_profile(iam)  # last: a conflict there leaves everything else up to date
     return {
         "service_role": f"arn:aws:iam::{account}:role/{SERVICE_ROLE}",
         "instance_role": f"arn:aws:iam::{account}:role/{INSTANCE_ROLE}",
         "instance_profile": f"arn:aws:iam::{account}:instance-profile/{INSTANCE_PROFILE}",
-        "launcher_policy": f"arn:aws:iam::{account}:policy/{LAUNCHER_POLICY}",
+        "launcher_policy": launcher_arn,
+        "launcher_policy_version": version,
     }
 
 

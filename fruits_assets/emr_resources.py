@@ -8,9 +8,11 @@ Credentials are never passed along: on EMR the nodes' instance profile provides 
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +64,37 @@ def remote_env() -> dict[str, str]:
     return {**env, "DAGSTER_DEPLOYMENT": "prod"}
 
 
+CODE_PACKAGE_PREFIX = "fruits-emr-code-"
+_code_package: tuple[int, str] | None = None
+"""This process's copy of the packages: (process id, folder)."""
+_code_package_lock = threading.Lock()
+
+
+def _remove_code_package(pid: int, folder: str) -> None:
+    if os.getpid() == pid:  # a forked child inherits the exit handler, not the folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def code_package() -> str:
     """A folder holding only the project's packages, for the launcher to zip: the repository root also holds
-    virtual environments and outputs that must not travel with every step."""
+    virtual environments and outputs that must not travel with every step.
+
+    One copy per process, whatever number of times the prod resources are built, removed when the process exits
+    (the launcher zips it at each step launch, so it must live as long as the process)."""
+    global _code_package
     source = Path(__file__).resolve().parents[1]
     if not (source / PACKAGES[0]).is_dir():
         return str(source)  # imported from the shipped zip, i.e. on the cluster, where nothing is launched
-    target = Path(tempfile.mkdtemp(prefix="fruits-emr-code-"))
-    for package in PACKAGES:
-        shutil.copytree(source / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return str(target)
+    with _code_package_lock:
+        if _code_package and _code_package[0] == os.getpid() and Path(_code_package[1]).is_dir():
+            return _code_package[1]
+        target = Path(tempfile.mkdtemp(prefix=CODE_PACKAGE_PREFIX))
+        atexit.register(_remove_code_package, os.getpid(), str(target))
+        for package in PACKAGES:
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(source / package, target / package, ignore=ignore)
+        _code_package = (os.getpid(), str(target))
+        return str(target)
 
 
 def _typed(value: str, config_type: Any) -> object:

@@ -1,13 +1,21 @@
 """The IAM documents grant only what the pipeline uses, on the project's bucket and prefixes; the bucket is private."""
 
+import fnmatch
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import boto3
 import pytest
 
 from fruits_assets import emr_cli
 from fruits_assets.cli import main
-from fruits_assets.emr_cluster import EMR_CONFIG, render_document
+from fruits_assets.emr_cluster import EMR_CONFIG, INSTANCE_PROFILE, INSTANCE_ROLE, render_document
+from tests.conftest import WEIGHTS
+from tests.fruits_assets.test_emr_step_launcher import CLASS, LAUNCH, moto_step
 
 VALUES = {"bucket": "fruits-bucket", "account_id": "123456789012", "region": "eu-west-1"}
 PREFIXES = ("images/", "outputs/", "staging/", "code/", "models/", "logs/")
@@ -103,30 +111,169 @@ def test_bucket_settings_block_public_access_and_encrypt():
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-EMR_OPERATIONS_OF_THE_STEP_LAUNCHER = {"AddJobFlowSteps", "DescribeStep", "DescribeCluster"}
-"""dagster-aws's EmrJobRunner: add_job_flow_steps, then describe_step (and describe_cluster while PENDING)."""
+RECORDED_PARAMETERS = ("Bucket", "Key", "Prefix", "ClusterId", "JobFlowId", "ServiceRole", "JobFlowRole")
+RECORDER = """
+import json, os
+import botocore.handlers
+
+def _record(params, model, **_):
+    call = {"service": model.service_model.service_name, "operation": model.name}
+    call.update({name: params[name] for name in RECORDED_PARAMETERS if isinstance(params.get(name), str)})
+    with open(os.environ["RECORD_AWS_CALLS_TO"], "a") as calls:
+        calls.write(json.dumps(call) + "\\n")
+
+botocore.handlers.BUILTIN_HANDLERS.append(("before-parameter-build", _record))
+""".replace("RECORDED_PARAMETERS", repr(RECORDED_PARAMETERS))
+"""A `sitecustomize` for the launching process and the step processes it spawns: every botocore session there writes
+each API call it makes, with the parameters that name what it acts on, to $RECORD_AWS_CALLS_TO."""
+
+S3_ACTIONS = {
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "ListObjects": "s3:ListBucket",
+    "ListObjectsV2": "s3:ListBucket",
+    "GetBucketLocation": "s3:GetBucketLocation",
+}
+"""The IAM action each S3 operation needs (https://docs.aws.amazon.com/AmazonS3/latest/API/API_Operations.html)."""
 
 
-def test_launcher_policy_covers_exactly_the_emr_calls_made(aws, monkeypatch, capsys):
-    """Record every EMR API call `fruits emr up/status/down` makes against the loopback server; together with the
-    step launcher's calls they must be exactly the EMR actions the launcher policy grants."""
-    called: set[str] = set()
+def required_permissions(call: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """(action, resource, condition keys) that IAM checks for a recorded call."""
+    account, region = VALUES["account_id"], VALUES["region"]
+    operation = call["operation"]
+    if call["service"] == "emr":
+        cluster = call.get("ClusterId") or call.get("JobFlowId") or "*"
+        needed = [
+            (f"elasticmapreduce:{operation}", f"arn:aws:elasticmapreduce:{region}:{account}:cluster/{cluster}", {})
+        ]
+        if operation == "RunJobFlow":  # the roles handed to EMR: the service role, the instance profile's role
+            roles = {
+                call["ServiceRole"],
+                {INSTANCE_PROFILE: INSTANCE_ROLE}.get(call["JobFlowRole"], call["JobFlowRole"]),
+            }
+            needed += [("iam:PassRole", f"arn:aws:iam::{account}:role/{role}", {}) for role in sorted(roles)]
+        return needed
+    assert call["service"] == "s3", f"a call the policy test does not know: {call}"
+    assert operation in S3_ACTIONS, f"map the S3 operation {operation} to its IAM action in S3_ACTIONS"
+    action, bucket = S3_ACTIONS[operation], f"arn:aws:s3:::{call['Bucket']}"
+    if "Key" in call:
+        return [(action, f"{bucket}/{call['Key']}", {})]
+    return [(action, bucket, {"s3:prefix": call["Prefix"]} if "Prefix" in call else {})]
+
+
+def allows(document: dict, action: str, resource: str, context: dict[str, str]) -> bool:
+    """IAM's evaluation for documents that only allow: a statement matches the action, the resource and every
+    condition (a condition on a key the request does not carry does not match)."""
+    for statement in statements(document):
+        if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in as_list(statement["Resource"])):
+            continue
+        matched = True
+        for operator, tests in statement.get("Condition", {}).items():
+            assert operator in ("StringLike", "StringEquals"), f"teach allows() the condition {operator}"
+            for key, expected in tests.items():
+                value = context.get(key)
+                match = fnmatch.fnmatchcase if operator == "StringLike" else str.__eq__
+                matched &= value is not None and any(match(value, pattern) for pattern in as_list(expected))
+        if matched:
+            return True
+    return False
+
+
+def read_calls(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def launch_one_step(tmp_path: Path, cluster_id: str, calls: Path) -> tuple[str, list[Path]]:
+    """The prod launching process (dagster-aws's step launcher) for one class, recording its AWS calls. The test
+    plays an EMR cluster that never runs the step: PENDING until the launcher has looked, then COMPLETED. Returns
+    the launcher's output and the copies of the code package left in its temporary folder."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(RECORDER)
+    dagster_home, temp = tmp_path / "dagster_home", tmp_path / "tmp"
+    dagster_home.mkdir()
+    temp.mkdir()
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("FRUITS_", "DAGSTER_"))},
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "RECORD_AWS_CALLS_TO": str(calls),
+        "TMPDIR": str(temp),
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_DEPLOYMENT": "prod",
+        "FRUITS_S3_BUCKET": VALUES["bucket"],
+        "FRUITS_EMR_CLUSTER_ID": cluster_id,
+        "FRUITS_IMAGES_ROOT": str(tmp_path / "images"),
+        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
+        "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
+        "FRUITS_MODEL_ALPHA": "0.35",
+    }
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, CLASS], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    emr = boto3.client("emr")
+    deadline = time.monotonic() + 240
+    step_id = None
+    while launcher.poll() is None and time.monotonic() < deadline:
+        if step_id is None:
+            steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+            if steps:
+                (step,) = steps
+                step_id = step["Id"]
+                moto_step(cluster_id, step_id).state = "PENDING"
+        elif any(call["operation"] == "DescribeCluster" for call in read_calls(calls)):
+            moto_step(cluster_id, step_id).state = "COMPLETED"
+        time.sleep(1)
+    if launcher.poll() is None:
+        launcher.kill()
+    output = launcher.communicate()[0]
+    assert step_id is not None, output[-3000:]
+    return output, sorted(temp.glob("fruits-emr-code-*"))
+
+
+def test_launcher_policy_allows_every_call_of_the_cli_and_the_step_launcher(aws, monkeypatch, capsys, tmp_path):
+    """Record every AWS call that `fruits emr up/status/down` and dagster-aws's step launcher make against the
+    loopback server: the launcher policy allows each of them, and grants no EMR action that none of them uses."""
+    cli_calls: list[dict] = []
     real_session = emr_cli._session
+
+    def record(params, model, **_):
+        call = {"service": model.service_model.service_name, "operation": model.name}
+        cli_calls.append({**call, **{k: params[k] for k in RECORDED_PARAMETERS if isinstance(params.get(k), str)}})
 
     def recording_session(args):
         session = real_session(args)
-        session.events.register(
-            "before-call.emr", lambda model, **_: called.add(model.name), unique_id="record-emr-calls"
-        )
+        session.events.register("before-parameter-build", record, unique_id="record-aws-calls")
         return session
 
     monkeypatch.setattr(emr_cli, "_session", recording_session)
-    bucket = "fruits-policy-test"
+    bucket = VALUES["bucket"]
     boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     assert main(["emr", "up", "--bucket", bucket, "--json"]) == 0
     cluster_id = json.loads(capsys.readouterr().out)["id"]
     assert main(["emr", "status", cluster_id]) == 0
+
+    launcher_calls = tmp_path / "launcher-calls.jsonl"
+    output, code_copies = launch_one_step(tmp_path, cluster_id, launcher_calls)
+    step_calls = read_calls(launcher_calls)
+    staged = {call.get("Key", "").rsplit("/", 1)[-1] for call in step_calls if call["operation"] == "PutObject"}
+    assert {"emr_step_main.py", "code.zip", "step_run_ref.pkl"} <= staged, output[-3000:]
+    assert {"AddJobFlowSteps", "DescribeStep", "DescribeCluster", "GetObject"} <= {c["operation"] for c in step_calls}
+
     assert main(["emr", "down", cluster_id]) == 0
-    used = {f"elasticmapreduce:{name}" for name in called | EMR_OPERATIONS_OF_THE_STEP_LAUNCHER}
+    document = render_document("iam/launcher.policy.json", **VALUES)
+    used = set()
+    for call in cli_calls + step_calls:
+        for action, resource, context in required_permissions(call):
+            assert allows(document, action, resource, context), f"{call} needs {action} on {resource} {context}"
+            used.add(action)
     granted = {a for a in allowed_actions("iam/launcher.policy.json") if a.startswith("elasticmapreduce:")}
-    assert used == granted
+    assert {a for a in used if a.startswith("elasticmapreduce:")} == granted
+    # The launching process and its step process each zipped a copy of the packages, and removed it at exit.
+    assert code_copies == [], "a copy of the code package outlived its process"

@@ -215,3 +215,40 @@ def test_a_step_that_raises_fails_the_run_with_its_error(prod):
     assert "MobileNetV2 weights file not found: /nonexistent/mobilenet.h5" in output, failure
     with DagsterInstance.from_config(str(prod["home"])) as instance:
         assert instance.get_run_by_id(run_id_of(output)).status == DagsterRunStatus.FAILURE
+
+
+BUILD_PROD_RESOURCES = """
+import sys, tempfile
+from pathlib import Path
+from fruits_assets.definitions import resources_for
+from fruits_assets.emr_resources import code_package
+
+for _ in range(4):
+    resources_for("prod")
+packages = sorted({code_package() for _ in range(3)})
+for package in packages:
+    assert (Path(package) / "fruits_assets" / "__init__.py").is_file() and (Path(package) / "spark_code").is_dir()
+print(len(list(Path(tempfile.gettempdir()).glob("fruits-emr-code-*"))), *packages)
+"""
+
+
+def test_building_the_prod_resources_again_leaves_no_code_folder_behind(tmp_path):
+    """The launcher zips a copy of the project's packages: one per process, gone when the process ends."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith(("FRUITS_", "DAGSTER_"))},
+        "TMPDIR": str(temp),
+        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_DEPLOYMENT": "prod",
+        "FRUITS_S3_BUCKET": BUCKET,
+        "FRUITS_EMR_CLUSTER_ID": "j-NOTUSEDHERE",
+    }
+    built = subprocess.run(
+        [sys.executable, "-c", BUILD_PROD_RESOURCES], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    while_running, *packages = built.stdout.split()
+    assert len(packages) == 1 and Path(packages[0]).parent == temp, packages
+    assert int(while_running) == 1  # definitions loaded and the resources built 5 times: one copy
+    assert not any(temp.glob("fruits-emr-code-*")), "the copy outlived its process"
