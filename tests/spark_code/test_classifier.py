@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_code.classifier import (
     ClassifierSettings,
     DegenerateClassifierError,
     NotEnoughClassesError,
+    TrainedClassifier,
     evaluate,
     labels_of,
     score,
@@ -91,3 +94,81 @@ def test_folds_are_never_empty_and_hold_every_class_of_two_photos(spark):
     assert {fold for values in folds.values() for fold in values} == {0, 1}
     assert folds[0.0] != folds[1.0]  # two classes of one photo land in different folds
     assert sorted(folds[2.0]) == [0, 1] and sorted(folds[3.0]).count(0) in (3, 4)
+
+
+# Data where the penalty matters (the clusters above are told apart by any penalty). Spark's L2 penalty acts on the
+# raw features: a strong one cannot give the large weight a fine-scaled feature needs (underfit); a weak one lets
+# few rows in many noisy dimensions be fitted exactly (overfit). Validation must see both, and held-out data made
+# the same way (200 rows per class, never seen by the search) confirms each choice.
+
+
+def _generated(spark, seed: int, train_rows: int, features) -> DataFrame:
+    """Classes A, B, C (index c = 0, 1, 2) with `features(rng, c)` as pca_features; train_rows Training rows and 200
+    Test rows per class."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"file:/{name}/{i}.jpg", name, "Training" if i < train_rows else "Test", features(rng, c))
+        for c, name in enumerate(["A", "B", "C"])
+        for i in range(train_rows + 200)
+    ]
+    return spark.createDataFrame(rows, "path string, label string, split string, pca_features array<float>")
+
+
+def _held_out(trained: TrainedClassifier, rows: DataFrame) -> tuple[float, float]:
+    """Log-loss and accuracy on the Test rows, computed here from the model's probabilities."""
+    test = rows.where("split = 'Test'").withColumn("pca_vector", array_to_vector("pca_features"))
+    out = trained.model.transform(test).select("label_index", vector_to_array("probability").alias("p")).collect()
+    truth = np.array([int(r["label_index"]) for r in out])
+    probabilities = np.array([r["p"] for r in out])
+    log_loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-15, 1.0)))
+    return float(log_loss), float(np.mean(probabilities.argmax(axis=1) == truth))
+
+
+def _chosen_and_fixed(rows: DataFrame, grid: tuple[float, float], bad: float):
+    chosen = train_classifier(with_roles(rows, ROLES), ClassifierSettings(reg_params=grid))
+    fixed = train_classifier(with_roles(rows, ROLES), ClassifierSettings(reg_params=(bad,)))
+    return chosen, _held_out(chosen, rows), _held_out(fixed, rows)
+
+
+@pytest.fixture(scope="module")
+def underfit(spark):
+    """One fine feature (class means 0.2 apart, sd 0.05: a weight near 100 separates the classes), one coarse weak
+    feature (means 1 apart, sd 2) and one of noise; 60 training rows per class. A penalty of 1e-2 leans on the
+    coarse feature."""
+
+    def features(rng, c):
+        return np.float32([(c - 1) * 0.2 + rng.normal(0, 0.05), (c - 1) + rng.normal(0, 2), rng.normal()]).tolist()
+
+    return _chosen_and_fixed(_generated(spark, 21, 60, features), (1e-2, 1e-4), bad=1e-2)
+
+
+@pytest.fixture(scope="module")
+def overfit(spark):
+    """40 dimensions of noise (sd 0.15), one of them shifted by 0.225 per class; 10 training rows per class: with
+    1e-6 the fit separates the training rows through the noise and is confidently wrong on new ones."""
+
+    def features(rng, c):
+        x = rng.normal(0, 1, 40)
+        x[0] += (c - 1) * 1.5
+        return np.float32(0.15 * x).tolist()
+
+    return _chosen_and_fixed(_generated(spark, 22, 10, features), (1e-2, 1e-6), bad=1e-6)
+
+
+def test_validation_picks_the_weak_penalty_where_a_strong_one_underfits(underfit):
+    chosen, (loss, accuracy), (bad_loss, bad_accuracy) = underfit
+    assert chosen.reg_param == 1e-4
+    assert chosen.validation_metric[1e-2] > chosen.validation_metric[1e-4] + 0.3
+    # Only the strong penalty allowed: clearly worse on held-out rows, in log-loss and in accuracy.
+    assert loss < 0.3 < bad_loss - 0.2
+    assert accuracy > 0.9 and accuracy > bad_accuracy + 0.1
+
+
+def test_validation_picks_the_strong_penalty_where_a_weak_one_overfits(overfit):
+    chosen, (loss, accuracy), (bad_loss, bad_accuracy) = overfit
+    assert chosen.reg_param == 1e-2
+    assert chosen.validation_metric[1e-6] > chosen.validation_metric[1e-2] + 0.4
+    # Better than answering 1/3 for every class (log-loss ln 3), unlike the weak penalty alone: its held-out
+    # log-loss is far worse (overconfident), its accuracy no better.
+    assert loss < np.log(3) < bad_loss - 0.5
+    assert bad_accuracy <= accuracy + 0.05
