@@ -167,7 +167,11 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return QUALITY_GATE_EXIT
-    return 0 if summary["success"] else 1
+    if not summary["success"]:
+        failed = ", ".join(name for name, passed in summary["checks"].items() if not passed)
+        print(f"fruits: run failed: {summary['error'] or 'failed check(s) ' + failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _facts_lines(label: str) -> list[str]:

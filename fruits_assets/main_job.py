@@ -90,13 +90,18 @@ def _skipped(result: ExecuteInProcessResult) -> dict[str, str]:
     return found
 
 
-def _first_error(result: ExecuteInProcessResult) -> str | None:
+def _first_error(result: ExecuteInProcessResult, failed_checks: set[str]) -> str | None:
+    """The first failed step and why, in one line a person can act on."""
     for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
-            # A Failure raised on purpose: its description is written for a person.
-            return f"{event.step_key}: {event.step_failure_data.user_failure_data.description}"
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
+        if not (event.is_step_failure and event.step_failure_data):
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data:  # a Failure raised on purpose: its description is written for a person
+            return f"{event.step_key}: {data.user_failure_data.description}"
+        if data.error and data.error.cls_name == "DagsterAssetCheckFailedError":
+            return f"{event.step_key}: blocking check failed: {', '.join(sorted(failed_checks))}"
+        if data.error:
+            error = data.error
             while error.cause is not None:
                 error = error.cause
             # Spark wraps Python worker errors with their traceback: the last line is the actual exception.
@@ -153,6 +158,6 @@ def run_main_job(
         output_root=root,
         outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
         checks=checks,
-        error=_first_error(result),
+        error=_first_error(result, failed_checks),
         quality_gate_failed=result.success and failed_checks == {ACCURACY_CHECK.name},
     )

@@ -27,16 +27,19 @@ REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def driver_command(images_root: Path, output_root: Path, classes: list[str], *assets: str) -> list[str]:
+def driver_command(
+    images_root: Path, output_root: Path, classes: list[str], *assets: str, hang_after: tuple[str, Path] | None = None
+) -> list[str]:
     """`tests/materialize_driver.py` as a command: a Spark driver in its own process (run it with cwd=REPO)."""
     command = [sys.executable, "-m", "tests.materialize_driver", str(images_root), str(output_root), *classes]
-    return [*command, "--assets", *assets] if assets else command
+    command += ["--assets", *assets] if assets else []
+    return command + (["--hang-after-publishing", hang_after[0], str(hang_after[1])] if hang_after else [])
 
 
 @pytest.fixture(scope="session")
 def shared_root() -> Path:
     if not (FRUITS_360 / "Training").is_dir() or not WEIGHTS.is_file():
-        pytest.fail(f"the shared sample and weights must be at {SHARED} (see DEVELOPERS.md)")
+        pytest.fail(f"the shared sample and weights must be at {SHARED}, beside the repository (see the README)")
     return FRUITS_360
 
 

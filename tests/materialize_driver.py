@@ -1,6 +1,10 @@
 """A Spark driver in its own process for fault tests: materialize some assets for some classes, print a JSON line.
 
     python -m tests.materialize_driver IMAGES_ROOT OUTPUT_ROOT CLASS [CLASS ...] [--assets raw_images ...]
+        [--hang-after-publishing ASSET MARKER_FILE]
+
+With --hang-after-publishing, the driver writes MARKER_FILE once ASSET's output is published, then hangs, so that a
+test can kill it at exactly that point (between two outputs of one step, for example).
 
 The Dagster instance is DAGSTER_HOME's when set (event log and compute logs on disk), else an ephemeral one; Spark
 is `fruits_assets.resources.local_spark()` (FRUITS_SPARK_MASTER, FRUITS_SPARK_CONF).
@@ -12,18 +16,34 @@ import argparse
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, OutputContext, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.definitions import resources_for
+from fruits_assets.io_managers import ClassParquetIOManager
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 
 ASSETS = {"raw_images": [raw_images], "image_embeddings": [image_embeddings]}
 KEYS = {"raw_images": ["raw_images"], "image_embeddings": ["image_embeddings", "rejected_images"]}
+
+
+def _hang_after_publishing(asset: str, marker: str) -> None:
+    """Make the class IO manager write `marker` and hang once it has published `asset` (this process only)."""
+    publish = ClassParquetIOManager.handle_output
+
+    def handle_output(self: ClassParquetIOManager, context: OutputContext, obj: object) -> None:
+        publish(self, context, obj)
+        if context.asset_key.path[-1] == asset:
+            Path(marker).write_text("published")
+            time.sleep(3600)
+
+    ClassParquetIOManager.handle_output = handle_output
 
 
 def main(argv: list[str]) -> int:
@@ -32,7 +52,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("output_root")
     parser.add_argument("classes", nargs="+")
     parser.add_argument("--assets", nargs="+", default=["raw_images", "image_embeddings"], choices=sorted(ASSETS))
+    parser.add_argument("--hang-after-publishing", nargs=2, metavar=("ASSET", "MARKER_FILE"))
     args = parser.parse_args(argv)
+    if args.hang_after_publishing:
+        _hang_after_publishing(*args.hang_after_publishing)
     settings = FruitsSettings(
         images_root=args.images_root,
         model_weights=os.environ["FRUITS_MODEL_WEIGHTS"],

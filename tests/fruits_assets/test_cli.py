@@ -9,11 +9,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fruits_assets.cli import main
+from fruits_assets.cli import _summary_lines, main
+from spark_code.embeddings import build_embedder
+from spark_code.images import preprocess
 from spark_code.parquet_store import read_arrow
 from spark_code.publish import current
-from tests.conftest import REAL_CLASSES, numpy_pca_k
-from tests.images_factory import encoded, fruit_like
+from spark_code.settings import ModelSettings
+from tests.conftest import REAL_CLASSES, WEIGHTS, copy_sample, numpy_pca_k
+from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files
 
 
 def embeddings_table(summary: dict) -> pa.Table:
@@ -47,7 +50,7 @@ def test_main_job_on_three_classes_materializes_every_asset(trained_run):
         assert (published / "metadata").is_dir() and (published / "notes.json").is_file()
 
 
-def test_predict_names_the_fruit_and_tells_about_it(trained_run, small_root, tmp_path, capsys):
+def test_predict_names_the_fruit_and_tells_about_it(trained_run, small_root, tmp_path, capsys, monkeypatch):
     photos = [str(next((small_root / "Test" / name).iterdir())) for name in ("Banana", "Kiwi")]
     alpha = tmp_path / "alpha.png"
     alpha.write_bytes(encoded(fruit_like(seed=2).convert("RGBA"), "PNG"))
@@ -61,6 +64,14 @@ def test_predict_names_the_fruit_and_tells_about_it(trained_run, small_root, tmp
     code = main(["predict", photos[1], "--output-root", str(trained_run[1])])
     out = capsys.readouterr().out
     assert code == 0 and out.startswith(f"{photos[1]}: Kiwi (") and "Actinidiaceae" in out
+
+    # The default output root, ./fruits-output, and --top
+    (tmp_path / "fruits-output").symlink_to(trained_run[1])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FRUITS_OUTPUT_ROOT", raising=False)
+    assert main(["predict", photos[0], "--top", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [entry["label"] for entry in answer["top"]][:1] == ["Banana"] and len(answer["top"]) == 2
 
 
 def test_predict_answers_the_good_photos_and_fails_on_bad_ones(trained_run, small_root, tmp_path, capsys):
@@ -86,15 +97,23 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
             "--classes",
             "Kiwi",
             "Banana",
-            "--pca-k",
-            "5",
+            "--pca-max-k",
+            "3",
+            "--no-flip-average",
         ]
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "fruits run succeeded" in out and re.search(r"\n  classes: +2\n", out) and "k=5," in out
-    labels = read_arrow(str(output_root / "reduced_features")).column("label")
-    assert sorted(set(labels.to_pylist())) == ["Banana", "Kiwi"]
+    assert "fruits run succeeded" in out and re.search(r"\n  classes: +2\n", out) and "k=3," in out
+    embeddings = read_arrow(str(output_root / "image_embeddings"))
+    assert sorted(set(embeddings.column("label").to_pylist())) == ["Banana", "Kiwi"]
+    training = embeddings.filter(pc.equal(pc.field("split"), "Training"))
+    assert numpy_pca_k(np.array(training.column("features").to_pylist()), 0.95, max_k=3)[0] == 3
+    # --no-flip-average: each photo's features are the model's on the photo alone, not averaged with its mirror
+    first = embeddings.slice(0, 1).to_pylist()[0]
+    unmirrored = build_embedder(ModelSettings(weights=str(WEIGHTS), alpha=0.35, flip_average=False))
+    expected = unmirrored(preprocess(Path(first["path"].removeprefix("file:")).read_bytes(), 224)[None])[0]
+    assert np.array_equal(np.asarray(first["features"], dtype=np.float32), expected)
 
 
 @pytest.mark.parametrize(
@@ -128,11 +147,36 @@ def test_bench_predict_prints_latency_figures(trained_run, small_root, capsys):
 def test_a_classifier_below_the_floor_is_the_quality_gate_not_a_crash(small_root, output_root, capsys):
     """Every stage runs; only the accuracy check fails (no accuracy reaches a floor above 1): exit code 3."""
     args = ["run", "--images-root", str(small_root), "--output-root", str(output_root), "--classes", "Kiwi", "Banana"]
-    code = main([*args, "--min-accuracy", "1.01", "--json"])
+    code = main([*args, "--min-accuracy", "1.01", "--pca-k", "5", "--json"])
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert code == 3
+    assert code == 3 and summary["pca_k"] == 5
     assert summary["quality_gate_failed"] and not summary["success"] and summary["error"] is None
     assert summary["checks"]["accuracy_above_floor"] is False
     assert sum(summary["checks"].values()) == len(summary["checks"]) - 1
     assert "fruits: quality gate: accuracy 1.0000 is below the floor" in captured.err
+
+
+FAILED_CHECK = "rejected_share_within_limit"
+
+
+def test_a_failed_run_says_what_failed_and_exits_1(small_root, tmp_path, capsys):
+    """A class whose files are all bad: the blocking rejected-share check fails, nothing downstream runs, the summary
+    names the failed check and the first error, stderr says the run failed, exit code 1 (not 2 or 3)."""
+    root = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 3})
+    write_files(root / "Training" / "Broken", BAD_IMAGES)
+    args = ["--images-root", str(root), "--output-root", str(tmp_path / "out"), "--max-rejected-share", "0.5"]
+    code = main(["run", *args, "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert code == 1
+    assert summary["success"] is False and not summary["quality_gate_failed"]
+    assert summary["checks"][FAILED_CHECK] is False
+    assert summary["images_rejected"] == len(BAD_IMAGES) and summary["pca_k"] is None and summary["accuracy"] is None
+    assert summary["error"] == f"image_embeddings: blocking check failed: {FAILED_CHECK}"
+    assert captured.err.endswith(f"\nfruits: run failed: {summary['error']}\n")
+    lines = _summary_lines(summary, 1.0)
+    assert lines[0] == "fruits run FAILED in 1.0 s"
+    assert [line.split() for line in lines if "failed check:" in line] == [["failed", "check:", FAILED_CHECK]]
+    assert lines[-1].split(None, 1) == ["error:", summary["error"]]
+    assert not [line for line in lines if line.lstrip().startswith(("PCA:", "evaluation:"))]

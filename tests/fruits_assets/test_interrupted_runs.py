@@ -86,3 +86,36 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_
     assert {name: leftovers(str(output_root / name)) for name in OUTPUTS} == published
     assert all(recover(str(output_root / name), grace=0) == published[name] for name in OUTPUTS)
     assert [location for name in OUTPUTS for location in leftovers(str(output_root / name))] == []
+
+
+def test_a_run_killed_between_the_embeddings_and_the_rejected_images_is_repaired_by_the_next_run(
+    spark, small_root, tmp_path
+):
+    """The two outputs of image_embeddings are published one after the other: a kill in between leaves the new
+    embeddings beside the previous rejected images (each output whole, never a part); the next run makes them agree."""
+    images = copy_sample(small_root, tmp_path / "images", [CLASS], {"Training": 6, "Test": 2})  # 1 bad in 10
+    output_root = tmp_path / "out"
+    _materialize(images, output_root)
+    before = _snapshot(spark, output_root)
+    write_files(images / "Training" / CLASS, {"new.jpg": GOOD_IMAGES["rgb.jpg"], "broken.jpg": BAD_IMAGES["text.jpg"]})
+    marker = tmp_path / "published"
+    command = driver_command(images, output_root, [CLASS], hang_after=("image_embeddings", marker))
+    with (tmp_path / "killed.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + DRIVER_LIMIT_S
+        while not marker.exists():
+            assert process.poll() is None, f"the run ended (code {process.returncode}) before publishing"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    between = _snapshot(spark, output_root)
+    assert len(between["image_embeddings"]) == 9  # the killed run's embeddings, new.jpg included
+    assert between["rejected_images"] == before["rejected_images"] == []  # broken.jpg not yet recorded
+    assert between["raw_images"] != before["raw_images"]
+
+    _materialize(images, output_root)
+    after = _snapshot(spark, output_root)
+    assert after["image_embeddings"] == between["image_embeddings"]
+    assert [row[0].rsplit("/", 1)[1] for row in after["rejected_images"]] == ["broken.jpg"]
+    assert len(after["raw_images"]) == len(after["image_embeddings"]) + len(after["rejected_images"]) == 10
