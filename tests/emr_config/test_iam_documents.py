@@ -11,11 +11,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from fruits_assets import emr_cli
 from fruits_assets.cli import main
-from fruits_assets.emr_cluster import EMR_CONFIG, INSTANCE_PROFILE, INSTANCE_ROLE, render_document
+from fruits_assets.emr import cli as emr_cli
+from fruits_assets.emr.cluster import EMR_CONFIG, INSTANCE_PROFILE, INSTANCE_ROLE, render_document
+from spark_code.publish import POINTERS, PUBLISHED, VERSIONS, WHOLE
 from tests.conftest import WEIGHTS
-from tests.fruits_assets.test_emr_step_launcher import CLASS, LAUNCH, moto_step
+from tests.fruits_assets.emr.test_step_launcher import CLASS, LAUNCH, moto_step
 
 VALUES = {"bucket": "fruits-bucket", "account_id": "123456789012", "region": "eu-west-1"}
 PREFIXES = ("images/", "outputs/", "staging/", "code/", "models/", "logs/")
@@ -63,9 +64,6 @@ def test_s3_grants_stay_in_the_project_bucket_and_prefixes(name):
         for resource in as_list(statement["Resource"]):
             if resource == bucket_arn:
                 assert set(s3_actions) <= {"s3:ListBucket", "s3:GetBucketLocation"}
-                if "s3:ListBucket" in s3_actions:
-                    listed = as_list(statement["Condition"]["StringLike"]["s3:prefix"])
-                    assert all(prefix.startswith(PREFIXES) for prefix in listed)
             else:
                 key = resource.removeprefix(bucket_arn + "/")
                 assert key != resource and key.startswith(PREFIXES), f"{name}: {resource} is outside the prefixes"
@@ -89,6 +87,47 @@ def test_nodes_write_only_outputs_staging_and_logs():
         "s3:DeleteObject",
         "s3:AbortMultipartUpload",
     }
+
+
+def missing_key_reads_as_404(bucket_arn: str) -> tuple[str, str, dict[str, str]]:
+    """What a read (GetObject, HeadObject) of a key that does not exist needs to be answered 404 NoSuchKey: S3 says
+    so only to a caller allowed s3:ListBucket on the bucket, and answers 403 AccessDenied to others
+    (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html, "Permissions"). A read carries no s3:prefix,
+    so a ListBucket grant conditioned on prefixes does not apply to it: the context is empty."""
+    return ("s3:ListBucket", bucket_arn, {})
+
+
+MISSING_KEY_READS = {
+    "iam/launcher.policy.json": [
+        # dagster-aws's step launcher polls the step's events before the step has written them, and takes only
+        # NoSuchKey for "not yet" (PySparkStepLauncher.read_events); its log waiter retries only on 404.
+        "staging/run-id/step-key/events.pkl",
+        "logs/j-CLUSTER/steps/s-STEP/stdout.gz",
+    ],
+    "iam/instance-role.policy.json": [
+        # spark_code.publish on the driver: a part's pointer before its first publication (storage.read_text is None
+        # only on a 404), the marker of a version not yet published (storage.exists).
+        f"outputs/features/{POINTERS}/{WHOLE}",
+        f"outputs/features/{VERSIONS}/tag.1@host/{PUBLISHED}",
+        # Spark/EMRFS/Hadoop's existence check of an output path before writing (a HEAD of the key).
+        f"outputs/features/{VERSIONS}/tag.1@host/label=Kiwi",
+    ],
+}
+"""Keys each principal reads that may not exist (yet), and where."""
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_a_missing_key_reads_as_404_for_whoever_reads_keys_that_may_not_exist(name):
+    assert sorted(MISSING_KEY_READS) == POLICIES
+    document = render_document(name, **VALUES)
+    bucket_arn = f"arn:aws:s3:::{VALUES['bucket']}"
+    for key in MISSING_KEY_READS[name]:
+        assert allows(document, "s3:GetObject", f"{bucket_arn}/{key}", {}), f"{name} cannot read {key}"
+        action, resource, context = missing_key_reads_as_404(bucket_arn)
+        assert allows(document, action, resource, context), (
+            f"{name}: a read of {key} before it exists is 403 AccessDenied, not 404 NoSuchKey, without {action} on "
+            f"{resource} for a request with no s3:prefix"
+        )
 
 
 def test_the_launcher_passes_only_the_project_roles():
@@ -162,7 +201,10 @@ def required_permissions(call: dict) -> list[tuple[str, str, dict[str, str]]]:
     assert operation in S3_ACTIONS, f"map the S3 operation {operation} to its IAM action in S3_ACTIONS"
     action, bucket = S3_ACTIONS[operation], f"arn:aws:s3:::{call['Bucket']}"
     if "Key" in call:
-        return [(action, f"{bucket}/{call['Key']}", {})]
+        needed = [(action, f"{bucket}/{call['Key']}", {})]
+        if action == "s3:GetObject":  # any read may be of a key not there (yet): events.pkl before the step ran
+            needed.append(missing_key_reads_as_404(bucket))
+        return needed
     return [(action, bucket, {"s3:prefix": call["Prefix"]} if "Prefix" in call else {})]
 
 
@@ -265,6 +307,9 @@ def test_launcher_policy_allows_every_call_of_the_cli_and_the_step_launcher(aws,
     staged = {call.get("Key", "").rsplit("/", 1)[-1] for call in step_calls if call["operation"] == "PutObject"}
     assert {"emr_step_main.py", "code.zip", "step_run_ref.pkl"} <= staged, output[-3000:]
     assert {"AddJobFlowSteps", "DescribeStep", "DescribeCluster", "GetObject"} <= {c["operation"] for c in step_calls}
+    # The step never ran here, so the launcher polled events it had not written: reads of a missing key.
+    polled = [c for c in step_calls if c["operation"] == "GetObject" and c["Key"].endswith("/events.pkl")]
+    assert polled, output[-3000:]
 
     assert main(["emr", "down", cluster_id]) == 0
     document = render_document("iam/launcher.policy.json", **VALUES)
