@@ -23,7 +23,7 @@ DEPLOYMENTS = ("local", "prod")
 
 def _prod_resources(settings: FruitsSettings | None, output_root: str | None) -> dict[str, object]:
     """Each asset step on the EMR cluster (YARN), images and outputs on S3 (defaults under FRUITS_S3_BUCKET)."""
-    from fruits_assets import emr_resources
+    from fruits_assets.emr import resources as emr_resources
 
     launcher = emr_resources.emr_step_launcher()
     defaults = emr_resources.prod_defaults(emr_resources.required_env(emr_resources.BUCKET_ENV))

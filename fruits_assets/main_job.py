@@ -7,7 +7,6 @@ per stage instead of one per class).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,8 +18,9 @@ from fruits_assets.assets.common import settings_problems
 from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, resolved_settings
+from fruits_assets.resources import resolved_settings
 from spark_code.layout import discover_layout
+from spark_code.settings import chosen_output_root
 
 OUTPUT_FOLDERS = (
     "raw_images",
@@ -118,7 +118,7 @@ def run_main_job(
     problems = settings_problems(effective)
     if problems:
         raise InvalidSettingsError("invalid settings: " + "; ".join(problems))
-    root = output_root or os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
+    root = chosen_output_root(output_root)
     layout = discover_layout(effective.images_root)
     selected = sorted(set(classes)) if classes else layout.classes
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts

@@ -13,11 +13,8 @@ from pydantic import Field
 
 from spark_code.classifier import ClassifierSettings
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
-from spark_code.settings import ModelSettings, spark_conf
+from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, spark_conf
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
-
-DEFAULT_OUTPUT_ROOT = "fruits-output"
-OUTPUT_ROOT_ENV = "FRUITS_OUTPUT_ROOT"
 
 
 class FruitsSettings(ConfigurableResource):

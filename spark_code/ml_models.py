@@ -1,8 +1,8 @@
 """Saving and loading Spark ML models by path, whatever their class, published by pointer (spark_code.publish).
 
 Each model is saved with `notes.json` beside it: what a reader needs besides the model itself (the embedding
-settings the features came from, k, the class labels), readable without Spark by `spark_code.serving`. The notes
-also name the model's own version and when it was saved, and a classifier's notes name the PCA version it was
+settings the features came from, k, the class labels), readable without Spark (the app's predictor). The notes also
+name the model's own version and when it was saved, and a classifier's notes name the PCA version it was
 trained on: the two are published one after the other, so a reader must check that they belong together.
 """
 

@@ -83,7 +83,8 @@ def temp_tag() -> str:
     return f"{uuid.uuid4().hex}.{os.getpid()}@{socket.gethostname()}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process of this host with that id runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,7 +97,7 @@ def _pid_alive(pid: int) -> bool:
 def owner_is_dead(tag: str) -> bool:
     """True when a version's tag says it belongs to a process of this host that no longer runs."""
     owner = _OWNER.search(tag)
-    return bool(owner) and owner["host"] == socket.gethostname() and not _pid_alive(int(owner["pid"]))
+    return bool(owner) and owner["host"] == socket.gethostname() and not pid_alive(int(owner["pid"]))
 
 
 def new_version(base: str) -> str:

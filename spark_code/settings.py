@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 EMBEDDING_WIDTH = 1280
@@ -13,6 +14,14 @@ offline. Its features differ between processes: never use it for real outputs.""
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Images declaring more pixels than this are refused before any decoding (decompression bombs)."""
+
+DEFAULT_OUTPUT_ROOT = "fruits-output"
+OUTPUT_ROOT_ENV = "FRUITS_OUTPUT_ROOT"
+
+
+def chosen_output_root(given: str | None = None) -> str:
+    """The output root a command works on: the one given, else FRUITS_OUTPUT_ROOT, else ./fruits-output."""
+    return given or os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
+from fruits_assets.bench.standalone_cluster import StandaloneCluster, standalone_cluster
 from fruits_assets.definitions import resources_for
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
-from spark_code.standalone_cluster import StandaloneCluster, standalone_cluster
 from tests.conftest import WEIGHTS
 
 

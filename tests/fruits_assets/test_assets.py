@@ -3,6 +3,7 @@ import pytest
 from dagster import AssetCheckResult, AssetKey, DagsterEventType, Output, build_asset_context, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from fruits_assets.app.predictor import FruitPredictor
 from fruits_assets.assets.features import image_embeddings, reduced_features
 from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.assets.models import pca_model
@@ -10,7 +11,6 @@ from fruits_assets.definitions import all_assets
 from fruits_assets.resources import FruitsSettings
 from spark_code.ml_models import MismatchedModelsError
 from spark_code.parquet_store import read_arrow, read_classes
-from spark_code.serving import FruitPredictor
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from fruits_assets.bench.standalone_cluster import free_ports
 from spark_code.embeddings import accepted, embed_images, ship_weights
 from spark_code.image_files import read_image_files
 from spark_code.layout import discover_layout
 from spark_code.parquet_store import read_arrow
-from spark_code.standalone_cluster import free_ports
 from tests.conftest import REPO, copy_sample, driver_command
 
 CLASS = "Apple Braeburn"

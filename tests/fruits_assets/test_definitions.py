@@ -43,7 +43,7 @@ def test_an_unknown_deployment_is_refused():
 
 
 def test_prod_needs_its_bucket(monkeypatch):
-    from fruits_assets.emr_resources import ProdSettingsError
+    from fruits_assets.emr.resources import ProdSettingsError
 
     monkeypatch.delenv("FRUITS_S3_BUCKET", raising=False)
     with pytest.raises(ProdSettingsError, match="FRUITS_S3_BUCKET"):

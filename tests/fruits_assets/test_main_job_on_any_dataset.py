@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.cli import _summary_lines, main
+from fruits_assets.cli import main
+from fruits_assets.cli.run import summary_lines
 from spark_code.ml_models import NOTES_FILE
 from spark_code.parquet_store import read_arrow
 from spark_code.publish import current
@@ -127,7 +128,7 @@ def test_one_class_produces_features_and_skips_the_classifier(photos, tmp_path):
     assert 1 <= summary["pca_k"] <= 3
     assert read_arrow(summary["outputs"]["reduced_features"]).num_rows == 4
     assert current(str(tmp_path / "out" / "fruit_classifier")) is None
-    text = "\n".join(_summary_lines(summary, summary["seconds"]))
+    text = "\n".join(summary_lines(summary, summary["seconds"]))
     assert "fruit_classifier skipped: 1 class(es) with training images: a classifier needs at least 2" in text
 
 

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fruits_assets.bench_common import bench_session, loadavg, sample_root, spark_featurize, timed
-from fruits_assets.bench_naive import naive_featurize
+from fruits_assets.bench.common import bench_session, loadavg, sample_root, spark_featurize, timed
+from fruits_assets.bench.naive import naive_featurize
 from spark_code.embeddings import cached_embedder, embed_contents, pad_batch
 from spark_code.image_files import read_image_files
 from spark_code.images import preprocess

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from fruits_assets import emr_cluster
 from fruits_assets.cli import main
-from fruits_assets.emr_cluster import (
+from fruits_assets.emr import cluster as emr_cluster
+from fruits_assets.emr.cluster import (
     CODE_FILES,
     EMR_CONFIG,
     INSTANCE_PROFILE,

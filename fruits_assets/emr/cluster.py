@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-EMR_CONFIG = Path(__file__).resolve().parents[1] / "emr_config"
+EMR_CONFIG = Path(__file__).resolve().parents[2] / "emr_config"
 DEFAULT_REGION = "eu-west-1"
 """Users' photos stay in the EU unless told otherwise."""
 

@@ -8,8 +8,7 @@ import os
 import sys
 from typing import Any
 
-BUCKET_ENV = "FRUITS_S3_BUCKET"
-CLUSTER_ENV = "FRUITS_EMR_CLUSTER_ID"
+from fruits_assets.emr import BUCKET_ENV, CLUSTER_ENV
 
 
 def add_emr_parser(commands: argparse._SubParsersAction) -> None:
@@ -49,7 +48,7 @@ def add_emr_parser(commands: argparse._SubParsersAction) -> None:
 def _session(args: argparse.Namespace):
     import boto3
 
-    from fruits_assets.emr_cluster import DEFAULT_REGION
+    from fruits_assets.emr.cluster import DEFAULT_REGION
 
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
     return boto3.session.Session(region_name=region)
@@ -67,7 +66,7 @@ def run_emr(args: argparse.Namespace) -> int:
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-    from fruits_assets import emr_cluster
+    from fruits_assets.emr import cluster as emr_cluster
 
     needs = "bucket" if args.emr in ("setup", "up") else "cluster_id"
     if not getattr(args, needs):

@@ -17,9 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from fruits_assets.bench_common import bench_session, loadavg, sample_root, spark_featurize, timed  # noqa: E402
+from fruits_assets.bench.common import bench_session, loadavg, sample_root, spark_featurize, timed  # noqa: E402
+from fruits_assets.bench.standalone_cluster import standalone_cluster  # noqa: E402
 from spark_code.settings import ModelSettings  # noqa: E402
-from spark_code.standalone_cluster import standalone_cluster  # noqa: E402
 
 CSV_COLUMNS = ["workers", "images", "seconds", "images_per_s", "loadavg"]
 

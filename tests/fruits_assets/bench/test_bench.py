@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits_assets import bench_featurize as featurize_module
-from fruits_assets import bench_scale as scale_module
-from fruits_assets.bench_common import sample_files
-from fruits_assets.bench_scale import ScalingFit, fit_scaling, plot_scaling
+from fruits_assets.bench import featurize as featurize_module
+from fruits_assets.bench import scale as scale_module
+from fruits_assets.bench.common import sample_files
+from fruits_assets.bench.scale import ScalingFit, fit_scaling, plot_scaling
 from spark_code.settings import ModelSettings
 from tests.conftest import WEIGHTS
 
@@ -196,7 +196,7 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
 def test_main_job_bench_samples_the_driver_and_its_child_processes():
     """`run_sampled` (used by `fruits bench mainjob`) on a driver that allocates 200 MB and starts a child holding
     300 MB: both peaks are seen, and the driver's last JSON line is read."""
-    from fruits_assets.bench_mainjob import run_sampled
+    from fruits_assets.bench.mainjob import run_sampled
 
     child = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
     driver = (

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fruits_assets.bench_common import loadavg
-from fruits_assets.bench_featurize import bare_model
+from fruits_assets.bench.common import loadavg
+from fruits_assets.bench.featurize import bare_model
 from spark_code.layout import discover_layout
 from spark_code.settings import ModelSettings
 

@@ -21,8 +21,8 @@ from dagster_aws.emr import emr_pyspark_step_launcher
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 
-from fruits_assets.emr_cli import BUCKET_ENV, CLUSTER_ENV
-from fruits_assets.emr_cluster import DEFAULT_REGION
+from fruits_assets.emr import BUCKET_ENV, CLUSTER_ENV
+from fruits_assets.emr.cluster import DEFAULT_REGION
 from spark_code.settings import ModelSettings, spark_conf
 
 PACKAGES = ("fruits_assets", "spark_code")
@@ -82,7 +82,7 @@ def code_package() -> str:
     One copy per process, whatever number of times the prod resources are built, removed when the process exits
     (the launcher zips it at each step launch, so it must live as long as the process)."""
     global _code_package
-    source = Path(__file__).resolve().parents[1]
+    source = Path(__file__).resolve().parents[2]
     if not (source / PACKAGES[0]).is_dir():
         return str(source)  # imported from the shipped zip, i.e. on the cluster, where nothing is launched
     with _code_package_lock:

@@ -1,30 +1,21 @@
-"""`fruits`: the platform's command line (`fruits run` materializes every asset; `fruits predict` names fruits;
-`fruits emr` manages the production cluster)."""
+"""`fruits run`: the main job's options and its summary for a person (or as JSON), with exit codes that tell a
+failure (1), bad input (2) and a failed quality gate (3) apart."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from fruits_assets.bench_cli import add_bench_commands, run_bench
-from fruits_assets.emr_cli import add_emr_parser, run_emr
-from fruits_assets.fruit_facts import facts_for
-from spark_code.errors import PermanentError
 from spark_code.layout import LayoutError
 
 QUALITY_GATE_EXIT = 3
 """`fruits run`'s exit code when every stage ran but the classifier is below the accuracy floor (1: a failure)."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fruits", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
         help="materialize every asset (raw images -> embeddings -> PCA -> reduced features) on local Spark",
@@ -66,26 +57,6 @@ def _parser() -> argparse.ArgumentParser:
         help="most files that may be rejected as undecodable, in the run and in each class (default 0.1)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    predict = commands.add_parser(
-        "predict",
-        help="name the fruit in photos with the trained classifier (no Spark needed)",
-        description="Top classes of each photo (JPEG/PNG, any size) with the facts of the best one, from the models "
-        "materialized under the output root.",
-    )
-    predict.add_argument("photos", nargs="+", metavar="PHOTO")
-    predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
-    predict.add_argument("--json", action="store_true", help="print one JSON object per photo on stdout")
-    bench = commands.add_parser("bench", help="benchmarks that print their figures").add_subparsers(
-        dest="bench", required=True
-    )
-    bench_predict = bench.add_parser("predict", help="warm per-photo latency of fruits predict")
-    bench_predict.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
-    bench_predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
-    bench_predict.add_argument("--limit", type=int, default=200, help="at most this many photos (default 200)")
-    add_bench_commands(bench)
-    add_emr_parser(commands)
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,7 +78,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 
 
-def _summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
+def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
     """The summary as `name: value` rows, then the outputs; names and values stay in columns whatever their
     length."""
     rows: list[tuple[str, str]] = [
@@ -142,11 +113,7 @@ def _summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
     ]
 
 
-def _print_summary(summary: dict[str, Any], seconds: float) -> None:
-    print("\n".join(_summary_lines(summary, seconds)))
-
-
-def _run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from fruits_assets.main_job import InvalidSettingsError, run_main_job  # heavy imports once arguments are valid
 
     started = time.perf_counter()
@@ -159,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        _print_summary(summary, summary["seconds"])
+        print("\n".join(summary_lines(summary, summary["seconds"])))
     if summary["quality_gate_failed"]:
         print(
             f"fruits: quality gate: accuracy {summary['accuracy']:.4f} is below the floor (--min-accuracy, "
@@ -172,74 +139,3 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fruits: run failed: {summary['error'] or 'failed check(s) ' + failed}", file=sys.stderr)
         return 1
     return 0
-
-
-def _facts_lines(label: str) -> list[str]:
-    facts = facts_for(label)
-    lines = [f"    {facts.fruit}" + (f" ({facts.variety})" if facts.variety else "") + f": {facts.description}"]
-    details = [
-        f"family {facts.family}" if facts.family else "",
-        f"season {facts.season}" if facts.season else "",
-        f"{facts.calories_kcal_per_100g:g} kcal/100 g" if facts.calories_kcal_per_100g is not None else "",
-        f"vitamin C {facts.vitamin_c_mg_per_100g:g} mg/100 g" if facts.vitamin_c_mg_per_100g is not None else "",
-    ]
-    if any(details):
-        lines.append("    " + "; ".join(d for d in details if d))
-    return lines
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from spark_code.serving import FruitPredictor  # TensorFlow is imported only when predicting
-
-    try:
-        predictor = FruitPredictor(_output_root(args), top=args.top)
-    except (FileNotFoundError, PermanentError) as exc:  # no models yet, or a PCA and classifier that do not match
-        print(f"fruits: error: {exc}", file=sys.stderr)
-        return 2
-    failed = 0
-    for photo in args.photos:
-        prediction = predictor.predict(photo)
-        if prediction.error:
-            failed += 1
-            print(f"fruits: {photo}: {prediction.error}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"photo": photo, "error": prediction.error}))
-            continue
-        best = prediction.top[0][0]
-        if args.json:
-            top = [{"label": label, "probability": p} for label, p in prediction.top]
-            print(json.dumps({"photo": photo, "top": top, "facts": asdict(facts_for(best))}))
-        else:
-            print(f"{photo}: {best} ({prediction.top[0][1]:.1%})")
-            print("  " + ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
-            print("\n".join(_facts_lines(best)))
-    return 1 if failed else 0
-
-
-def _output_root(args: argparse.Namespace) -> str:
-    return args.output_root or os.environ.get("FRUITS_OUTPUT_ROOT") or "fruits-output"
-
-
-def _bench(args: argparse.Namespace) -> int:
-    if args.bench != "predict":
-        return run_bench(args)
-    from fruits_assets.bench_predict import bench_predict
-
-    photos = sorted(
-        file
-        for given in map(Path, args.photos)
-        for file in (given.rglob("*") if given.is_dir() else [given])
-        if file.is_file() and not file.name.startswith(".")
-    )[: args.limit]
-    print(json.dumps(bench_predict(_output_root(args), photos)))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return {"run": _run, "predict": _predict, "bench": _bench, "emr": run_emr}[args.command](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

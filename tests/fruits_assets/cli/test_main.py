@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fruits_assets.cli import _summary_lines, main
+from fruits_assets.cli import main
+from fruits_assets.cli.run import summary_lines
 from spark_code.embeddings import build_embedder
 from spark_code.images import preprocess
 from spark_code.parquet_store import read_arrow
@@ -175,7 +176,7 @@ def test_a_failed_run_says_what_failed_and_exits_1(small_root, tmp_path, capsys)
     assert summary["images_rejected"] == len(BAD_IMAGES) and summary["pca_k"] is None and summary["accuracy"] is None
     assert summary["error"] == f"image_embeddings: blocking check failed: {FAILED_CHECK}"
     assert captured.err.endswith(f"\nfruits: run failed: {summary['error']}\n")
-    lines = _summary_lines(summary, 1.0)
+    lines = summary_lines(summary, 1.0)
     assert lines[0] == "fruits run FAILED in 1.0 s"
     assert [line.split() for line in lines if "failed check:" in line] == [["failed", "check:", FAILED_CHECK]]
     assert lines[-1].split(None, 1) == ["error:", summary["error"]]

@@ -6,7 +6,7 @@ import statistics
 import time
 from pathlib import Path
 
-from spark_code.serving import FruitPredictor
+from fruits_assets.app.predictor import FruitPredictor
 
 
 def bench_predict(output_root: str, photos: list[Path], warmup: int = 3) -> dict[str, float]:

@@ -23,7 +23,7 @@ from spark_code.embeddings import Embedder, build_embedder
 from spark_code.images import preprocess
 from spark_code.layout import is_remote, join_uri
 from spark_code.ml_models import NOTES_FILE, check_pair
-from spark_code.publish import current
+from spark_code.publish import current, pid_alive
 from spark_code.settings import ModelSettings
 from spark_code.storage import filesystem
 
@@ -112,21 +112,11 @@ def _is_whole(path: str, size: int, md5: str | None) -> bool:
     return digest.hexdigest() == md5
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_dead_downloads(folder: str, key: str) -> None:
     """Delete the partial downloads of `key` left by processes that died (`.<key>.<pid>.<random>.part`)."""
     for name in os.listdir(folder):
         download = re.fullmatch(rf"\.{key}\.(\d+)\..+\.part", name)
-        if download and not _pid_alive(int(download[1])):
+        if download and not pid_alive(int(download[1])):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(folder, name))
 

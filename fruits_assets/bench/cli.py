@@ -1,4 +1,4 @@
-"""Arguments and dispatch of `fruits bench featurize|scale|mainjob` (heavy imports only when run)."""
+"""Arguments and dispatch of `fruits bench featurize|scale|mainjob|predict` (heavy imports only when run)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
+from spark_code.settings import RANDOM_WEIGHTS, ModelSettings, chosen_output_root
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_bench_commands(bench: argparse._SubParsersAction) -> None:
+def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="benchmarks that print their figures").add_subparsers(
+        dest="bench", required=True
+    )
+    bench_predict = bench.add_parser("predict", help="warm per-photo latency of fruits predict")
+    bench_predict.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
+    bench_predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
+    bench_predict.add_argument("--limit", type=int, default=200, help="at most this many photos (default 200)")
     featurize = bench.add_parser(
         "featurize",
         help="bare model vs decode+model vs the Spark featurization vs the naive notebook pattern (images/s)",
@@ -60,21 +67,36 @@ def _settings(args: argparse.Namespace) -> ModelSettings:
     return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size, flip_average=args.flip_average)
 
 
+def _bench_predict(args: argparse.Namespace) -> dict:
+    from fruits_assets.bench.predict import bench_predict
+
+    photos = sorted(
+        file
+        for given in map(Path, args.photos)
+        for file in (given.rglob("*") if given.is_dir() else [given])
+        if file.is_file() and not file.name.startswith(".")
+    )[: args.limit]
+    return bench_predict(chosen_output_root(args.output_root), photos)
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    if args.bench == "predict":
+        print(json.dumps(_bench_predict(args)))
+        return 0
     images_root = Path(args.images_root or os.environ.get("FRUITS_IMAGES_ROOT", "images"))
     work_dir = Path(args.work_dir) if getattr(args, "work_dir", None) else None
     if args.bench == "featurize":
-        from fruits_assets.bench_featurize import bench_featurize
+        from fruits_assets.bench.featurize import bench_featurize
 
         result = bench_featurize(
             images_root, args.images, _settings(args), work_dir, master=args.master, naive=not args.no_naive
         )
     elif args.bench == "mainjob":
-        from fruits_assets.bench_mainjob import bench_main_job
+        from fruits_assets.bench.mainjob import bench_main_job
 
         result = bench_main_job(images_root, Path(args.out_dir), args.small_classes, _settings(args))
     else:
-        from fruits_assets.bench_scale import bench_scale
+        from fruits_assets.bench.scale import bench_scale
 
         result = bench_scale(
             images_root,

@@ -1,0 +1,2 @@
+"""The app's side: naming the fruit in a photo from the published models without Spark (`predictor`) and telling
+about it (`fruit_facts`). It imports `spark_code` only, never Dagster: `fruits predict` and the app's service use it."""

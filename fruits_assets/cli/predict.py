@@ -1,0 +1,67 @@
+"""`fruits predict`: the fruit in each photo, from the published models, with its facts (no Spark)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from fruits_assets.app.fruit_facts import facts_for
+from spark_code.errors import PermanentError
+from spark_code.settings import chosen_output_root
+
+
+def add_predict_parser(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="name the fruit in photos with the trained classifier (no Spark needed)",
+        description="Top classes of each photo (JPEG/PNG, any size) with the facts of the best one, from the models "
+        "materialized under the output root.",
+    )
+    predict.add_argument("photos", nargs="+", metavar="PHOTO")
+    predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per photo on stdout")
+
+
+def _facts_lines(label: str) -> list[str]:
+    facts = facts_for(label)
+    lines = [f"    {facts.fruit}" + (f" ({facts.variety})" if facts.variety else "") + f": {facts.description}"]
+    details = [
+        f"family {facts.family}" if facts.family else "",
+        f"season {facts.season}" if facts.season else "",
+        f"{facts.calories_kcal_per_100g:g} kcal/100 g" if facts.calories_kcal_per_100g is not None else "",
+        f"vitamin C {facts.vitamin_c_mg_per_100g:g} mg/100 g" if facts.vitamin_c_mg_per_100g is not None else "",
+    ]
+    if any(details):
+        lines.append("    " + "; ".join(d for d in details if d))
+    return lines
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from fruits_assets.app.predictor import FruitPredictor  # TensorFlow is imported only when predicting
+
+    try:
+        predictor = FruitPredictor(chosen_output_root(args.output_root), top=args.top)
+    except (FileNotFoundError, PermanentError) as exc:  # no models yet, or a PCA and classifier that do not match
+        print(f"fruits: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for photo in args.photos:
+        prediction = predictor.predict(photo)
+        if prediction.error:
+            failed += 1
+            print(f"fruits: {photo}: {prediction.error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"photo": photo, "error": prediction.error}))
+            continue
+        best = prediction.top[0][0]
+        if args.json:
+            top = [{"label": label, "probability": p} for label, p in prediction.top]
+            print(json.dumps({"photo": photo, "top": top, "facts": asdict(facts_for(best))}))
+        else:
+            print(f"{photo}: {best} ({prediction.top[0][1]:.1%})")
+            print("  " + ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
+            print("\n".join(_facts_lines(best)))
+    return 1 if failed else 0
