@@ -21,7 +21,7 @@ from spark_code import publish, storage
 from spark_code.errors import MissingOutputError, PermanentError
 
 NOTES_FILE = "notes.json"
-VERSION = "version"
+VERSION = "model_version"
 """Notes key: the tag of the version folder the model was saved in, unique to one save."""
 SAVED_AT = "saved_at"
 PCA_VERSION = "pca_version"

@@ -23,7 +23,7 @@ from pyspark.ml.feature import StandardScaler
 from pyspark.ml.linalg import Vectors
 
 from spark_code import publish, storage
-from spark_code.ml_models import ModelArtifact, load_model, save_model
+from spark_code.ml_models import VERSION, ModelArtifact, load_model, save_model
 from spark_code.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
 from tests.conftest import REPO
 
@@ -109,9 +109,10 @@ def test_a_model_version_never_published_is_ignored_then_deleted(spark, tmp_path
     dead = f"{path}/{publish.VERSIONS}/{_dead_tag()}"
     model.write().save(dead)  # killed before its notes and its pointer
     loaded = load_model(spark, path)
-    assert loaded.notes == {"version": 1} and loaded.model.mean.toArray().tolist() == [2.0, 4.0]
+    assert loaded.notes["version"] == 1 and loaded.model.mean.toArray().tolist() == [2.0, 4.0]
+    assert loaded.notes[VERSION] == first.rsplit("/", 1)[1]  # the notes name the version folder they are in
     save_model(spark, ModelArtifact(model, {"version": 2}), path)
-    assert load_model(spark, path).notes == {"version": 2}
+    assert load_model(spark, path).notes["version"] == 2
     assert not os.path.exists(dead) and publish.leftovers(path) == [first[len(path) + 1 :]]
     assert publish.recover(path, grace=0) == [first[len(path) + 1 :]]
     assert publish.leftovers(path) == [] and len(os.listdir(f"{path}/{publish.VERSIONS}")) == 1
