@@ -11,6 +11,7 @@ from fruits_assets.assets import classifier, features, ingestion, models
 from fruits_assets.io_managers import ClassParquetIOManager, SparkModelIOManager
 from fruits_assets.resources import (
     OUTPUT_ROOT_ENV,
+    EmbeddingStore,
     FruitsSettings,
     local_spark,
     output_root_from_env,
@@ -38,6 +39,7 @@ def _prod_resources(settings: FruitsSettings | None, output_root: str | None) ->
         "pyspark": pyspark,
         "step_launcher": launcher,
         "s3": emr_resources.s3_resource(),
+        "embedding_store": EmbeddingStore(output_root=root),
         "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }
@@ -61,6 +63,7 @@ def resources_for(
         "pyspark": pyspark,
         "step_launcher": ResourceDefinition.none_resource(description="local: every step runs in this process"),
         "s3": S3Resource(),
+        "embedding_store": EmbeddingStore(output_root=root),
         "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }

@@ -45,6 +45,8 @@ class RunSummary:
     classes: int
     images_indexed: int = 0
     images_featurized: int = 0
+    images_embedded: int = 0
+    """Photos the model ran on in this run (the others' embeddings came from the embedding store)."""
     images_rejected: int = 0
     pca_k: int | None = None
     pca_explained_variance: float | None = None
@@ -144,6 +146,7 @@ def run_main_job(
         classes=len(selected),
         images_indexed=_metadata(result, "raw_images").get("files_indexed", 0),
         images_featurized=_metadata(result, "image_embeddings").get("row_count", 0),
+        images_embedded=_metadata(result, "image_embeddings").get("images_embedded", 0),
         images_rejected=_metadata(result, "rejected_images").get("row_count", 0),
         pca_k=pca.get("k"),
         pca_explained_variance=pca.get("explained_variance"),

@@ -12,6 +12,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
 from spark_code.classifier import ClassifierSettings
+from spark_code.embedding_store import STORE_FOLDER
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, spark_conf
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
@@ -147,6 +148,17 @@ def resolved_settings(overrides: dict[str, object]) -> FruitsSettings:
     """Plain settings as a run will see them: environment first, then explicit overrides (e.g. CLI options)."""
     from_env = {field: _parse(field, os.environ[name]) for field, name in ENV_SETTINGS.items() if name in os.environ}
     return FruitsSettings(**{**from_env, **overrides})
+
+
+class EmbeddingStore(ConfigurableResource):
+    """Where each photo's embedding is kept by content and settings (spark_code.embedding_store), beside the
+    outputs, so that a photo is embedded once."""
+
+    output_root: str = Field(default=DEFAULT_OUTPUT_ROOT, description="Folder or s3:// prefix of all outputs.")
+
+    @property
+    def base(self) -> str:
+        return f"{self.output_root.rstrip('/')}/{STORE_FOLDER}"
 
 
 SPARK_CONF_ENV = "FRUITS_SPARK_CONF"

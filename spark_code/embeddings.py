@@ -169,13 +169,14 @@ def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
     return embed.asNondeterministic()
 
 
-def embed_images(files: DataFrame, settings: ModelSettings) -> DataFrame:
-    """path, label, split, content -> path, label, split, features (array<float>, null if rejected), error."""
+def embed_images(
+    files: DataFrame, settings: ModelSettings, keep: tuple[str, ...] = ("path", "label", "split")
+) -> DataFrame:
+    """<keep>, content -> <keep>, features (array<float>, null if rejected), error (the rejection reason, else null).
+    Keep `content_hash` alone to fill the embedding store."""
     embedded = files.withColumn("_embedding", _embed_udf(settings)("content"))
     return embedded.select(
-        "path",
-        "label",
-        "split",
+        *keep,
         F.col("_embedding.features").alias("features"),
         F.col("_embedding.error").alias("error"),
     )

@@ -16,6 +16,11 @@ from PIL import Image, UnidentifiedImageError
 
 from spark_code.settings import MAX_IMAGE_PIXELS
 
+PREPROCESSING_VERSION = 2
+"""The version of what this module does to a photo's bytes: raise it with any change that alters the array a photo
+gives (decoding, colour conversion, resizing, scaling), so that stored embeddings of the old arrays are not reused.
+2: PNG colour-key transparency composited on white."""
+
 
 class ImageDecodeError(ValueError):
     """A file that is not a usable image; the message is the reason recorded for it. Only this error makes a file

@@ -28,7 +28,16 @@ from fruits_assets.checks import (
 )
 from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.resources import EmbeddingStore, FruitsSettings
+from spark_code.embedding_store import (
+    KEY,
+    append_to_store,
+    not_stored,
+    read_store,
+    settings_fingerprint,
+    with_content_keys,
+    with_stored_embeddings,
+)
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
 from spark_code.image_files import read_image_files
 from spark_code.ml_models import VERSION, ModelArtifact
@@ -62,15 +71,24 @@ def image_embeddings(
     raw_images: DataFrame,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
+    embedding_store: EmbeddingStore,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
-    """Embed every indexed image of the run's classes; undecodable files go to rejected_images, not to failure."""
+    """Embed every indexed image of the run's classes whose content the embedding store lacks; undecodable files go
+    to rejected_images, not to failure."""
     layout, classes = run_layout(context, settings)
     spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
-    ship_weights(spark, model)
+    fingerprint = settings_fingerprint(model)
     files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
-    # One pass of the model: the checks fill the cache, both outputs are then written from it.
-    embedded = embed_images(files, model).persist()
+    keyed = with_content_keys(files).persist()
+    stored = read_store(spark, embedding_store.base, fingerprint)
+    ship_weights(spark, model)
+    new = embed_images(not_stored(keyed, stored), model, keep=(KEY,)).persist()
+    embedded_now = new.count()  # the model's only pass, over contents it has not embedded with these settings
+    if fingerprint and embedded_now:
+        append_to_store(new, embedding_store.base, fingerprint)
+    context.log.info(f"{embedded_now} photo(s) embedded, the others' embeddings reused from the store")
+    embedded = with_stored_embeddings(keyed, stored.unionByName(new)).persist()
     yield check_nothing_lost(raw_images, embedded)
     yield check_rejected_share(embedded, settings.max_rejected_share)
     embeddings = accepted(embedded)
@@ -82,6 +100,8 @@ def image_embeddings(
             "model_weights": MetadataValue.text(model.weights),
             "model_alpha": MetadataValue.float(model.alpha),
             "image_size": MetadataValue.int(model.image_size),
+            "images_embedded": MetadataValue.int(embedded_now),
+            "settings_fingerprint": MetadataValue.text(fingerprint or "none (random weights are never stored)"),
         },
     )
     yield Output(rejected(embedded), output_name="rejected_images")

@@ -85,6 +85,7 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
         ("classes", str(summary["classes"])),
         ("images indexed", str(summary["images_indexed"])),
         ("images featurized", str(summary["images_featurized"])),
+        ("images embedded", f"{summary['images_embedded']} (the others reused from the embedding store)"),
         ("images rejected", str(summary["images_rejected"])),
     ]
     if summary["pca_k"] is not None:
