@@ -20,11 +20,16 @@ $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
 	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest 'moto[server]'
 	touch $(EMR_STAMP)
 
-.PHONY: install run test test-emr-spark lint
+.PHONY: install run ui test test-emr-spark lint
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/fruits run $(ARGS)
+
+# The Dagster UI on the instance `fruits run` records its runs in (DAGSTER_HOME, default ./.dagster_home).
+ui: $(STAMP)
+	mkdir -p $${DAGSTER_HOME:-$(CURDIR)/.dagster_home}
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
 
 test: $(STAMP) $(EMR_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -8,11 +8,13 @@ from dagster import Definitions, EnvVar, ResourceDefinition, load_assets_from_mo
 from dagster_aws.s3 import S3Resource
 
 from fruits_assets.assets import classifier, features, ingestion, models
+from fruits_assets.automation import fruits_automation_sensor
 from fruits_assets.io_managers import ClassParquetIOManager, SparkModelIOManager
 from fruits_assets.resources import (
     OUTPUT_ROOT_ENV,
     EmbeddingStore,
     FruitsSettings,
+    PublishedOutputs,
     local_spark,
     output_root_from_env,
     settings_from_env,
@@ -40,6 +42,7 @@ def _prod_resources(settings: FruitsSettings | None, output_root: str | None) ->
         "step_launcher": launcher,
         "s3": emr_resources.s3_resource(),
         "embedding_store": EmbeddingStore(output_root=root),
+        "outputs": PublishedOutputs(output_root=root),
         "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }
@@ -64,6 +67,7 @@ def resources_for(
         "step_launcher": ResourceDefinition.none_resource(description="local: every step runs in this process"),
         "s3": S3Resource(),
         "embedding_store": EmbeddingStore(output_root=root),
+        "outputs": PublishedOutputs(output_root=root),
         "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }
@@ -73,6 +77,6 @@ all_assets = load_assets_from_modules([ingestion, features, models, classifier])
 
 defs = Definitions(
     assets=all_assets,
-    sensors=[fruit_class_sensor],
+    sensors=[fruit_class_sensor, fruits_automation_sensor],
     resources=resources_for(os.environ.get("DAGSTER_DEPLOYMENT", "local")),
 )

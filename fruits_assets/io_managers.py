@@ -6,9 +6,11 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from fruits_assets.failures import permanent_failures
+from fruits_assets.freshness import COMPUTED_FROM
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
 from spark_code.ml_models import ModelArtifact, load_model, save_model
 from spark_code.parquet_store import read_classes, read_table, write_classes, write_table
+from spark_code.publish import WHOLE
 
 
 def output_path(output_root: str, asset_name: str) -> str:
@@ -37,12 +39,14 @@ class ClassParquetIOManager(_OutputRootIOManager):
 
     def _write(self, context: OutputContext, obj: DataFrame) -> None:
         base = self._path(context)
+        stamps = context.output_metadata.get(COMPUTED_FROM)
+        stamps = getattr(stamps, "value", stamps)
         if not context.has_asset_partitions:
-            rows = write_table(obj, base)
+            rows = write_table(obj, base, (stamps or {}).get(WHOLE))
             context.add_output_metadata({"path": MetadataValue.path(base), "row_count": MetadataValue.int(rows)})
             return
         classes = sorted(context.asset_partition_keys)
-        counts = write_classes(obj, base, classes)
+        counts = write_classes(obj, base, classes, stamps)
         metadata = {
             "path": MetadataValue.path(base),
             "row_count": MetadataValue.int(sum(counts.values())),

@@ -1,21 +1,34 @@
-"""The main job: materialize every asset for a set of classes in one Dagster run, and summarize it.
+"""The main job: materialize what is missing or stale, for a set of classes, and summarize it.
 
-This is the same asset graph the UI shows, run in-process on a throwaway Dagster instance: the classes are
-registered as `fruit_class` partitions and all of them are materialized as one partition range (one Spark job
-per stage instead of one per class).
+This is the same asset graph the UI shows, run in-process on the persistent Dagster instance (DAGSTER_HOME, by
+default `.dagster_home` in the current folder, which `make ui` uses too), so the UI lists its runs. What runs is
+planned from the output root and the images' listing (fruits_assets.freshness), never from the instance's history:
+1. raw_images and image_embeddings for the classes whose photos or embedding settings changed (or whose outputs are
+   missing); the embedding store spares the photos already embedded;
+2. pca_model, when a class changed or came or went, or its settings changed; it refits by the rule of
+   spark_code.pca_refit, else keeps the published PCA;
+3. reduced_features for the classes not projected by the current PCA from their current embeddings;
+4. fruit_classifier and classifier_evaluation when their inputs changed.
+Each step with stale classes is one Dagster run over a partition range (one Spark job per stage, not per class);
+with nothing stale, nothing runs. `full=True` (or no output yet) runs every asset for every class in one run and
+refits the PCA. The instance's `fruit_class` partitions become the run's classes: the unpartitioned assets read
+them all.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from fruits_assets.assets.classifier import ACCURACY_CHECK, SKIPPED
-from fruits_assets.assets.common import settings_problems
+from fruits_assets.assets.classifier import ACCURACY_CHECK
+from fruits_assets.assets.common import SKIPPED, settings_problems
 from fruits_assets.definitions import all_assets, resources_for
+from fruits_assets.freshness import Freshness
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import resolved_settings
@@ -67,28 +80,49 @@ class RunSummary:
     error: str | None = None
     quality_gate_failed: bool = False
     """Every step ran, but the classifier's accuracy is below the floor: a judgement on the model, not a crash."""
+    steps: list[str] = field(default_factory=list)
+    """What ran, one line per Dagster run (empty: everything was up to date)."""
+    run_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """Metadata values of the asset's first materialization in the run (all partitions share them)."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == AssetKey(asset):
-            return {key: value.value for key, value in materialization.metadata.items()}
-    return {}
+INGESTION = ("raw_images", "image_embeddings", "rejected_images")
+CLASSIFIER = ("fruit_classifier", "classifier_evaluation")
+PCA_REFIT_ALWAYS = {"pca_refit_share": 0.0}
 
 
-def _skipped(result: ExecuteInProcessResult) -> dict[str, str]:
+def _metadata(results: list[ExecuteInProcessResult], asset: str) -> dict[str, Any]:
+    """Metadata values of the asset's last materialization in these runs (all partitions of a run share them)."""
+    found: dict[str, Any] = {}
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            if materialization.asset_key == AssetKey(asset):
+                found = {key: value.value for key, value in materialization.metadata.items()}
+    return found
+
+
+def _published_metadata(instance: DagsterInstance, asset: str, path: str) -> dict[str, Any]:
+    """Metadata of the instance's latest materialization of an asset, if it wrote to `path` (what is published
+    there, when this run did not recompute it); else nothing."""
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
+    return metadata if metadata.get("path") == path else {}
+
+
+def _skipped(results: list[ExecuteInProcessResult]) -> dict[str, str]:
     """Assets that recorded why they produced nothing (an observation with a SKIPPED reason)."""
     found = {}
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_OBSERVATION":
-            observation = event.event_specific_data.asset_observation
-            if SKIPPED in observation.metadata:
-                found[observation.asset_key.to_user_string()] = observation.metadata[SKIPPED].value
+    for result in results:
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_OBSERVATION":
+                observation = event.event_specific_data.asset_observation
+                if SKIPPED in observation.metadata:
+                    found[observation.asset_key.to_user_string()] = observation.metadata[SKIPPED].value
     return found
 
 
@@ -112,10 +146,99 @@ def _first_error(result: ExecuteInProcessResult, failed_checks: set[str]) -> str
     return None
 
 
+DAGSTER_HOME_DEFAULT = ".dagster_home"
+"""The persistent instance's folder when DAGSTER_HOME is not set (relative to the current folder)."""
+
+
+_INSTANCES: dict[str, DagsterInstance] = {}
+
+
+def persistent_instance() -> DagsterInstance:
+    """The Dagster instance of DAGSTER_HOME, set to `.dagster_home` here (created) when unset; one per folder and
+    process."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = os.path.abspath(DAGSTER_HOME_DEFAULT)
+    home = os.environ["DAGSTER_HOME"]
+    if home not in _INSTANCES:
+        os.makedirs(home, exist_ok=True)
+        _INSTANCES[home] = DagsterInstance.get()
+    return _INSTANCES[home]
+
+
+def use_classes(instance: DagsterInstance, classes: list[str]) -> list[str]:
+    """Make the instance's `fruit_class` partitions exactly `classes` (the unpartitioned assets read them all);
+    returns them in the instance's order, the order of partition ranges."""
+    name = fruit_class_partitions.name
+    known = instance.get_dynamic_partitions(name)
+    for extra in sorted(set(known) - set(classes)):
+        instance.delete_dynamic_partition(name, extra)
+    instance.add_dynamic_partitions(name, [c for c in classes if c not in set(known)])
+    return instance.get_dynamic_partitions(name)
+
+
+def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, str]]:
+    """The chosen keys as (first, last) runs of consecutive keys of `ordered`: one Dagster run each."""
+    wanted = set(chosen)
+    ranges: list[tuple[str, str]] = []
+    start: str | None = None
+    previous: str | None = None
+    for key in ordered:
+        if key in wanted and start is None:
+            start = key
+        if key not in wanted and start is not None:
+            ranges.append((start, previous))
+            start = None
+        previous = key
+    if start is not None:
+        ranges.append((start, previous))
+    return ranges
+
+
+class _Runner:
+    """Runs asset selections on the instance, one Dagster run each, and keeps their results."""
+
+    def __init__(self, instance: DagsterInstance, resources: dict[str, object]) -> None:
+        self.instance = instance
+        self.resources = resources
+        self.results: list[ExecuteInProcessResult] = []
+        self.steps: list[str] = []
+
+    @property
+    def failed(self) -> bool:
+        return any(not result.success for result in self.results)
+
+    def run(self, assets: tuple[str, ...] | None, classes: tuple[str, str] | None, what: str) -> None:
+        if self.failed:
+            return
+        tags = {"fruits/step": what}
+        if classes:
+            tags |= {ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[1]}
+        started = time.perf_counter()
+        result = materialize(
+            all_assets,
+            resources=self.resources,
+            instance=self.instance,
+            tags=tags,
+            selection=list(assets) if assets else None,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            raise_on_error=False,
+        )
+        self.results.append(result)
+        self.steps.append(f"{what} ({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})")
+
+    def run_classes(self, assets: tuple[str, ...], ordered: list[str], classes: list[str], what: str) -> None:
+        for first, last in contiguous_ranges(ordered, classes):
+            self.run(assets, (first, last), f"{what}: {len(classes)} class(es)")
+
+
 def run_main_job(
-    settings_overrides: dict[str, Any], classes: list[str] | None = None, output_root: str | None = None
+    settings_overrides: dict[str, Any],
+    classes: list[str] | None = None,
+    output_root: str | None = None,
+    full: bool = False,
 ) -> RunSummary:
-    """Materialize every asset, from raw images to the classifier's evaluation, for `classes` (default: all)."""
+    """Materialize what is missing or stale, from raw images to the classifier's evaluation, for `classes`
+    (default: all); `full` recomputes every asset of every class and refits the PCA."""
     effective = resolved_settings(settings_overrides)
     problems = settings_problems(effective)
     if problems:
@@ -126,28 +249,52 @@ def run_main_job(
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
     effective.roles(layout.splits)  # and split settings that do not fit the layout
 
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(fruit_class_partitions.name, selected)
-    result = materialize(
-        all_assets,
-        resources=resources_for("local", settings=effective, output_root=root),
-        instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: selected[0], ASSET_PARTITION_RANGE_END_TAG: selected[-1]},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
-    )
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    instance = persistent_instance()
+    ordered = use_classes(instance, selected)
+    state = Freshness(root, effective, layout, selected)
+    ingest = state.stale_ingestion()
+    first_time = state.notes("pca_model") is None and ingest == selected
+    if full or first_time:
+        settings = effective.model_copy(update=PCA_REFIT_ALWAYS) if full else effective
+        runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
+        runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(selected)} class(es)")
+    else:
+        runner = _Runner(instance, resources_for("local", settings=effective, output_root=root))
+        runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings")
+        if ingest or state.pca_may_be_stale():
+            runner.run(("pca_model",), None, "pca_model")
+        if not runner.failed:
+            runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features")
+        if not runner.failed and state.classifier_stale():
+            runner.run(CLASSIFIER, None, "fruit_classifier, classifier_evaluation")
+        elif not runner.failed and state.evaluation_stale():
+            runner.run(("classifier_evaluation",), None, "classifier_evaluation")
+    return _summary(runner, instance, state, root)
+
+
+def _summary(runner: _Runner, instance: DagsterInstance, state: Freshness, root: str) -> RunSummary:
+    """The summary of what is published for the run's classes, and of what this run did."""
+    results = runner.results
+    checks = {e.check_name: e.passed for result in results for e in result.get_asset_check_evaluations()}
     failed_checks = {name for name, passed in checks.items() if not passed}
-    pca = _metadata(result, "pca_model")
-    classifier = _metadata(result, "fruit_classifier")
-    evaluation = _metadata(result, "classifier_evaluation")
+
+    def latest(asset: str) -> dict[str, Any]:
+        return _metadata(results, asset) or _published_metadata(instance, asset, output_path(root, asset))
+
+    pca, classifier, evaluation = latest("pca_model"), latest("fruit_classifier"), latest("classifier_evaluation")
+    if ACCURACY_CHECK.name not in checks and evaluation.get("accuracy") is not None:
+        # the published evaluation, not recomputed this time: its verdict under the current floor still holds
+        checks[ACCURACY_CHECK.name] = evaluation["accuracy"] >= state.settings.min_accuracy
+    failed_checks = {name for name, passed in checks.items() if not passed}
+    failed = next((result for result in results if not result.success), None)
+    success = failed is None and not failed_checks
     return RunSummary(
-        success=result.success and not failed_checks,
-        classes=len(selected),
-        images_indexed=_metadata(result, "raw_images").get("files_indexed", 0),
-        images_featurized=_metadata(result, "image_embeddings").get("row_count", 0),
-        images_embedded=_metadata(result, "image_embeddings").get("images_embedded", 0),
-        images_rejected=_metadata(result, "rejected_images").get("row_count", 0),
+        success=success,
+        classes=len(state.classes),
+        images_indexed=state.counts("raw_images"),
+        images_featurized=state.counts("image_embeddings"),
+        images_embedded=sum(_metadata([result], "image_embeddings").get("images_embedded", 0) for result in results),
+        images_rejected=state.counts("rejected_images"),
         pca_k=pca.get("k"),
         pca_explained_variance=pca.get("explained_variance"),
         training_images=pca.get("training_images"),
@@ -157,10 +304,12 @@ def run_main_job(
         macro_f1=evaluation.get("macro_f1"),
         evaluated_on=evaluation.get("evaluated_on"),
         evaluation_images=evaluation.get("images"),
-        skipped=_skipped(result),
+        skipped=_skipped(results),
         output_root=root,
         outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
         checks=checks,
-        error=_first_error(result, failed_checks),
-        quality_gate_failed=result.success and failed_checks == {ACCURACY_CHECK.name},
+        error=_first_error(failed, failed_checks) if failed else None,
+        quality_gate_failed=failed is None and failed_checks == {ACCURACY_CHECK.name},
+        steps=runner.steps,
+        run_ids=[result.run_id for result in results],
     )

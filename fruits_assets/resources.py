@@ -14,6 +14,7 @@ from pydantic import Field
 from spark_code.classifier import ClassifierSettings
 from spark_code.embedding_store import STORE_FOLDER
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
+from spark_code.pca_refit import DEFAULT_REFIT_SHARE
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, spark_conf
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
@@ -59,6 +60,11 @@ class FruitsSettings(ConfigurableResource):
     min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
     max_rejected_share: float = Field(
         default=0.1, description="Most files that may be rejected as undecodable, in a run and in each class."
+    )
+    pca_refit_share: float = Field(
+        default=DEFAULT_REFIT_SHARE,
+        description="Refit the PCA when the training photos changed by this share (or a class came or went); "
+        "else new photos are projected with the published PCA. 0 refits every time.",
     )
 
     @property
@@ -107,6 +113,7 @@ ENV_SETTINGS: dict[str, str] = {
     "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
     "max_rejected_share": "FRUITS_MAX_REJECTED_SHARE",
+    "pca_refit_share": "FRUITS_PCA_REFIT_SHARE",
 }
 """Settings field -> environment variable."""
 
@@ -148,6 +155,15 @@ def resolved_settings(overrides: dict[str, object]) -> FruitsSettings:
     """Plain settings as a run will see them: environment first, then explicit overrides (e.g. CLI options)."""
     from_env = {field: _parse(field, os.environ[name]) for field, name in ENV_SETTINGS.items() if name in os.environ}
     return FruitsSettings(**{**from_env, **overrides})
+
+
+class PublishedOutputs(ConfigurableResource):
+    """The output root as assets see it: where an asset finds what it published before (e.g. the PCA it may keep)."""
+
+    output_root: str = Field(default=DEFAULT_OUTPUT_ROOT, description="Folder or s3:// prefix of all outputs.")
+
+    def path(self, asset: str) -> str:
+        return f"{self.output_root.rstrip('/')}/{asset}"
 
 
 class EmbeddingStore(ConfigurableResource):

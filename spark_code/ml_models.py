@@ -72,6 +72,15 @@ def save_model(spark: SparkSession, artifact: ModelArtifact, path: str) -> None:
     publish.commit(path, version, [publish.WHOLE])
 
 
+def published_notes(path: str) -> dict[str, Any] | None:
+    """The published model's notes, read without Spark; None when no model was published there."""
+    found = publish.current(path)
+    if found is None:
+        return None
+    text = storage.read_text(f"{found}/{NOTES_FILE}")
+    return json.loads(text) if text else {}
+
+
 def load_model(spark: SparkSession, path: str) -> ModelArtifact:
     """Load the published model, its Python class read from the model's own metadata, with its notes."""
     found = publish.current(path)

@@ -4,10 +4,15 @@ A write puts all its rows in a new version folder (`<base>/_versions/<tag>/label
 then points each class at it (spark_code.publish). A reader follows each class's pointer, so it always finds a
 complete version of a class, the new one or the previous one, even when the writer is killed half-way, on local disk
 and on S3. A class whose new output is empty is published as an empty (but present) folder.
+
+Each version also holds `_stamps.json`: per class (or `all` for a whole table), its row count and the stamp its
+writer gave it (what it was computed from, e.g. the class's data version and the embedding settings), published with
+the rows; `published_stamps` reads them without Spark, so deciding what is up to date costs a few small reads.
 """
 
 from __future__ import annotations
 
+import json
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -23,6 +28,8 @@ from spark_code.errors import MissingOutputError
 from spark_code.layout import validate_class_name
 
 PARTITION_COLUMN = "label"
+STAMPS_FILE = "_stamps.json"
+"""In each version: {class (or "all"): {"rows": n, "stamp": what the writer said the rows were computed from}}."""
 
 
 class MissingClassError(MissingOutputError, LookupError):
@@ -48,8 +55,30 @@ def _write_empty(folder: str, schema: pa.Schema) -> None:
     pq.write_table(schema.empty_table(), f"{path}/part-00000-empty.parquet", filesystem=fs)
 
 
-def write_classes(df: DataFrame, base: str, classes: list[str]) -> dict[str, int]:
-    """Replace the given classes under `base` with the rows of `df` (which must only hold those classes).
+def _write_stamps(version: str, rows: dict[str, int], stamps: dict[str, str] | None) -> None:
+    entries = {part: {"rows": count, "stamp": (stamps or {}).get(part)} for part, count in rows.items()}
+    storage.write_text(f"{version}/{STAMPS_FILE}", json.dumps(entries, sort_keys=True))
+
+
+def published_stamps(base: str) -> dict[str, dict]:
+    """The stamps of every published class (or of the whole table, under "all"), read from the versions that the
+    pointers name; a class whose version has no stamps (written before them) maps to {}."""
+    base = base.rstrip("/")
+    by_version: dict[str, dict] = {}
+    found = {}
+    for part, location in publish.pointers(base).items():
+        version = publish.version_of(location)
+        if version not in by_version:
+            text = storage.read_text(f"{base}/{version}/{STAMPS_FILE}")
+            by_version[version] = json.loads(text) if text else {}
+        name = publish.WHOLE if part == publish.WHOLE else unquote(part.split("=", 1)[1])
+        found[name] = by_version[version].get(name, {})
+    return found
+
+
+def write_classes(df: DataFrame, base: str, classes: list[str], stamps: dict[str, str] | None = None) -> dict[str, int]:
+    """Replace the given classes under `base` with the rows of `df` (which must only hold those classes), each with
+    its stamp from `stamps` if given.
 
     Returns the number of rows written per class (0 for a class with no rows).
     """
@@ -69,6 +98,7 @@ def write_classes(df: DataFrame, base: str, classes: list[str]) -> dict[str, int
         for name in classes:
             if name not in counts:
                 _write_empty(f"{version}/{parts[name]}", empty_schema)
+        _write_stamps(version, {name: int(counts.get(name, 0)) for name in classes}, stamps)
     except BaseException:
         publish.discard(version)
         raise
@@ -95,7 +125,7 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
     return df.select("path", F.col(PARTITION_COLUMN), *others)
 
 
-def write_table(df: DataFrame, base: str) -> int:
+def write_table(df: DataFrame, base: str, stamp: str | None = None) -> int:
     """Replace the whole output with `df` (partitioned by class for readers), published once written."""
     spark = df.sparkSession
     base = base.rstrip("/")
@@ -104,6 +134,7 @@ def write_table(df: DataFrame, base: str) -> int:
     try:
         df.write.partitionBy(PARTITION_COLUMN).parquet(version)
         rows = spark.read.schema(df.schema).parquet(version).count()
+        _write_stamps(version, {publish.WHOLE: rows}, {publish.WHOLE: stamp} if stamp else None)
     except BaseException:
         publish.discard(version)
         raise

@@ -4,6 +4,7 @@ image folders made from them (never copied into the repository)."""
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ os.environ.setdefault("FRUITS_MODEL_WEIGHTS", str(WEIGHTS))
 os.environ.setdefault("FRUITS_MODEL_ALPHA", "0.35")
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `fruits run` records its runs in DAGSTER_HOME: the tests' own instance, never the developer's ./.dagster_home.
+os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="fruits-tests-dagster-home-")
 
 from pyspark.sql import SparkSession  # noqa: E402
 

@@ -73,3 +73,10 @@ ODD_NAMES: dict[str, bytes] = {
     'pâte "brisée" 2.png': BAD_IMAGES["page.png"],
 }
 """One good and one bad file whose names hold spaces, accents and both kinds of quotes."""
+
+
+def write_image(path: Path, size: tuple[int, int] = (100, 100), seed: int = 0) -> Path:
+    """A fruit-like PNG at `path` (folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded(fruit_like(size, seed), "PNG"))
+    return path

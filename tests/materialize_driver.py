@@ -26,7 +26,7 @@ from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.definitions import resources_for
 from fruits_assets.io_managers import ClassParquetIOManager
-from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.main_job import use_classes
 from fruits_assets.resources import FruitsSettings
 
 ASSETS = {"raw_images": [raw_images], "image_embeddings": [image_embeddings]}
@@ -61,9 +61,10 @@ def main(argv: list[str]) -> int:
         model_weights=os.environ["FRUITS_MODEL_WEIGHTS"],
         model_alpha=float(os.environ.get("FRUITS_MODEL_ALPHA", "0.35")),
     )
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    classes = sorted(args.classes)
-    instance.add_dynamic_partitions(fruit_class_partitions.name, classes)
+    # On disk (DAGSTER_HOME) only when asked: drivers of one test may run side by side.
+    on_disk = os.environ.get("FRUITS_DRIVER_ON_DISK") == "1"
+    instance = DagsterInstance.get() if on_disk else DagsterInstance.ephemeral()
+    classes = use_classes(instance, sorted(args.classes))
     result = materialize(
         [asset for name in ASSETS for asset in ASSETS[name]],
         selection=[AssetKey(key) for name in args.assets for key in KEYS[name]],

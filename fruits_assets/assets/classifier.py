@@ -16,8 +16,17 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, split_roles
+from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
+from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
 from fruits_assets.failures import fail_at_once_when_permanent
+from fruits_assets.freshness import (
+    COMPUTED_FROM,
+    INPUTS,
+    classifier_inputs,
+    embedding_stamps,
+    evaluation_stamp,
+    reduced_stamps,
+)
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings
 from spark_code.classifier import (
@@ -27,8 +36,10 @@ from spark_code.classifier import (
     score,
     train_classifier,
 )
+from spark_code.listing import class_versions
 from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
 from spark_code.pca import classes_not_projected_by
+from spark_code.publish import WHOLE
 from spark_code.splits import EVALUATE, ROLE, rows_with_role, with_roles
 
 ACCURACY_CHECK = AssetCheckSpec(
@@ -48,16 +59,6 @@ def require_projected_by(reduced: DataFrame, version: str | None, which: str) ->
         )
 
 
-SKIPPED = "skipped"
-"""Metadata key of the observation an asset records when it has nothing to compute (the reason)."""
-
-
-def skipped(context: AssetExecutionContext, asset_name: str, reason: str) -> AssetObservation:
-    """Log why an asset produced nothing this time, and record it where the UI and the main job's summary find it."""
-    context.log.warning(f"{asset_name} skipped: {reason}")
-    return AssetObservation(asset_key=asset_name, metadata={SKIPPED: MetadataValue.text(reason)})
-
-
 @asset(
     group_name="models",
     io_manager_key="spark_model_io_manager",
@@ -65,6 +66,8 @@ def skipped(context: AssetExecutionContext, asset_name: str, reason: str) -> Ass
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
     output_required=False,
+    automation_condition=AFTER_UPSTREAM_DECISIONS,
+    code_version=code_version("fruit_classifier"),
 )
 @fail_at_once_when_permanent
 def fruit_classifier(
@@ -80,6 +83,9 @@ def fruit_classifier(
     # Skipped (an observation with the reason) below two classes with training images.
     fresh_spark(pyspark, "fruit_classifier")
     pca_version = pca_model.notes.get(VERSION)
+    classes = sorted(context.asset_partition_keys_for_input("reduced_features"))
+    listing = class_versions(settings.layout(), classes)
+    inputs = classifier_inputs(reduced_stamps(embedding_stamps(listing, settings), pca_version), settings)
     require_projected_by(reduced_features, pca_version, "the published PCA")
     roles = split_roles(settings, reduced_features)
     try:
@@ -100,6 +106,7 @@ def fruit_classifier(
     notes = {
         **{key: pca_model.notes[key] for key in ("embedding", "k")},
         PCA_VERSION: pca_version,
+        INPUTS: inputs,
         "labels": labels,
         "classifier": {"reg_param": trained.reg_param, "iterations": trained.iterations},
     }
@@ -128,6 +135,8 @@ def fruit_classifier(
     check_specs=[ACCURACY_CHECK],
     retry_policy=SPARK_RETRY,
     output_required=False,
+    automation_condition=AFTER_UPSTREAM_DECISIONS,
+    code_version=code_version("classifier_evaluation"),
 )
 @fail_at_once_when_permanent
 def classifier_evaluation(
@@ -144,6 +153,7 @@ def classifier_evaluation(
     if PCA_VERSION in fruit_classifier.notes:
         require_projected_by(reduced_features, fruit_classifier.notes[PCA_VERSION], "the classifier's PCA")
     roles = split_roles(settings, reduced_features)
+    stamp = evaluation_stamp(fruit_classifier.notes.get(VERSION), settings)
     images = rows_with_role(reduced_features, roles, EVALUATE).drop(ROLE)
     predictions = score(fruit_classifier.model, images).persist()
     labels = labels_of(fruit_classifier.model)
@@ -178,5 +188,6 @@ def classifier_evaluation(
             ),
             "recall_per_class": MetadataValue.json(result.recall),
             "confusion_matrix": confusion_matrix_plot(result.confusion, labels),
+            COMPUTED_FROM: MetadataValue.json({WHOLE: stamp}),
         },
     )

@@ -7,7 +7,17 @@ import os
 import warnings
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, Backoff, BetaWarning, Failure, ResourceParam, RetryPolicy
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    BackfillPolicy,
+    Backoff,
+    BetaWarning,
+    Failure,
+    MetadataValue,
+    ResourceParam,
+    RetryPolicy,
+)
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 
@@ -18,6 +28,7 @@ from spark_code.splits import SplitRoles, split_names
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
+warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=BetaWarning)
 
 StepLauncherParam = ResourceParam[Any]
 """The `step_launcher` resource every Spark-backed asset declares: none in `local` (the step runs in this
@@ -67,6 +78,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"holdout_fraction {settings.holdout_fraction} must be between 0 and 1")
     if not 0 <= settings.max_rejected_share <= 1:
         problems.append(f"max_rejected_share {settings.max_rejected_share} must be between 0 and 1")
+    if not 0 <= settings.pca_refit_share <= 1:
+        problems.append(f"pca_refit_share {settings.pca_refit_share} must be between 0 and 1")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems
@@ -116,3 +129,13 @@ def fresh_spark(pyspark: LazyPySparkResource, asset: str | None = None) -> Spark
 def group_jobs(spark: SparkSession, asset: str) -> None:
     """Name the Spark jobs this thread starts from now on after the asset (Spark UI, status tracker)."""
     spark.sparkContext.setJobGroup(asset, f"fruits asset {asset}")
+
+
+SKIPPED = "skipped"
+"""Metadata key of the observation an asset records when it has nothing to compute (the reason)."""
+
+
+def skipped(context: AssetExecutionContext, asset_name: str, reason: str) -> AssetObservation:
+    """Log why an asset produced nothing this time, and record it where the UI and the main job's summary find it."""
+    context.log.warning(f"{asset_name} skipped: {reason}")
+    return AssetObservation(asset_key=asset_name, metadata={SKIPPED: MetadataValue.text(reason)})

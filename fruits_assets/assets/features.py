@@ -16,6 +16,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
 from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, CHANGED_UPSTREAM, code_version
 from fruits_assets.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
@@ -27,6 +28,7 @@ from fruits_assets.checks import (
     check_rejected_share,
 )
 from fruits_assets.failures import fail_at_once_when_permanent
+from fruits_assets.freshness import COMPUTED_FROM, embedding_stamps, reduced_stamps
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import EmbeddingStore, FruitsSettings
 from spark_code.embedding_store import (
@@ -40,6 +42,7 @@ from spark_code.embedding_store import (
 )
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
 from spark_code.image_files import read_image_files
+from spark_code.listing import class_versions
 from spark_code.ml_models import VERSION, ModelArtifact
 from spark_code.pca import apply_pca, pca_k
 
@@ -50,11 +53,15 @@ from spark_code.pca import apply_pca, pca_k
             io_manager_key="class_parquet_io_manager",
             description="MobileNetV2 (ImageNet) pooled features of each image: path, label, split, features[1280].",
             kinds={"spark", "tensorflow"},
+            automation_condition=CHANGED_UPSTREAM,
+            code_version=code_version("image_embeddings"),
         ),
         "rejected_images": AssetOut(
             io_manager_key="class_parquet_io_manager",
             description="Files that could not be decoded as images: path, label, split, reason.",
             kinds={"spark"},
+            automation_condition=CHANGED_UPSTREAM,
+            code_version=code_version("image_embeddings"),
         ),
     },
     ins={"raw_images": AssetIn()},
@@ -76,6 +83,7 @@ def image_embeddings(
     """Embed every indexed image of the run's classes whose content the embedding store lacks; undecodable files go
     to rejected_images, not to failure."""
     layout, classes = run_layout(context, settings)
+    stamps = MetadataValue.json(embedding_stamps(class_versions(layout, classes), settings))
     spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
     fingerprint = settings_fingerprint(model)
@@ -102,9 +110,10 @@ def image_embeddings(
             "image_size": MetadataValue.int(model.image_size),
             "images_embedded": MetadataValue.int(embedded_now),
             "settings_fingerprint": MetadataValue.text(fingerprint or "none (random weights are never stored)"),
+            COMPUTED_FROM: stamps,
         },
     )
-    yield Output(rejected(embedded), output_name="rejected_images")
+    yield Output(rejected(embedded), output_name="rejected_images", metadata={COMPUTED_FROM: stamps})
 
 
 @asset(
@@ -116,6 +125,8 @@ def image_embeddings(
     kinds={"spark"},
     check_specs=[REDUCED_WIDTH_CHECK],
     retry_policy=SPARK_RETRY,
+    automation_condition=AFTER_UPSTREAM_DECISIONS,
+    code_version=code_version("reduced_features"),
 )
 @fail_at_once_when_permanent
 def reduced_features(
@@ -123,12 +134,16 @@ def reduced_features(
     step_launcher: StepLauncherParam,
     image_embeddings: DataFrame,
     pca_model: ModelArtifact,
+    settings: FruitsSettings,
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k], pca_version."""
+    layout, classes = run_layout(context, settings)
+    embedded = embedding_stamps(class_versions(layout, classes), settings)
+    stamps = reduced_stamps(embedded, pca_model.notes.get(VERSION))
     fresh_spark(pyspark, "reduced_features")
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
     reduced = apply_pca(pca_model.model, image_embeddings, pca_model.notes.get(VERSION)).persist()
     yield check_reduced_width(reduced, k)
-    yield Output(reduced, metadata={"k": MetadataValue.int(k)})
+    yield Output(reduced, metadata={"k": MetadataValue.int(k), COMPUTED_FROM: MetadataValue.json(stamps)})

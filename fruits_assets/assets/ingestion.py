@@ -1,16 +1,27 @@
 """Ingestion: the raw images of each fruit class, indexed and checked."""
 
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    DataVersion,
+    DataVersionsByPartition,
+    MetadataValue,
+    Output,
+    asset,
+    observable_source_asset,
+)
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.automation import CHANGED_UPSTREAM, code_version
 from fruits_assets.failures import fail_at_once_when_permanent
+from fruits_assets.freshness import COMPUTED_FROM
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
 from spark_code.image_files import index_images, read_image_files
+from spark_code.listing import class_versions
 
 THUMBNAILS = 6
 """Images shown in the UI per materialization: enough to recognise the fruit, few enough to collect to the driver."""
@@ -23,6 +34,22 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     return {} if strip is None else {"thumbnails": image_markdown(strip, "sample images")}
 
 
+@observable_source_asset(
+    partitions_def=fruit_class_partitions,
+    group_name="ingestion",
+    required_resource_keys={"settings"},
+    description="The photos of each class under the images root; data version: the listing's (names, sizes, "
+    "times or ETags). The discovery sensor records it every tick; Observe in the UI does the same.",
+)
+def class_photos(context) -> DataVersionsByPartition:  # noqa: ANN001 (an OpExecutionContext)
+    """The data version of every registered class still under the images root."""
+    settings: FruitsSettings = context.resources.settings
+    layout = settings.layout()
+    known = context.instance.get_dynamic_partitions(fruit_class_partitions.name)
+    present = [name for name in known if name in set(layout.classes)]
+    return DataVersionsByPartition({name: DataVersion(v) for name, v in class_versions(layout, present).items()})
+
+
 @asset(
     partitions_def=fruit_class_partitions,
     backfill_policy=SINGLE_RUN,
@@ -30,6 +57,9 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     io_manager_key="class_parquet_io_manager",
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
+    deps=[class_photos],
+    automation_condition=CHANGED_UPSTREAM,
+    code_version=code_version("raw_images"),
 )
 @fail_at_once_when_permanent
 def raw_images(
@@ -40,6 +70,7 @@ def raw_images(
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size) with a decode check of each file."""
     layout, classes = run_layout(context, settings)
+    versions = class_versions(layout, classes)  # listed before reading: a file added meanwhile makes it stale
     files = read_image_files(fresh_spark(pyspark, "raw_images"), layout, classes)
     index = index_images(files).persist()
     totals = index.agg(
@@ -52,6 +83,7 @@ def raw_images(
             "undecodable_files": MetadataValue.int(totals["undecodable"]),
             "total_bytes": MetadataValue.int(totals["bytes"] or 0),
             "images_root": MetadataValue.path(layout.root),
+            COMPUTED_FROM: MetadataValue.json(versions),
             **thumbnails(files),
         },
     )

@@ -1,16 +1,27 @@
-"""Models: the PCA fitted on every class's training embeddings."""
+"""Models: the PCA fitted on every class's training embeddings, again only when the refit rule says so."""
 
+from collections.abc import Iterator
 from dataclasses import asdict
 
-from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetObservation, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, check_settings, group_jobs, split_roles
+from fruits_assets.assets.common import (
+    SPARK_RETRY,
+    StepLauncherParam,
+    check_settings,
+    group_jobs,
+    skipped,
+    split_roles,
+)
+from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
 from fruits_assets.failures import fail_at_once_when_permanent
+from fruits_assets.freshness import pca_context
 from fruits_assets.plots import cumulative_variance_plot
-from fruits_assets.resources import FruitsSettings
-from spark_code.ml_models import ModelArtifact
+from fruits_assets.resources import FruitsSettings, PublishedOutputs
+from spark_code.ml_models import ModelArtifact, published_notes
 from spark_code.pca import fit_pca
+from spark_code.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
 from spark_code.splits import TRAIN, rows_with_role
 
 
@@ -20,6 +31,9 @@ from spark_code.splits import TRAIN, rows_with_role
     ins={"image_embeddings": AssetIn()},
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
+    output_required=False,
+    automation_condition=AFTER_UPSTREAM_DECISIONS,
+    code_version=code_version("pca_model"),
 )
 @fail_at_once_when_permanent
 def pca_model(
@@ -27,15 +41,26 @@ def pca_model(
     step_launcher: StepLauncherParam,
     image_embeddings: DataFrame,
     settings: FruitsSettings,
-) -> Output[ModelArtifact]:
+    outputs: PublishedOutputs,
+) -> Iterator[Output[ModelArtifact] | AssetObservation]:
     """PCA (pyspark.ml) on the training images of every class, never the evaluation hold-out; k reaches the target
-    variance, at most pca_max_k."""
+    variance, at most pca_max_k. Fitted again only by the refit rule (spark_code.pca_refit): otherwise the published
+    PCA is kept, nothing is materialized and the reason is recorded."""
     # k is also at most the training images' rank (photos - 1); the metadata says when that cap applied.
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")
     roles = split_roles(settings, image_embeddings)
+    training = rows_with_role(image_embeddings, roles, TRAIN)
+    training_rows = {row["label"]: row["count"] for row in training.groupBy("label").count().collect()}
+    fit_context = pca_context(settings, asdict(roles))
+    previous = published_notes(outputs.path("pca_model"))
+    reason = refit_reason(previous, training_rows, fit_context, settings.pca_refit_share)
+    if reason is None:
+        yield skipped(context, "pca_model", kept_reason(previous, training_rows, settings.pca_refit_share))
+        return
+    context.log.info(f"fitting the PCA: {reason}")
     fixed_k = settings.pca_k or None
-    fit = fit_pca(rows_with_role(image_embeddings, roles, TRAIN), settings.pca_variance, fixed_k, settings.pca_max_k)
+    fit = fit_pca(training, settings.pca_variance, fixed_k, settings.pca_max_k)
     context.log.info(f"PCA k={fit.k} explains {fit.explained_variance:.4f} of the variance")
     capped = fit.k < fit.requested_k
     if capped:
@@ -43,13 +68,8 @@ def pca_model(
             f"PCA k capped at {fit.k} instead of {fit.requested_k}: {fit.training_rows} training images span at "
             f"most {fit.training_rows - 1} directions"
         )
-    notes = {
-        "k": fit.k,
-        "explained_variance": fit.explained_variance,
-        "roles": asdict(roles),
-        "embedding": asdict(settings.model),
-    }
-    return Output(
+    notes = {"k": fit.k, "explained_variance": fit.explained_variance, TRAINING_ROWS: training_rows, **fit_context}
+    yield Output(
         ModelArtifact(fit.model, notes),
         metadata={
             "k": MetadataValue.int(fit.k),
@@ -62,6 +82,7 @@ def pca_model(
             "k_capped_by_training_images": MetadataValue.bool(capped),
             "training_rows": MetadataValue.int(fit.training_rows),
             "training_images": MetadataValue.text(roles.describe_training()),
+            "refit_because": MetadataValue.text(reason),
             "cumulative_variance": cumulative_variance_plot(
                 fit.cumulative_variance, fit.k, None if fixed_k else settings.pca_variance
             ),

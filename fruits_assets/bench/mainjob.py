@@ -4,6 +4,8 @@ memory at two data sizes (it must stay flat: the driver never holds image data).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +61,7 @@ def run_sampled(command: list[str]) -> dict[str, Any]:
         "images": summary.get("images_featurized", 0) + summary.get("images_rejected", 0),
         "driver_python_peak_rss_mb": round(peak_python / 1024, 1),
         "driver_jvm_peak_rss_mb": round(peak_jvm / 1024, 1),
+        "summary": summary,
     }
 
 
@@ -66,6 +69,9 @@ def bench_main_job(images_root: Path, output_dir: Path, small_classes: int, sett
     """Main job on the first `small_classes` classes and on all of them; the bare model's time for the same
     images; the ratios of the issue's targets (main/bare, driver peak RSS large/small)."""
     classes = discover_layout(str(images_root)).classes
+    shutil.rmtree(output_dir, ignore_errors=True)  # first runs: nothing up to date, an empty embedding store
+    (output_dir / "dagster_home").mkdir(parents=True)
+    os.environ["DAGSTER_HOME"] = str((output_dir / "dagster_home").resolve())  # the runs' own instance
     fruits = [sys.executable, "-m", "fruits_assets.cli", "run", "--images-root", str(images_root), "--json"]
     fruits += ["--weights", settings.weights, "--alpha", str(settings.alpha)]
     fruits += [] if settings.flip_average else ["--no-flip-average"]

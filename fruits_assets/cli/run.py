@@ -18,9 +18,11 @@ QUALITY_GATE_EXIT = 3
 def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
-        help="materialize every asset (raw images -> embeddings -> PCA -> reduced features) on local Spark",
-        description="Materialize every asset for every class (or the given ones) on local Spark. "
-        "Options override the FRUITS_* environment variables.",
+        help="materialize what is missing or stale (raw images -> embeddings -> PCA -> classifier) on local Spark",
+        description="Materialize every asset for every class (or the given ones) on local Spark, recomputing only "
+        "what is missing or stale under the output root (--full: everything). Runs are recorded in the Dagster "
+        "instance of $DAGSTER_HOME (default ./.dagster_home), which the UI shows. Options override the FRUITS_* "
+        "environment variables.",
     )
     run.add_argument(
         "--images-root",
@@ -56,6 +58,17 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         type=float,
         help="most files that may be rejected as undecodable, in the run and in each class (default 0.1)",
     )
+    run.add_argument(
+        "--pca-refit-share",
+        type=float,
+        help="refit the PCA when this share of training photos changed, or a class came or went (default 0.1)",
+    )
+    run.add_argument(
+        "--full",
+        action="store_true",
+        help="recompute every asset of every class and refit the PCA (default: only what is missing or stale; "
+        "embeddings still come from the embedding store)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
 
 
@@ -74,6 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "holdout_fraction",
         "min_accuracy",
         "max_rejected_share",
+        "pca_refit_share",
     )
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 
@@ -99,6 +113,7 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
         rows.append(("evaluated on", f"{summary['evaluation_images']} images, {summary['evaluated_on']}"))
     rows += [(f"{name} skipped", reason) for name, reason in summary["skipped"].items()]
     rows.append(("checks", f"{sum(summary['checks'].values())}/{len(summary['checks'])} passed"))
+    rows += [("ran", step) for step in summary["steps"]] or [("ran", "nothing: every output is up to date")]
     rows += [("failed check", name) for name, passed in summary["checks"].items() if not passed]
     rows.append(("outputs under", summary["output_root"]))
     outputs = [(name, path) for name, path in summary["outputs"].items()]
@@ -119,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        summary = run_main_job(_overrides(args), args.classes, args.output_root).as_dict()
+        summary = run_main_job(_overrides(args), args.classes, args.output_root, full=args.full).as_dict()
     except (LayoutError, FileNotFoundError, InvalidSettingsError) as exc:  # SplitError is a LayoutError
         print(f"fruits: error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from fruits_assets.assets.features import image_embeddings, reduced_features
 from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.assets.models import pca_model
 from fruits_assets.definitions import all_assets
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from spark_code.ml_models import MismatchedModelsError
 from spark_code.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
@@ -146,7 +146,13 @@ def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, outp
     )
     embeddings = read_classes(spark, str(output_root / "image_embeddings"), classes)
     settings = FruitsSettings(images_root=str(small_root), model_weights=str(WEIGHTS), pca_variance=0.9)
-    fitted = pca_model(build_asset_context(), step_launcher=None, image_embeddings=embeddings, settings=settings)
+    outputs = PublishedOutputs(output_root=str(output_root))  # no PCA published there yet: it is fitted
+    events = list(
+        pca_model(
+            build_asset_context(), step_launcher=None, image_embeddings=embeddings, settings=settings, outputs=outputs
+        )
+    )
+    fitted = next(e for e in events if isinstance(e, Output))
     k = fitted.metadata["k"].value
     training = np.array([row["features"] for row in embeddings.where("split = 'Training'").collect()])
     expected_k, explained = numpy_pca_k(training, 0.9)
@@ -155,7 +161,12 @@ def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, outp
     kiwi = embeddings.where("label = 'Kiwi'")
     events = list(
         reduced_features(
-            context, step_launcher=None, image_embeddings=kiwi, pca_model=fitted.value, pyspark=resources["pyspark"]
+            context,
+            step_launcher=None,
+            image_embeddings=kiwi,
+            pca_model=fitted.value,
+            settings=settings,
+            pyspark=resources["pyspark"],
         )
     )
     reduced = next(e for e in events if isinstance(e, Output)).value

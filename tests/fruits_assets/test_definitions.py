@@ -1,5 +1,5 @@
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, AssetsDefinition
 
 from fruits_assets.assets.common import SPARK_RETRY
 from fruits_assets.definitions import all_assets, defs, resources_for
@@ -9,6 +9,7 @@ from fruits_assets.resources import extra_spark_conf, resolved_settings, setting
 def test_the_asset_graph_has_every_stage_with_its_lineage():
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
+        "class_photos",
         "raw_images",
         "image_embeddings",
         "rejected_images",
@@ -17,6 +18,7 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
         "fruit_classifier",
         "classifier_evaluation",
     }
+    assert graph.get(AssetKey("raw_images")).parent_keys == {AssetKey("class_photos")}
     assert graph.get(AssetKey("image_embeddings")).parent_keys == {AssetKey("raw_images")}
     assert graph.get(AssetKey("pca_model")).parent_keys == {AssetKey("image_embeddings")}
     assert graph.get(AssetKey("reduced_features")).parent_keys == {AssetKey("image_embeddings"), AssetKey("pca_model")}
@@ -31,10 +33,35 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
 
 def test_partitioned_assets_share_the_discovered_class_partitions():
     graph = defs.resolve_asset_graph()
-    for name in ("raw_images", "image_embeddings", "rejected_images", "reduced_features"):
+    for name in ("class_photos", "raw_images", "image_embeddings", "rejected_images", "reduced_features"):
         assert graph.get(AssetKey(name)).partitions_def.name == "fruit_class"
     for name in ("pca_model", "fruit_classifier", "classifier_evaluation"):
         assert graph.get(AssetKey(name)).partitions_def is None
+
+
+def test_every_computed_asset_has_a_code_version_and_an_automation_condition():
+    graph = defs.resolve_asset_graph()
+    computed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_materializable]
+    assert len(computed) == 7
+    for key in computed:
+        assert graph.get(key).code_version and graph.get(key).automation_condition is not None, key
+
+
+def test_the_automation_sensors_are_on_by_default():
+    from dagster import DefaultSensorStatus
+
+    for name in ("fruit_class_sensor", "fruits_automation"):
+        assert defs.get_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
+
+
+def test_a_settings_change_changes_the_code_version_of_what_depends_on_it(monkeypatch):
+    from fruits_assets.automation import code_version
+
+    before = {asset: code_version(asset) for asset in ("raw_images", "image_embeddings", "pca_model")}
+    monkeypatch.setenv("FRUITS_MODEL_ALPHA", "0.5")
+    after = {asset: code_version(asset) for asset in before}
+    assert after["image_embeddings"] != before["image_embeddings"]
+    assert after["raw_images"] == before["raw_images"] and after["pca_model"] == before["pca_model"]
 
 
 def test_an_unknown_deployment_is_refused():
@@ -71,7 +98,7 @@ def test_prod_launches_steps_on_emr_with_s3_defaults(monkeypatch):
 
 
 def test_every_spark_backed_asset_retries_with_backoff():
-    policies = {a.node_def.name: a.node_def.retry_policy for a in all_assets}
+    policies = {a.node_def.name: a.node_def.retry_policy for a in all_assets if isinstance(a, AssetsDefinition)}
     assert len(policies) == 6 and set(policies.values()) == {SPARK_RETRY}
     assert SPARK_RETRY.max_retries == 2 and SPARK_RETRY.backoff is not None
 

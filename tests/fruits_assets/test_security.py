@@ -80,6 +80,7 @@ def test_no_credential_reaches_logs_event_log_metadata_or_outputs(small_root, tm
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
+        "FRUITS_DRIVER_ON_DISK": "1",
         "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
         "AWS_SESSION_TOKEN": FAKE_TOKEN,

@@ -1,7 +1,7 @@
 import pytest
 
 from spark_code.layout import LayoutError
-from spark_code.parquet_store import MissingClassError, read_classes, write_classes
+from spark_code.parquet_store import MissingClassError, published_stamps, read_classes, write_classes
 from spark_code.publish import leftovers, pointers
 
 
@@ -55,3 +55,19 @@ def test_class_names_that_could_escape_the_folder_are_refused(spark, tmp_path, n
     with pytest.raises(LayoutError, match="invalid class name"):
         read_classes(spark, str(tmp_path / "asset"), [name])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_class_is_published_with_its_stamp_and_row_count(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    rows = [("a1", "Apple", "Training", 1), ("b1", "Banana 'x' é", "Training", 3), ("b2", "Banana 'x' é", "Test", 4)]
+    write_classes(_rows(spark, rows), base, ["Apple", "Banana 'x' é", "Fig"], {"Apple": "v1", "Banana 'x' é": "v2"})
+    assert published_stamps(base) == {
+        "Apple": {"rows": 1, "stamp": "v1"},
+        "Banana 'x' é": {"rows": 2, "stamp": "v2"},
+        "Fig": {"rows": 0, "stamp": None},
+    }
+    write_classes(_rows(spark, [("a3", "Apple", "Training", 9)]), base, ["Apple"], {"Apple": "v3"})
+    stamps = published_stamps(base)
+    assert stamps["Apple"] == {"rows": 1, "stamp": "v3"} and stamps["Banana 'x' é"]["stamp"] == "v2"
+    assert read_classes(spark, base, ["Apple"]).count() == 1  # the stamps file is not read as data
+    assert published_stamps(str(tmp_path / "never written")) == {}

@@ -104,6 +104,8 @@ def dagster_dev(
         "FRUITS_OUTPUT_ROOT": str(tmp / "output"),
         "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
         "FRUITS_MODEL_ALPHA": "0.35",
+        # The test launches its run by hand; automatic runs would compete with it (automation: test_automation).
+        "FRUITS_AUTOMATION": "off",
     }
     port = free_port()
     server = DagsterDev(url=f"http://127.0.0.1:{port}", log=ui_artifacts / "dagster-dev.log")

@@ -1,0 +1,137 @@
+"""What is up to date under an output root, decided from the output root itself and the images' listing.
+
+Every class output records, with its rows, a stamp saying what it was computed from (spark_code.parquet_store):
+- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags);
+- image_embeddings and rejected_images: that data version and the embedding settings' fingerprint;
+- reduced_features: the same and the version of the PCA that projected it.
+The classifier's notes record a digest of all its inputs, and the evaluation's stamp the classifier it evaluated.
+A stamp that differs from what the current listing and settings would give means the output is stale: another images
+root, another output root, a deleted output or changed photos all show as stale, whatever the Dagster instance
+remembers. Random weights have no fingerprint: their outputs are never up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from fruits_assets.resources import FruitsSettings
+from spark_code import publish
+from spark_code.embedding_store import settings_fingerprint
+from spark_code.layout import ImagesLayout
+from spark_code.listing import class_versions
+from spark_code.ml_models import VERSION, published_notes
+from spark_code.parquet_store import published_stamps
+from spark_code.pca_refit import FIT_SETTINGS, TRAINING_ROWS
+
+COMPUTED_FROM = "computed_from"
+"""Output metadata key: {class (or "all"): its stamp}, which the IO manager publishes with the rows."""
+INPUTS = "inputs"
+"""Classifier notes key: the digest of what it was trained on (classifier_inputs)."""
+
+
+def _output(root: str, asset: str) -> str:
+    return f"{root.rstrip('/')}/{asset}"
+
+
+def embedding_stamps(listing: dict[str, str], settings: FruitsSettings) -> dict[str, str]:
+    """Per class, what its embeddings are computed from: its data version and the embedding settings."""
+    fingerprint = settings_fingerprint(settings.model) or f"random-{uuid.uuid4().hex}"
+    return {name: f"{version}:{fingerprint}" for name, version in listing.items()}
+
+
+def reduced_stamps(embedded: dict[str, str], pca_version: str | None) -> dict[str, str]:
+    """Per class, what its reduced features are computed from: its embeddings and the PCA version."""
+    return {name: f"{stamp}:{pca_version}" for name, stamp in embedded.items()}
+
+
+def classifier_inputs(reduced: dict[str, str], settings: FruitsSettings) -> str:
+    """A digest of what the classifier is trained on: every class's reduced features and the settings that choose
+    the training, validation and evaluation photos and the fit."""
+    described = {
+        "reduced": sorted(reduced.items()),
+        "splits": [settings.training_split, settings.validation_split, settings.evaluation_split],
+        "holdout_fraction": settings.holdout_fraction,
+        "classifier": asdict(settings.classifier),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluation_stamp(classifier_version: str | None, settings: FruitsSettings) -> str:
+    """What an evaluation is computed from: the classifier, and the accuracy floor its check applies."""
+    return f"{classifier_version}:{settings.min_accuracy}"
+
+
+def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, Any]:
+    """What a PCA fit depends on besides the photos (see spark_code.pca_refit), as its notes hold it (JSON)."""
+    context = {
+        "embedding": asdict(settings.model),
+        "roles": roles,
+        FIT_SETTINGS: {"variance": settings.pca_variance, "k": settings.pca_k, "max_k": settings.pca_max_k},
+    }
+    return json.loads(json.dumps(context))
+
+
+def stale(stamps: dict[str, dict], expected: dict[str, str]) -> list[str]:
+    """The classes whose published stamp is not the expected one (never published included), sorted."""
+    return sorted(name for name, stamp in expected.items() if stamps.get(name, {}).get("stamp") != stamp)
+
+
+class Freshness:
+    """The state of one output root against one listing of the images and one set of settings."""
+
+    def __init__(self, root: str, settings: FruitsSettings, layout: ImagesLayout, classes: list[str]) -> None:
+        self.root = root
+        self.settings = settings
+        self.classes = classes
+        self.listing = class_versions(layout, classes)
+        self.embedded = embedding_stamps(self.listing, settings)
+        self.roles = asdict(settings.roles(layout.splits))
+
+    def stamps(self, asset: str) -> dict[str, dict]:
+        return published_stamps(_output(self.root, asset))
+
+    def notes(self, asset: str) -> dict[str, Any] | None:
+        return published_notes(_output(self.root, asset))
+
+    def stale_ingestion(self) -> list[str]:
+        """Classes whose index, embeddings or rejected photos are missing or not from the current photos/settings."""
+        found = set(stale(self.stamps("raw_images"), self.listing))
+        for asset in ("image_embeddings", "rejected_images"):
+            found |= set(stale(self.stamps(asset), self.embedded))
+        return sorted(found)
+
+    def pca_may_be_stale(self) -> bool:
+        """Whether the PCA step must run (it applies the refit rule itself): no PCA, other classes or settings."""
+        notes = self.notes("pca_model")
+        if notes is None:
+            return True
+        context = pca_context(self.settings, self.roles)
+        return set(notes.get(TRAINING_ROWS, {})) != set(self.classes) or any(
+            notes.get(key) != value for key, value in context.items()
+        )
+
+    def pca_version(self) -> str | None:
+        notes = self.notes("pca_model")
+        return None if notes is None else notes.get(VERSION)
+
+    def stale_reduced(self) -> list[str]:
+        return stale(self.stamps("reduced_features"), reduced_stamps(self.embedded, self.pca_version()))
+
+    def classifier_stale(self) -> bool:
+        notes = self.notes("fruit_classifier")
+        expected = classifier_inputs(reduced_stamps(self.embedded, self.pca_version()), self.settings)
+        return notes is None or notes.get(INPUTS) != expected
+
+    def evaluation_stale(self) -> bool:
+        notes = self.notes("fruit_classifier")
+        found = self.stamps("classifier_evaluation").get(publish.WHOLE, {}).get("stamp")
+        return notes is None or found != evaluation_stamp(notes.get(VERSION), self.settings)
+
+    def counts(self, asset: str) -> int:
+        """Rows published for the run's classes."""
+        stamps = self.stamps(asset)
+        return sum(stamps.get(name, {}).get("rows", 0) for name in self.classes)

@@ -1,0 +1,53 @@
+"""What is up to date, read from an output root on local disk and on S3 (moto's server): the same answers."""
+
+import boto3
+
+from fruits_assets.freshness import Freshness
+from fruits_assets.resources import FruitsSettings
+from spark_code.layout import discover_layout
+from tests.conftest import WEIGHTS
+
+BUCKET = "fruits-outputs"
+
+
+def _state(root: str, images) -> Freshness:
+    settings = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35)
+    layout = discover_layout(str(images))
+    return Freshness(root, settings, layout, layout.classes)
+
+
+def _summary(state: Freshness) -> dict:
+    return {
+        "ingestion": state.stale_ingestion(),
+        "pca": state.pca_may_be_stale(),
+        "reduced": state.stale_reduced(),
+        "classifier": state.classifier_stale(),
+        "evaluation": state.evaluation_stale(),
+        "featurized": state.counts("image_embeddings"),
+    }
+
+
+def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, small_root, aws):
+    summary, output_root = trained_run
+    local = _summary(_state(str(output_root), small_root))
+    assert local == {
+        "ingestion": [],
+        "pca": False,
+        "reduced": [],
+        "classifier": False,
+        "evaluation": False,
+        "featurized": summary["images_featurized"],
+    }
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for path in sorted(output_root.rglob("*")):
+        if path.is_file() and "embedding_store" not in path.parts:
+            s3.put_object(Bucket=BUCKET, Key=f"out/{path.relative_to(output_root)}", Body=path.read_bytes())
+    remote = f"s3://{BUCKET}/out"
+    assert _summary(_state(remote, small_root)) == local
+
+    s3.delete_object(Bucket=BUCKET, Key="out/reduced_features/_current/label=Kiwi")  # an output deleted
+    assert _state(remote, small_root).stale_reduced() == ["Kiwi"]
+    (small_root / "Training" / "Banana" / ".hidden").write_bytes(b"not a photo")  # hidden: changes nothing
+    assert _state(remote, small_root).stale_ingestion() == []
+    (small_root / "Training" / "Banana" / ".hidden").unlink()

@@ -1,0 +1,89 @@
+"""`fruits run` does only what is missing or stale, judged from the output root and the photos' listing."""
+
+import shutil
+
+import pytest
+
+from fruits_assets.main_job import contiguous_ranges, run_main_job
+from spark_code.ml_models import VERSION, published_notes
+from spark_code.parquet_store import published_stamps
+from tests.conftest import REAL_CLASSES, copy_sample
+
+
+def _run(images, output_root, **options):
+    full = options.pop("full", False)
+    summary = run_main_job({"images_root": str(images), "min_accuracy": 0.0, **options}, None, str(output_root), full)
+    assert summary.success, summary.error
+    return summary
+
+
+def _ran(summary) -> list[str]:
+    return [step.split(" (")[0] for step in summary.steps]
+
+
+def _pca_version(output_root) -> str:
+    return published_notes(f"{output_root}/pca_model")[VERSION]
+
+
+def test_contiguous_ranges_follow_the_instance_order():
+    ordered = ["Kiwi", "Banana", "Apple", "Mango", "Fig"]
+    assert contiguous_ranges(ordered, ["Banana", "Apple", "Fig"]) == [("Banana", "Apple"), ("Fig", "Fig")]
+    assert contiguous_ranges(ordered, []) == []
+    assert contiguous_ranges(ordered, ordered) == [("Kiwi", "Fig")]
+
+
+@pytest.fixture
+def images(shared_root, tmp_path):
+    return copy_sample(shared_root, tmp_path / "images", REAL_CLASSES, {"Training": 6, "Test": 2})
+
+
+def test_a_rerun_does_only_what_changed(images, shared_root, tmp_path, spark):
+    out = tmp_path / "out"
+    first = _run(images, out)
+    assert _ran(first) == ["every asset: 3 class(es)"] and first.images_embedded == 24
+    pca = _pca_version(out)
+
+    again = _run(images, out)
+    assert again.steps == [] and again.images_embedded == 0
+    assert again.images_featurized == 24 and again.accuracy == first.accuracy and again.pca_k == first.pca_k
+
+    # One new training photo in Kiwi: below the refit share, the PCA is kept; only Kiwi is embedded and projected.
+    extra = sorted((shared_root / "Training" / "Kiwi").iterdir())[6]
+    shutil.copy(extra, images / "Training" / "Kiwi" / extra.name)
+    grown = _run(images, out)
+    assert _ran(grown) == [
+        "raw_images, image_embeddings: 1 class(es)",
+        "pca_model",
+        "reduced_features: 1 class(es)",
+        "fruit_classifier, classifier_evaluation",
+    ]
+    assert grown.images_embedded == 1 and grown.images_featurized == 25
+    assert _pca_version(out) == pca and "kept PCA version" in grown.skipped["pca_model"]
+    reduced = published_stamps(f"{out}/reduced_features")
+    assert all(stamp["stamp"].endswith(pca) for stamp in reduced.values())
+
+    # A refit share of 0 refits on any change; a deleted output is recomputed, whatever the instance remembers.
+    (images / "Training" / "Kiwi" / extra.name).unlink()
+    shutil.rmtree(out / "classifier_evaluation")
+    refit = _run(images, out, pca_refit_share=0.0)
+    assert _pca_version(out) != pca and refit.images_embedded == 0 and refit.images_featurized == 24
+    assert _ran(refit)[-2:] == ["reduced_features: 3 class(es)", "fruit_classifier, classifier_evaluation"]
+    assert _run(images, out, pca_refit_share=0.0).steps == []
+
+
+def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images, shared_root, tmp_path, spark):
+    out = tmp_path / "out"
+    _run(images, out)
+    elsewhere = _run(images, tmp_path / "elsewhere")
+    assert _ran(elsewhere) == ["every asset: 3 class(es)"]
+    assert elsewhere.images_embedded == 24  # each output root has its own embedding store
+
+    # Another images root with the same names (a copy made later): every class is stale and runs again; the
+    # embedding store spares the model, since the bytes are the same.
+    others = copy_sample(shared_root, tmp_path / "others", REAL_CLASSES, {"Training": 6, "Test": 2})
+    moved = _run(others, out)
+    assert _ran(moved)[0] == "raw_images, image_embeddings: 3 class(es)" and moved.images_embedded == 0
+    assert "reduced_features: 3 class(es)" in _ran(moved)
+
+    full = _run(images, out, full=True)
+    assert _ran(full) == ["every asset: 3 class(es)"] and full.images_embedded == 0

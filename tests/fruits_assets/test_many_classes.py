@@ -1,0 +1,45 @@
+"""A few hundred classes (generated, a couple of small photos each): registered in one sensor tick, then the main
+job end to end. The durations are printed (BENCHMARKS.md), never asserted."""
+
+import time
+
+from dagster import DagsterInstance, build_sensor_context
+from dagster_aws.s3 import S3Resource
+
+from fruits_assets.main_job import run_main_job
+from fruits_assets.resources import FruitsSettings
+from fruits_assets.sensors import fruit_class_sensor
+from tests.images_factory import write_image
+
+CLASSES = 300
+
+
+def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
+    root = tmp_path / "images"
+    names = [f"fruit {i:03d}" for i in range(CLASSES)]
+    for i, name in enumerate(names):
+        for split, count in (("Training", 2), ("Test", 1)):
+            for j in range(count):
+                write_image(root / split / name / f"{j}.png", size=(24, 24), seed=1000 * i + 10 * j + len(split))
+
+    started = time.perf_counter()
+    context = build_sensor_context(instance=DagsterInstance.ephemeral())
+    tick = fruit_class_sensor(context, settings=FruitsSettings(images_root=str(root)), s3=S3Resource())
+    tick_seconds = time.perf_counter() - started
+    assert tick.dynamic_partitions_requests[0].partition_keys == names and len(tick.asset_events) == CLASSES
+
+    started = time.perf_counter()
+    summary = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
+    run_seconds = time.perf_counter() - started
+    assert summary.success, summary.error
+    assert summary.classes == CLASSES and summary.images_featurized == 3 * CLASSES and summary.images_rejected == 0
+    assert summary.evaluation_images == CLASSES and summary.accuracy is not None
+
+    started = time.perf_counter()
+    again = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
+    assert again.success and again.steps == []
+    with capsys.disabled():
+        print(
+            f"\n{CLASSES} classes: sensor tick {tick_seconds:.2f} s, main job {run_seconds:.1f} s "
+            f"({summary.steps}), rerun with nothing new {time.perf_counter() - started:.1f} s"
+        )
