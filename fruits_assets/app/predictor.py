@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spark_code.embeddings import Embedder, build_embedder
-from spark_code.images import preprocess
+from spark_code.images import ImageDecodeError, preprocess
 from spark_code.layout import is_remote, join_uri
 from spark_code.ml_models import NOTES_FILE, check_pair
 from spark_code.publish import current, pid_alive
@@ -185,6 +185,8 @@ class FruitPredictor:
         )
         notes = json.loads(_read_bytes(join_uri(classifier_uri, NOTES_FILE)))
         check_pair(json.loads(_read_bytes(join_uri(pca_uri, NOTES_FILE))), notes)
+        self.notes: dict[str, Any] = notes
+        """The classifier's notes: its version, when it was saved, the PCA version it goes with."""
         # Models saved before mirror averaging existed were trained on unmirrored embeddings.
         self.settings = ModelSettings(**{"flip_average": False, **notes["embedding"]})
         centering_dir, pca_dir = _stage_dirs(pca_uri)
@@ -209,10 +211,30 @@ class FruitPredictor:
         return self._embedder(preprocess(data, self.settings.image_size)[None])[0]
 
     def probabilities(self, data: bytes) -> np.ndarray:
-        reduced = (self.features(data).astype(np.float64) - self.mean) @ self.components
+        return self._softmax(self.features(data))
+
+    def _softmax(self, features: np.ndarray) -> np.ndarray:
+        reduced = (features.astype(np.float64) - self.mean) @ self.components
         margins = self.coefficients @ reduced + self.intercepts
         exp = np.exp(margins - margins.max())
         return exp / exp.sum()
+
+    def probabilities_many(self, photos: list[bytes]) -> list[np.ndarray | ImageDecodeError]:
+        """Each photo's probabilities, the decodable ones embedded in one model call (the same features as one by
+        one: the embedder pads every batch); a photo that does not decode gets its ImageDecodeError instead."""
+        arrays: dict[int, np.ndarray] = {}
+        answers: list[np.ndarray | ImageDecodeError] = []
+        for index, data in enumerate(photos):
+            try:
+                arrays[index] = preprocess(data, self.settings.image_size)
+                answers.append(np.empty(0))
+            except ImageDecodeError as exc:
+                answers.append(exc)
+        if arrays:
+            features = self._embedder(np.stack(list(arrays.values())))
+            for index, row in zip(arrays, features, strict=True):
+                answers[index] = self._softmax(row)
+        return answers
 
     def predict(self, photo: str) -> Prediction:
         """Top classes of a photo file; a missing or undecodable file is an answer with an error, not a crash."""

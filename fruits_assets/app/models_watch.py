@@ -1,0 +1,120 @@
+"""Which published models the service answers with: the newest classifier (and its PCA) whose evaluation passed.
+
+The service polls the output root's pointers. When the classifier's pointer moves, the new pair is loaded beside the
+old one and swapped in whole (one reference), so a request sees one PCA and its classifier, never a mix. A
+classifier is served only once its evaluation, published under `classifier_evaluation` and stamped with the
+classifier's version and the accuracy floor, reaches that floor: a failed one never replaces the previous one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+from PIL import Image
+
+from fruits_assets.app.predictor import FruitPredictor
+from spark_code.layout import join_uri
+from spark_code.ml_models import PCA_VERSION, SAVED_AT, VERSION, published_notes
+from spark_code.parquet_store import published_stamps, read_arrow
+from spark_code.publish import WHOLE, current
+
+log = logging.getLogger("fruits.serve")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded PCA + classifier pair and what a client is told about it."""
+
+    predictor: FruitPredictor
+    location: str
+    """The classifier's published folder: a new one means a new model."""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        notes = self.predictor.notes
+        return {
+            "version": notes.get(VERSION),
+            "published_at": notes.get(SAVED_AT),
+            "pca_version": notes.get("pca_version"),
+        }
+
+
+def _blank_photo() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "white").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def evaluation_verdict(output_root: str, classifier_version: str | None) -> tuple[str | None, bool]:
+    """(None, _) when the classifier's published evaluation reached its floor; else (why it may not be served,
+    whether that is final: evaluated and failed, rather than not evaluated yet)."""
+    base = join_uri(output_root, "classifier_evaluation")
+    stamp = published_stamps(base).get(WHOLE, {}).get("stamp") or ""
+    evaluated, _, floor = stamp.rpartition(":")
+    if not evaluated or evaluated != classifier_version:
+        return f"classifier {classifier_version} has no published evaluation yet", False
+    table = read_arrow(base)
+    accuracy = pc.mean(pc.equal(table["label"], table["predicted"]).cast("int8")).as_py() if table.num_rows else 0.0
+    if accuracy < float(floor):
+        return f"classifier {classifier_version}: accuracy {accuracy:.4f} is below its floor {float(floor):.4f}", True
+    return None, False
+
+
+class ModelWatcher:
+    """Holds the served model and replaces it when a better-qualified one is published (polled in a thread)."""
+
+    def __init__(self, output_root: str, poll_seconds: float = 2.0) -> None:
+        self.output_root = output_root
+        self.poll_seconds = poll_seconds
+        self.current: ServedModel | None = None
+        self.problem = "no model loaded yet"
+        self._refused: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fruits-model-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as exc:  # a storage hiccup must not stop the watch; the current model keeps serving
+                log.warning("model watch: %s", exc)
+                self.problem = self.problem if self.current else f"cannot load the models: {exc}"
+            self._stop.wait(self.poll_seconds)
+
+    def refresh(self) -> bool:
+        """Load and swap in the published classifier if it is new and qualified; True when it was swapped in."""
+        location = current(join_uri(self.output_root, "fruit_classifier"))
+        if location is None:
+            self.problem = f"no classifier published under {self.output_root}"
+            return False
+        if (self.current and location == self.current.location) or location == self._refused:
+            return False
+        version = (published_notes(join_uri(self.output_root, "fruit_classifier")) or {}).get(VERSION)
+        verdict, final = evaluation_verdict(self.output_root, version)
+        if verdict is not None:
+            if self.current is None:
+                self.problem = verdict
+            log.warning("not serving the new classifier: %s", verdict)
+            self._refused = location if final else None  # not evaluated yet: checked again at the next poll
+            return False
+        predictor = FruitPredictor(self.output_root)  # raises while a PCA and its classifier are half-published
+        if predictor.notes.get(VERSION) != version:
+            return False  # published again meanwhile: judged at the next poll
+        probabilities = predictor.probabilities(_blank_photo())  # the model answers before it is served
+        if not np.isfinite(probabilities).all():
+            raise ValueError("the new model gives non-finite probabilities")
+        self.current = ServedModel(predictor, location)
+        log.info("serving classifier %s (PCA %s)", version, predictor.notes.get(PCA_VERSION))
+        return True
