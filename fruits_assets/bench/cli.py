@@ -1,4 +1,4 @@
-"""Arguments and dispatch of `fruits bench featurize|scale|mainjob|predict` (heavy imports only when run)."""
+"""Arguments and dispatch of `fruits bench ...` (heavy imports only when one runs)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,29 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     )
     _model_arguments(mainjob)
     mainjob.add_argument("--small-classes", type=int, default=10, help="classes of the small run (default 10)")
-    mainjob.add_argument("--out-dir", default="bench-mainjob", help="where the two runs write their outputs")
+    mainjob.add_argument("--out-dir", default="bench-mainjob", help="the two runs' outputs and instance (replaced)")
+    serve = bench.add_parser("serve", help="fruits serve under N concurrent clients: photos/s vs the bare model")
+    serve.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
+    serve.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
+    serve.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    serve.add_argument("--requests", type=int, default=2000, help="requests under load (default 2000)")
+    serve.add_argument("--limit", type=int, default=200, help="at most this many distinct photos (default 200)")
+    refit = bench.add_parser(
+        "pca-refit", help="accuracy when the PCA was fitted without a share of the training photos (refit rule)"
+    )
+    refit.add_argument("--output-root", help="a finished main job's outputs (default: $FRUITS_OUTPUT_ROOT)")
+    refit.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="shares left out of the fit")
+    incremental = bench.add_parser(
+        "incremental",
+        help="fruits run, then a rerun with nothing new, then one with ~1%% new photos and a new class: wall time "
+        "ratios and photos embedded",
+    )
+    _model_arguments(incremental)
+    incremental.add_argument("--classes", type=int, default=20, help="classes of the first run (default 20)")
+    incremental.add_argument("--new-share", type=float, default=0.01, help="share of photos held back (0.01)")
+    incremental.add_argument(
+        "--work-dir", default="bench-incremental", help="the images' copy, outputs and Dagster instance (replaced)"
+    )
 
 
 def _settings(args: argparse.Namespace) -> ModelSettings:
@@ -67,30 +89,49 @@ def _settings(args: argparse.Namespace) -> ModelSettings:
     return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size, flip_average=args.flip_average)
 
 
-def _bench_predict(args: argparse.Namespace) -> dict:
-    from fruits_assets.bench.predict import bench_predict
-
-    photos = sorted(
+def _photos(args: argparse.Namespace) -> list[Path]:
+    return sorted(
         file
         for given in map(Path, args.photos)
         for file in (given.rglob("*") if given.is_dir() else [given])
         if file.is_file() and not file.name.startswith(".")
     )[: args.limit]
-    return bench_predict(chosen_output_root(args.output_root), photos)
+
+
+def _bench_predict(args: argparse.Namespace) -> dict:
+    from fruits_assets.bench.predict import bench_predict
+
+    return bench_predict(chosen_output_root(args.output_root), _photos(args))
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "predict":
         print(json.dumps(_bench_predict(args)))
         return 0
+    if args.bench == "serve":
+        from fruits_assets.bench.serve import bench_serve
+
+        print(json.dumps(bench_serve(chosen_output_root(args.output_root), _photos(args), args.clients, args.requests)))
+        return 0
+    if args.bench == "pca-refit":
+        from fruits_assets.bench.common import bench_session
+        from fruits_assets.bench.pca_refit import bench_pca_refit
+
+        spark = bench_session("local[*]", ModelSettings.batch_size, {"spark.driver.memory": "6g"})
+        print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares)))
+        return 0
     images_root = Path(args.images_root or os.environ.get("FRUITS_IMAGES_ROOT", "images"))
-    work_dir = Path(args.work_dir) if getattr(args, "work_dir", None) else None
+    work_dir = Path(args.work_dir) if getattr(args, "work_dir", None) else None  # featurize, scale
     if args.bench == "featurize":
         from fruits_assets.bench.featurize import bench_featurize
 
         result = bench_featurize(
             images_root, args.images, _settings(args), work_dir, master=args.master, naive=not args.no_naive
         )
+    elif args.bench == "incremental":
+        from fruits_assets.bench.incremental import bench_incremental
+
+        result = bench_incremental(images_root, Path(args.work_dir), args.classes, _settings(args), args.new_share)
     elif args.bench == "mainjob":
         from fruits_assets.bench.mainjob import bench_main_job
 

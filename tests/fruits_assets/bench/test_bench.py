@@ -209,3 +209,23 @@ def test_main_job_bench_samples_the_driver_and_its_child_processes():
     assert result["success"] and result["images"] == 8
     assert 200 <= result["driver_python_peak_rss_mb"] < 300
     assert 300 <= result["driver_jvm_peak_rss_mb"] < 400
+
+
+def test_incremental_bench_holds_back_a_share_of_each_class_and_one_class(tmp_path):
+    from fruits_assets.bench.incremental import add_later, distinct_new_contents, prepare
+    from tests.images_factory import write_image
+
+    source = tmp_path / "source"
+    for name in ("Apple", "Banana", "Cherry"):
+        for i in range(20):
+            write_image(source / "Training" / name / f"{i:02d}.png", size=(8, 8), seed=i)
+        write_image(source / "Test" / name / "t.png", size=(8, 8), seed=99)
+    work = tmp_path / "work"
+    held = prepare(source, work, classes=2, new_share=0.1)
+    assert held == {"classes": 2, "new_class": "Cherry", "new_photos_in_existing_classes": 4}
+    assert len(list((work / "images").rglob("*.png"))) == 2 * 18 + 2
+    assert sorted(p.parent.name for p in (work / "later").rglob("*.png")).count("Cherry") == 21
+    # Cherry's photos are the same bytes as Apple's and Banana's (same seeds): only the held-back ones are new.
+    assert distinct_new_contents(work) == 2
+    add_later(work)
+    assert len(list((work / "images").rglob("*.png"))) == 3 * 21 and not list((work / "later").rglob("*.png"))
