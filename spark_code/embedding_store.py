@@ -107,13 +107,16 @@ def read_store(spark: SparkSession, base: str, fingerprint: str | None) -> DataF
 
 def append_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
     """Publish `rows` (KEY, features, error: one per key, none of them stored yet) as a new segment of the
-    fingerprint; readers see all of it or none of it."""
+    fingerprint; readers see all of it or none of it. Persist `rows` first: the write packs them into one file per
+    core, which would otherwise narrow their computation (the model's) to as many tasks."""
     base = base.rstrip("/")
     publish.recover(base)
     version = publish.new_version(base)
     part = f"{fingerprint}-{uuid.uuid4().hex[:12]}"
     try:
-        rows.select(*STORE_SCHEMA.fieldNames()).write.parquet(f"{version}/{part}")
+        # A few files per segment (one per core), not one per partition of the join that found the new photos.
+        cores = rows.sparkSession.sparkContext.defaultParallelism
+        rows.select(*STORE_SCHEMA.fieldNames()).coalesce(cores).write.parquet(f"{version}/{part}")
     except BaseException:
         publish.discard(version)
         raise

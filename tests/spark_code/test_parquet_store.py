@@ -71,3 +71,11 @@ def test_each_class_is_published_with_its_stamp_and_row_count(spark, tmp_path):
     assert stamps["Apple"] == {"rows": 1, "stamp": "v3"} and stamps["Banana 'x' é"]["stamp"] == "v2"
     assert read_classes(spark, base, ["Apple"]).count() == 1  # the stamps file is not read as data
     assert published_stamps(str(tmp_path / "never written")) == {}
+
+
+def test_each_class_is_written_as_one_file_whatever_the_partitions_upstream(spark, tmp_path):
+    base = tmp_path / "asset"
+    rows = [(f"p{i}", ["Apple", "Banana", "Cherry"][i % 3], "Training", i) for i in range(300)]
+    write_classes(_rows(spark, rows).repartition(50), str(base), ["Apple", "Banana", "Cherry"])
+    files = sorted(p.parent.name for p in base.rglob("*.parquet"))
+    assert files == ["label=Apple", "label=Banana", "label=Cherry"]
