@@ -228,7 +228,8 @@ class _Runner:
 
     def run_classes(self, assets: tuple[str, ...], ordered: list[str], classes: list[str], what: str) -> None:
         for first, last in contiguous_ranges(ordered, classes):
-            self.run(assets, (first, last), f"{what}: {len(classes)} class(es)")
+            count = ordered.index(last) - ordered.index(first) + 1
+            self.run(assets, (first, last), f"{what}: {count} class(es)")
 
 
 def run_main_job(
