@@ -36,7 +36,7 @@ log = logging.getLogger("fruits.serve")
 MAX_BYTES = 10 * 1024 * 1024
 MAX_BATCH = 32
 MAX_WAIT_S = 0.002
-"""How long the first photo of a batch waits for others: short enough not to slow a lone request."""
+"""How long the first photo of a batch waits for others under load (never when the last call held one photo)."""
 
 
 class PhotoError(Exception):
@@ -66,6 +66,7 @@ class Batcher:
         self.queue: asyncio.Queue[tuple[bytes, asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="fruits-model")
         self.batch_sizes: Histogram | None = None
+        self._last_size = 0
 
     async def predict(self, data: bytes) -> tuple[np.ndarray | ImageDecodeError, ServedModel]:
         future = asyncio.get_running_loop().create_future()
@@ -74,7 +75,8 @@ class Batcher:
 
     async def _next_batch(self) -> list[tuple[bytes, asyncio.Future]]:
         batch = [await self.queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        # Wait for companions only under load (the last call held several photos): a lone request never waits.
+        deadline = asyncio.get_running_loop().time() + (self.max_wait if self._last_size > 1 else 0.0)
         while len(batch) < self.max_batch:
             if not self.queue.empty():
                 batch.append(self.queue.get_nowait())
@@ -92,6 +94,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            self._last_size = len(batch)
             served = self.watcher.current  # one model for the whole batch
             if self.batch_sizes is not None:
                 self.batch_sizes.observe(len(batch))
