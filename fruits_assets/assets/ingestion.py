@@ -38,11 +38,11 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     partitions_def=fruit_class_partitions,
     group_name="ingestion",
     required_resource_keys={"settings"},
-    description="The photos of each class under the images root; data version: the listing's (names, sizes, "
-    "times or ETags). The discovery sensor records it every tick; Observe in the UI does the same.",
+    description="The photos of each class under the images root; data version: their listing (names, sizes, times).",
 )
 def class_photos(context) -> DataVersionsByPartition:  # noqa: ANN001 (an OpExecutionContext)
-    """The data version of every registered class still under the images root."""
+    """The data version of every registered class still under the images root (the discovery sensor records the
+    same for changed classes every tick; Observe in the UI runs this)."""
     settings: FruitsSettings = context.resources.settings
     layout = settings.layout()
     known = context.instance.get_dynamic_partitions(fruit_class_partitions.name)

@@ -44,9 +44,10 @@ def pca_model(
     outputs: PublishedOutputs,
 ) -> Iterator[Output[ModelArtifact] | AssetObservation]:
     """PCA (pyspark.ml) on the training images of every class, never the evaluation hold-out; k reaches the target
-    variance, at most pca_max_k. Fitted again only by the refit rule (spark_code.pca_refit): otherwise the published
-    PCA is kept, nothing is materialized and the reason is recorded."""
+    variance, at most pca_max_k."""
     # k is also at most the training images' rank (photos - 1); the metadata says when that cap applied.
+    # Fitted again only by the refit rule (spark_code.pca_refit): otherwise the published PCA is kept, nothing is
+    # materialized and the reason is recorded. (The docstring is the UI's description: kept short for its catalog.)
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")
     roles = split_roles(settings, image_embeddings)
