@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -46,11 +47,17 @@ def _load(url: str, photos: list[bytes], clients: int, count: int) -> dict[str, 
     """`count` requests from `clients` threads; photos/s, latencies, failures."""
     latencies: list[float] = []
     failures: list[int] = []  # appends are atomic across threads
+    local = threading.local()  # one keep-alive connection per client, as an app holds it
+
+    def session() -> requests.Session:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session
 
     def one(index: int) -> None:
         started = time.perf_counter()
         try:
-            ok = requests.post(f"{url}/v1/predict", data=photos[index % len(photos)], timeout=120).status_code == 200
+            ok = session().post(f"{url}/v1/predict", data=photos[index % len(photos)], timeout=120).status_code == 200
         except requests.RequestException:
             ok = False
         latencies.append((time.perf_counter() - started) * 1000)
