@@ -110,9 +110,8 @@ class Freshness:
         if notes is None:
             return True
         context = pca_context(self.settings, self.roles)
-        return set(notes.get(TRAINING_ROWS, {})) != set(self.classes) or any(
-            notes.get(key) != value for key, value in context.items()
-        )
+        fitted_classes = notes.get("classes", notes.get(TRAINING_ROWS, {}))  # with or without training photos
+        return set(fitted_classes) != set(self.classes) or any(notes.get(k) != v for k, v in context.items())
 
     def pca_version(self) -> str | None:
         notes = self.notes("pca_model")

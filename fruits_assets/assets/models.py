@@ -69,7 +69,13 @@ def pca_model(
             f"PCA k capped at {fit.k} instead of {fit.requested_k}: {fit.training_rows} training images span at "
             f"most {fit.training_rows - 1} directions"
         )
-    notes = {"k": fit.k, "explained_variance": fit.explained_variance, TRAINING_ROWS: training_rows, **fit_context}
+    notes = {
+        "k": fit.k,
+        "explained_variance": fit.explained_variance,
+        "classes": sorted(context.asset_partition_keys_for_input("image_embeddings")),
+        TRAINING_ROWS: training_rows,
+        **fit_context,
+    }
     yield Output(
         ModelArtifact(fit.model, notes),
         metadata={

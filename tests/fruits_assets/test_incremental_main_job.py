@@ -87,3 +87,12 @@ def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images,
 
     full = _run(images, out, full=True)
     assert _ran(full) == ["every asset: 3 class(es)"] and full.images_embedded == 0
+
+
+def test_a_class_without_training_photos_does_not_make_every_rerun_refit(shared_root, tmp_path, spark):
+    images = copy_sample(shared_root, tmp_path / "images", REAL_CLASSES[:2], {"Training": 4, "Test": 1})
+    copy_sample(shared_root, images, ["Kiwi"], {"Test": 2})  # Kiwi: evaluation photos only
+    out = tmp_path / "out"
+    _run(images, out)
+    assert published_notes(f"{out}/pca_model")["classes"] == sorted([*REAL_CLASSES[:2], "Kiwi"])
+    assert _run(images, out).steps == []
