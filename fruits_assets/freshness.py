@@ -105,13 +105,16 @@ class Freshness:
         return sorted(found)
 
     def pca_may_be_stale(self) -> bool:
-        """Whether the PCA step must run (it applies the refit rule itself): no PCA, other classes or settings."""
+        """Whether the PCA step must run (it applies the refit rule itself): no PCA, other settings, or other classes
+        with embedded photos (with or without training photos) than it was fitted for."""
         notes = self.notes("pca_model")
         if notes is None:
             return True
         context = pca_context(self.settings, self.roles)
-        fitted_classes = notes.get("classes", notes.get(TRAINING_ROWS, {}))  # with or without training photos
-        return set(fitted_classes) != set(self.classes) or any(notes.get(k) != v for k, v in context.items())
+        fitted_classes = notes.get("classes", notes.get(TRAINING_ROWS, {}))
+        embedded = self.stamps("image_embeddings")
+        with_photos = {name for name in self.classes if embedded.get(name, {}).get("rows", 0)}
+        return set(fitted_classes) != with_photos or any(notes.get(k) != v for k, v in context.items())
 
     def pca_version(self) -> str | None:
         notes = self.notes("pca_model")

@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from dagster import AssetExecutionContext, AssetIn, AssetObservation, MetadataValue, Output, asset
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import (
     SPARK_RETRY,
@@ -22,7 +23,7 @@ from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from spark_code.ml_models import ModelArtifact, published_notes
 from spark_code.pca import fit_pca
 from spark_code.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
-from spark_code.splits import TRAIN, rows_with_role
+from spark_code.splits import ROLE, TRAIN, rows_with_role, with_roles
 
 
 @asset(
@@ -52,7 +53,9 @@ def pca_model(
     group_jobs(image_embeddings.sparkSession, "pca_model")
     roles = split_roles(settings, image_embeddings)
     training = rows_with_role(image_embeddings, roles, TRAIN)
-    training_rows = {row["label"]: row["count"] for row in training.groupBy("label").count().collect()}
+    per_class = with_roles(image_embeddings, roles).groupBy("label").agg(F.sum((F.col(ROLE) == TRAIN).cast("int")))
+    photos = {row[0]: row[1] for row in per_class.collect()}  # one row per class, not per photo
+    training_rows = {label: count for label, count in photos.items() if count}
     fit_context = pca_context(settings, asdict(roles))
     previous = published_notes(outputs.path("pca_model"))
     reason = refit_reason(previous, training_rows, fit_context, settings.pca_refit_share)
@@ -72,7 +75,7 @@ def pca_model(
     notes = {
         "k": fit.k,
         "explained_variance": fit.explained_variance,
-        "classes": sorted(context.asset_partition_keys_for_input("image_embeddings")),
+        "classes": sorted(photos),  # with or without training photos
         TRAINING_ROWS: training_rows,
         **fit_context,
     }
