@@ -97,11 +97,16 @@ def _is_of(part: str, fingerprint: str) -> bool:
     return part.startswith(f"{fingerprint}-")
 
 
+def empty_store_rows(spark: SparkSession) -> DataFrame:
+    """No row, with the store's columns."""
+    return spark.createDataFrame([], STORE_SCHEMA)
+
+
 def read_store(spark: SparkSession, base: str, fingerprint: str | None) -> DataFrame:
     """KEY, features, error of every photo stored with these settings, one row per key (none for None)."""
     folders = segments(base, fingerprint) if fingerprint else []
     if not folders:
-        return spark.createDataFrame([], STORE_SCHEMA)
+        return empty_store_rows(spark)
     return spark.read.schema(STORE_SCHEMA).parquet(*map(literal, folders)).dropDuplicates([KEY])
 
 

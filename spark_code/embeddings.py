@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -150,7 +152,7 @@ def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list
     return features, errors
 
 
-def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
+def _embed_udf(settings: ModelSettings, counter: Accumulator | None):  # noqa: ANN202 - a pandas UDF
     """The model as a UDF, marked non-deterministic so the optimizer never evaluates it twice: otherwise a filter
     on `error` (as in `accepted`) is pushed below the projection and runs the whole model once more for it."""
 
@@ -159,6 +161,8 @@ def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
         size = settings.batch_size
         for contents in batches:
             chunks = [embed_contents(list(contents[i : i + size]), settings) for i in range(0, len(contents), size)]
+            if counter is not None:
+                counter.add(sum(f is not None for features, _ in chunks for f in features))
             yield pd.DataFrame(
                 {
                     "features": [f for features, _ in chunks for f in features],
@@ -170,16 +174,34 @@ def _embed_udf(settings: ModelSettings):  # noqa: ANN202 - a pandas UDF
 
 
 def embed_images(
-    files: DataFrame, settings: ModelSettings, keep: tuple[str, ...] = ("path", "label", "split")
+    files: DataFrame,
+    settings: ModelSettings,
+    keep: tuple[str, ...] = ("path", "label", "split"),
+    counter: Accumulator | None = None,
 ) -> DataFrame:
     """<keep>, content -> <keep>, features (array<float>, null if rejected), error (the rejection reason, else null).
-    Keep `content_hash` alone to fill the embedding store."""
-    embedded = files.withColumn("_embedding", _embed_udf(settings)("content"))
+    Keep `content_hash` alone to fill the embedding store. `counter` (a Spark accumulator) counts the photos the
+    model ran on, as tasks finish (retried tasks count again: it counts the model's work, not distinct photos)."""
+    embedded = files.withColumn("_embedding", _embed_udf(settings, counter)("content"))
     return embedded.select(
         *keep,
         F.col("_embedding.features").alias("features"),
         F.col("_embedding.error").alias("error"),
     )
+
+
+PHOTOS_PER_TASK = 512
+"""Photos per embedding task: enough to amortise a task's start, few enough that every core gets work and that
+progress is reported in small steps."""
+
+
+def spread(files: DataFrame, rows: int) -> DataFrame:
+    """The files to embed in tasks of about PHOTOS_PER_TASK, at least one per core and a multiple of the cores: a
+    join or deduplication before it leaves them in as few partitions as their bytes fill (one, for 30 MB of photos),
+    and the model would run on one core."""
+    cores = files.sparkSession.sparkContext.defaultParallelism
+    tasks = max(1, math.ceil(rows / PHOTOS_PER_TASK / cores)) * cores
+    return files.repartition(tasks)
 
 
 def accepted(embedded: DataFrame) -> DataFrame:

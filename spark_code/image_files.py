@@ -74,7 +74,9 @@ def _check_images(contents: pd.Series) -> pd.DataFrame:
 
 
 def index_images(files: DataFrame) -> DataFrame:
-    """One row per file with its size and, for files that do not decode as an image, the reason (else null)."""
+    """One row per file with its size, and its width, height and format read from its header; for a file whose header
+    is no image (or declares a decompression bomb), the reason instead (else null). Pixels are decoded once, by the
+    embedding, which rejects what does not decode."""
     checked = files.withColumn("_check", _check_images("content"))
     return checked.select(
         "path", "label", "split", "size_bytes", *[F.col(f"_check.{c}").alias(c) for c in INDEX_COLUMNS[4:]]

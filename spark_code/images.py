@@ -122,9 +122,11 @@ def preprocess(data: bytes, size: int) -> np.ndarray:
 
 
 def check_image(data: bytes) -> tuple[int, int, str]:
-    """Width, height and format of a decodable image; raises ImageDecodeError otherwise."""
+    """Width, height and format from an image's header; raises ImageDecodeError for a file that is no image, or
+    declares a decompression bomb.
+
+    No pixel is decoded: indexing a photo must not cost a second decode, since embedding it decodes it anyway (and
+    rejects a file whose body is truncated or corrupt, with the reason)."""
     img = _open(data)
     width, height = img.size
-    fmt = img.format or "unknown"
-    _decode(img, None)
-    return width, height, fmt
+    return width, height, img.format or "unknown"

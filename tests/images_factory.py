@@ -46,11 +46,13 @@ GOOD_IMAGES: dict[str, bytes] = {
 
 BAD_IMAGES: dict[str, bytes] = {
     "empty.jpg": b"",
-    "truncated.jpg": encoded(fruit_like(seed=5), "JPEG")[:600],
+    "truncated.jpg": (lambda jpeg: jpeg[: len(jpeg) // 2])(encoded(fruit_like(seed=5), "JPEG")),  # header intact
     "text.jpg": b"this is not an image\n",
     "page.png": b"<!doctype html><html><body>not a png</body></html>",
     "bomb.png": bomb_png(),
 }
+HEADER_INTACT = {"truncated.jpg"}
+"""Bad files whose header still reads: the index (headers only) takes them, the embedding's decode rejects them."""
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:

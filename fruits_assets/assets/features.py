@@ -34,17 +34,19 @@ from fruits_assets.resources import EmbeddingStore, FruitsSettings
 from spark_code.embedding_store import (
     KEY,
     append_to_store,
+    empty_store_rows,
     not_stored,
     read_store,
     settings_fingerprint,
     with_content_keys,
     with_stored_embeddings,
 )
-from spark_code.embeddings import accepted, embed_images, rejected, ship_weights
+from spark_code.embeddings import accepted, embed_images, rejected, ship_weights, spread
 from spark_code.image_files import read_image_files
 from spark_code.listing import class_versions
 from spark_code.ml_models import VERSION, ModelArtifact
 from spark_code.pca import apply_pca, pca_k
+from spark_code.progress import Progress
 
 
 @multi_asset(
@@ -90,11 +92,19 @@ def image_embeddings(
     files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
     keyed = with_content_keys(files).persist()
     stored = read_store(spark, embedding_store.base, fingerprint)
-    ship_weights(spark, model)
-    new = embed_images(not_stored(keyed, stored), model, keep=(KEY,)).persist()
-    embedded_now = new.count()  # the model's only pass, over contents it has not embedded with these settings
-    if fingerprint and embedded_now:
-        append_to_store(new, embedding_store.base, fingerprint)
+    missing = not_stored(keyed, stored).persist()  # contents never embedded with these settings, one row each
+    todo = missing.count()
+    counter = spark.sparkContext.accumulator(0)
+    new = empty_store_rows(spark)
+    if todo:
+        ship_weights(spark, model)
+        new = embed_images(spread(missing, todo), model, keep=(KEY,), counter=counter).persist()
+        with Progress("image_embeddings: photos embedded", todo, lambda: counter.value, context.log.info):
+            new.count()  # the model's only pass
+        if fingerprint:
+            append_to_store(new, embedding_store.base, fingerprint)
+    missing.unpersist()
+    embedded_now = counter.value
     context.log.info(f"{embedded_now} photo(s) embedded, the others' embeddings reused from the store")
     embedded = with_stored_embeddings(keyed, stored.unionByName(new)).persist()
     yield check_nothing_lost(raw_images, embedded)

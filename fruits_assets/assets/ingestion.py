@@ -68,19 +68,19 @@ def raw_images(
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
 ) -> Output[DataFrame]:
-    """Index of a class's image files (path, label, split, size) with a decode check of each file."""
+    """Index of a class's image files (path, label, split, size, and width, height, format from each header)."""
     layout, classes = run_layout(context, settings)
     versions = class_versions(layout, classes)  # listed before reading: a file added meanwhile makes it stale
     files = read_image_files(fresh_spark(pyspark, "raw_images"), layout, classes)
     index = index_images(files).persist()
     totals = index.agg(
-        F.count("*").alias("files"), F.count("error").alias("undecodable"), F.sum("size_bytes").alias("bytes")
+        F.count("*").alias("files"), F.count("error").alias("not_images"), F.sum("size_bytes").alias("bytes")
     ).first()
     return Output(
         index,
         metadata={
             "files_indexed": MetadataValue.int(totals["files"]),
-            "undecodable_files": MetadataValue.int(totals["undecodable"]),
+            "files_not_images": MetadataValue.int(totals["not_images"]),
             "total_bytes": MetadataValue.int(totals["bytes"] or 0),
             "images_root": MetadataValue.path(layout.root),
             COMPUTED_FROM: MetadataValue.json(versions),

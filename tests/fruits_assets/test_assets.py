@@ -13,7 +13,7 @@ from spark_code.ml_models import MismatchedModelsError
 from spark_code.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
 from tests.fruits_assets.conftest import make_instance, make_resources
-from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
+from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files
 
 
 def _metadata(result, asset: str) -> dict:
@@ -44,7 +44,7 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
     )
     assert result.success
     assert _metadata(result, "raw_images")["files_indexed"] == len(GOOD_IMAGES) + len(BAD_IMAGES)
-    assert _metadata(result, "raw_images")["undecodable_files"] == len(BAD_IMAGES)
+    assert _metadata(result, "raw_images")["files_not_images"] == len(BAD_IMAGES) - len(HEADER_INTACT)
     assert _metadata(result, "raw_images")["thumbnails"].startswith("![sample images](data:image/png;base64,")
     assert _metadata(result, "image_embeddings")["row_count"] == len(GOOD_IMAGES)
     assert _metadata(result, "rejected_images")["row_count"] == len(BAD_IMAGES)

@@ -3,10 +3,10 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from spark_code.images import ImageDecodeError, check_image, load_rgb, preprocess
-from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, encoded, fruit_like
+from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, encoded, fruit_like
 
 # References below are computed from the arrays the images are built from, by formula, never by spark_code.images;
 # the files are lossless (PNG, TIFF, GIF), so what is decoded is exactly what was written.
@@ -213,5 +213,14 @@ def test_check_image_reports_size_and_format():
 def test_bad_files_raise_with_a_reason(name, reason):
     with pytest.raises(ImageDecodeError, match=reason):
         preprocess(BAD_IMAGES[name], 224)
+    if name in HEADER_INTACT:  # the index reads headers only: the embedding's decode rejects the body
+        assert check_image(BAD_IMAGES[name])[2] == "JPEG"
+        return
     with pytest.raises(ImageDecodeError, match=reason):
         check_image(BAD_IMAGES[name])
+
+
+def test_check_image_decodes_no_pixel(monkeypatch):
+    """Indexing reads the header alone: one decode per photo, the embedding's."""
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("check_image decoded pixels"))
+    assert check_image(encoded(fruit_like((40, 30)), "JPEG")) == (40, 30, "JPEG")
