@@ -90,7 +90,8 @@ class RunSummary:
 
 INGESTION = ("raw_images", "image_embeddings", "rejected_images")
 CLASSIFIER = ("fruit_classifier", "classifier_evaluation")
-PCA_REFIT_ALWAYS = {"pca_refit_share": 0.0}
+REFIT_ALWAYS = {"pca_refit_share": 0.0, "classifier_search_share": 0.0}
+"""--full: the PCA refitted and the classifier's penalty searched again, whatever changed."""
 
 
 def _metadata(results: list[ExecuteInProcessResult], asset: str) -> dict[str, Any]:
@@ -256,7 +257,7 @@ def run_main_job(
     ingest = state.stale_ingestion()
     first_time = state.notes("pca_model") is None and ingest == selected
     if full or first_time:
-        settings = effective.model_copy(update=PCA_REFIT_ALWAYS) if full else effective
+        settings = effective.model_copy(update=REFIT_ALWAYS) if full else effective
         runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
         runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(selected)} class(es)")
     else:

@@ -15,6 +15,7 @@ from spark_code.classifier import ClassifierSettings
 from spark_code.embedding_store import STORE_FOLDER
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
 from spark_code.pca_refit import DEFAULT_REFIT_SHARE
+from spark_code.penalty_search import DEFAULT_SEARCH_SHARE
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, spark_conf
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
@@ -67,6 +68,12 @@ class FruitsSettings(ConfigurableResource):
         "else new photos are projected with the published PCA. 0 refits every time.",
     )
 
+    classifier_search_share: float = Field(
+        default=DEFAULT_SEARCH_SHARE,
+        description="Search the classifier's penalty again when the training photos changed by this share since the "
+        "last search; else refit the penalty it chose. 0 searches every time.",
+    )
+
     @property
     def model(self) -> ModelSettings:
         """Embedding settings, a local weights file made absolute so that the saved models can find it later."""
@@ -114,6 +121,7 @@ ENV_SETTINGS: dict[str, str] = {
     "min_accuracy": "FRUITS_MIN_ACCURACY",
     "max_rejected_share": "FRUITS_MAX_REJECTED_SHARE",
     "pca_refit_share": "FRUITS_PCA_REFIT_SHARE",
+    "classifier_search_share": "FRUITS_CLASSIFIER_SEARCH_SHARE",
 }
 """Settings field -> environment variable."""
 

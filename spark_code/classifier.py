@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ class TrainedClassifier:
     selection: str
     rejected: list[str]
     """Candidates refitted before this one and refused, with the reason (a fallback happened if not empty)."""
+    searched: bool
+    """Whether the penalty was chosen by a search in this training (else kept from an earlier one)."""
 
 
 class NotEnoughClassesError(PermanentError, ValueError):
@@ -127,10 +130,24 @@ def _search(folded: DataFrame, settings: ClassifierSettings) -> list[float]:
     return [float(metric) for metric in search.fit(folded).avgMetrics]
 
 
-def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierSettings()) -> TrainedClassifier:
+WORK_PER_PARTITION = 100_000_000
+"""Multiply-adds of one L-BFGS pass (rows x features x classes) worth a partition of their own. Each iteration is a
+Spark job whose fixed cost (about 50 ms here) a second partition doubles on small data (measured: 97 against 50 ms
+per iteration for 5,250 rows x 100 features x 20 classes); large inputs still spread over every core."""
+
+
+def partitions_for(rows: int, width: int, classes: int, cores: int) -> int:
+    """Partitions of the classifier's cached input: one per WORK_PER_PARTITION of a pass, at most one per core."""
+    return max(1, min(cores, math.ceil(rows * width * classes / WORK_PER_PARTITION)))
+
+
+def train_classifier(
+    rows: DataFrame, settings: ClassifierSettings = ClassifierSettings(), kept_reg_param: float | None = None
+) -> TrainedClassifier:
     """Fit label index + classifier on rows of path, label, split, pca_features and `role` (TRAIN and VALIDATE rows
     are used): the penalty is chosen on validation data, then refitted on all of them; a candidate that does not
-    converge or stays at chance is refused and the next best is tried."""
+    converge or stays at chance is refused and the next best is tried. With `kept_reg_param` (the penalty of an
+    earlier search, see spark_code.penalty_search) that penalty is refitted without a search, unless it is refused."""
     candidates = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).withColumn(FEATURES, array_to_vector("pca_features"))
     indexer = StringIndexer(
         inputCol="label", outputCol=LABEL_INDEX, stringOrderType="alphabetAsc", handleInvalid="skip"
@@ -138,15 +155,41 @@ def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierS
     labels = list(indexer.labels)
     if len(labels) < 2:
         raise NotEnoughClassesError(f"{len(labels)} class(es) with training images: a classifier needs at least 2")
-    # Every L-BFGS iteration is a Spark job over this input: a few cached partitions (one per core), not one per
-    # class file, keep the per-iteration overhead small.
-    cores = rows.sparkSession.sparkContext.defaultParallelism
     indexed = indexer.transform(candidates)
-    validated = indexed.where(F.col(ROLE) == VALIDATE).limit(1).count() > 0
-    indexed = with_folds(indexed, validated).coalesce(cores).persist()
+    sizes = indexed.agg(F.count("*"), F.max(F.size("pca_features")), F.max(F.col(ROLE) == VALIDATE)).first()
+    validated = bool(sizes[2])
+    # Every L-BFGS iteration is a Spark job over this input: cached, in as few partitions as its work needs (not
+    # one per class file), which keeps the per-iteration overhead small.
+    cores = rows.sparkSession.sparkContext.defaultParallelism
+    partitions = partitions_for(sizes[0], sizes[1], len(labels), cores)
+    indexed = with_folds(indexed, validated).coalesce(partitions).persist()
+    final = _estimator(settings, settings.tol, settings.max_iter)
+    rejected: list[str] = []
+
+    def refit(reg_param: float, metrics: dict[float, float], selection: str) -> TrainedClassifier | None:
+        model = final.fit(indexed, {final.regParam: reg_param})
+        problem = _problem(model, settings, chance)
+        if problem:
+            rejected.append(f"regParam {reg_param:g}: {problem}")
+            return None
+        return TrainedClassifier(
+            model=PipelineModel(stages=[indexer, model]),
+            reg_param=reg_param,
+            iterations=model.summary.totalIterations,
+            training_accuracy=float(model.summary.accuracy),
+            validation_metric=metrics,
+            selection=selection,
+            rejected=list(rejected),
+            searched=bool(metrics),
+        )
+
     try:
         largest = indexed.groupBy(LABEL_INDEX).count().agg(F.max("count"), F.sum("count")).first()
         chance = largest[0] / largest[1]
+        if kept_reg_param is not None:
+            kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.penalty_search)")
+            if kept is not None:
+                return kept
         metrics = _search(indexed, settings)
         selection = f"CrossValidator by {settings.metric}, " + (
             "the training and validation splits as its two folds"
@@ -155,24 +198,11 @@ def train_classifier(rows: DataFrame, settings: ClassifierSettings = ClassifierS
         )
         better = 1 if MulticlassClassificationEvaluator(metricName=settings.metric).isLargerBetter() else -1
         order = sorted(range(len(metrics)), key=lambda i: (-better * metrics[i], i))
-        rejected = []
-        final = _estimator(settings, settings.tol, settings.max_iter)
+        scores = dict(zip(settings.reg_params, metrics, strict=True))
         for i in order:
-            reg_param = settings.reg_params[i]
-            model = final.fit(indexed, {final.regParam: reg_param})
-            problem = _problem(model, settings, chance)
-            if problem:
-                rejected.append(f"regParam {reg_param:g}: {problem}")
-                continue
-            return TrainedClassifier(
-                model=PipelineModel(stages=[indexer, model]),
-                reg_param=reg_param,
-                iterations=model.summary.totalIterations,
-                training_accuracy=float(model.summary.accuracy),
-                validation_metric=dict(zip(settings.reg_params, metrics, strict=True)),
-                selection=selection,
-                rejected=rejected,
-            )
+            trained = refit(settings.reg_params[i], scores, selection)
+            if trained is not None:
+                return trained
     finally:
         indexed.unpersist()
     raise DegenerateClassifierError("no usable classifier: " + "; ".join(rejected))

@@ -26,7 +26,8 @@ class PcaFit:
     k: int
     explained_variance: float
     cumulative_variance: list[float]
-    """Cumulative explained-variance ratio for 1..n components (n = all components computed)."""
+    """Cumulative explained-variance ratio for 1..n components (n: the most k could be, max_k or a fixed k, at most
+    rows - 1)."""
     training_rows: int
     requested_k: int
     """The k the settings asked for (fixed, or reaching the variance target); k is smaller when the training rows
@@ -62,11 +63,15 @@ def fit_pca(
             raise PcaInputError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
         centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
         centered = centering.transform(train).persist()
-        full = PCA(k=EMBEDDING_WIDTH, inputCol="vector", outputCol="pca").fit(centered)
-        cumulative = np.cumsum(full.explainedVariance.toArray()).tolist()
+        # Each fit is a pass over every row (a 1280 x 1280 covariance) and an eigen-decomposition: fit the most
+        # components k may need, once; its explained variances are shares of the total, so they also tell the
+        # smallest k reaching the target. A second, smaller fit only when that k is smaller.
+        most = min(k if k is not None else max_k, rows - 1, EMBEDDING_WIDTH)
+        widest = PCA(k=most, inputCol="vector", outputCol="pca").fit(centered)
+        cumulative = np.cumsum(widest.explainedVariance.toArray()).tolist()
         requested = k if k is not None else choose_k(cumulative, target_variance, max_k)
         chosen = min(requested, rows - 1)
-        pca = full if chosen == EMBEDDING_WIDTH else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
+        pca = widest if chosen == most else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
         centered.unpersist()
     finally:
         train.unpersist()

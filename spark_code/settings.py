@@ -52,5 +52,8 @@ def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
         # No session-wide cache of file listings: a class folder that gained images must be listed afresh.
         "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
         "spark.python.worker.reuse": "true",
+        # Adaptive execution also for persisted DataFrames (Spark leaves it off for them): a join or deduplication
+        # that is persisted kept 200 shuffle partitions for a few thousand rows, 200 tasks per pass over it.
+        "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
         "spark.sql.session.timeZone": "UTC",
     }

@@ -1,6 +1,8 @@
 """The app's brain: the fruit classifier trained on the reduced features, and its evaluation."""
 
+import json
 from collections.abc import Iterator
+from dataclasses import asdict
 
 from dagster import (
     AssetCheckResult,
@@ -15,6 +17,7 @@ from dagster import (
 )
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
 from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
@@ -28,7 +31,7 @@ from fruits_assets.freshness import (
     reduced_stamps,
 )
 from fruits_assets.plots import confusion_matrix_plot
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from spark_code.classifier import (
     NotEnoughClassesError,
     evaluate,
@@ -37,10 +40,11 @@ from spark_code.classifier import (
     train_classifier,
 )
 from spark_code.listing import class_versions
-from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
+from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, published_notes
 from spark_code.pca import classes_not_projected_by
+from spark_code.penalty_search import SEARCH, search_reason
 from spark_code.publish import WHOLE
-from spark_code.splits import EVALUATE, ROLE, rows_with_role, with_roles
+from spark_code.splits import EVALUATE, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
 
 ACCURACY_CHECK = AssetCheckSpec(
     "accuracy_above_floor",
@@ -77,6 +81,7 @@ def fruit_classifier(
     pca_model: ModelArtifact,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
+    outputs: PublishedOutputs,
 ) -> Iterator[Output[ModelArtifact] | AssetObservation]:
     """Logistic regression (Spark ML) on every class's PCA features, its penalty chosen on validation data; never
     published when degenerate."""
@@ -88,11 +93,24 @@ def fruit_classifier(
     inputs = classifier_inputs(reduced_stamps(embedding_stamps(listing, settings), pca_version), settings)
     require_projected_by(reduced_features, pca_version, "the published PCA")
     roles = split_roles(settings, reduced_features)
+    rows = with_roles(reduced_features, roles)
+    fitted_on = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).groupBy("label").count().collect()
+    training_rows = {row["label"]: row["count"] for row in fitted_on}  # one row per class
+    search_context = json.loads(json.dumps({"classifier": asdict(settings.classifier), "roles": asdict(roles)}))
+    previous = published_notes(outputs.path("fruit_classifier"))
+    reason = search_reason(previous, training_rows, search_context, settings.classifier_search_share)
+    kept = None if reason else previous[SEARCH]["reg_param"]
+    context.log.info(f"searching the penalty: {reason}" if reason else f"refitting the kept penalty {kept:g}")
     try:
-        trained = train_classifier(with_roles(reduced_features, roles), settings.classifier)
+        trained = train_classifier(rows, settings.classifier, kept)
     except NotEnoughClassesError as exc:
         yield skipped(context, "fruit_classifier", str(exc))
         return
+    search = (
+        {"training_rows": training_rows, "context": search_context, "reg_param": trained.reg_param}
+        if trained.searched
+        else previous[SEARCH]
+    )
     labels = labels_of(trained.model)
     without_training = sorted({row[0] for row in reduced_features.select("label").distinct().collect()} - set(labels))
     context.log.info(
@@ -109,6 +127,7 @@ def fruit_classifier(
         INPUTS: inputs,
         "labels": labels,
         "classifier": {"reg_param": trained.reg_param, "iterations": trained.iterations},
+        SEARCH: search,
     }
     yield Output(
         ModelArtifact(trained.model, notes),
@@ -118,6 +137,7 @@ def fruit_classifier(
             "reg_param": MetadataValue.float(trained.reg_param),
             "selection": MetadataValue.text(f"{trained.selection}, on {roles.describe_selection()}"),
             "validation_metric": MetadataValue.json({f"{k:g}": v for k, v in trained.validation_metric.items()}),
+            "penalty_search": MetadataValue.text(reason or "none: the training photos changed little since it ran"),
             "fallback_from": MetadataValue.text("; ".join(trained.rejected) or "none"),
             "training_images": MetadataValue.text(roles.describe_training()),
             "training_accuracy": MetadataValue.float(trained.training_accuracy),

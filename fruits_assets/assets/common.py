@@ -78,8 +78,9 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"holdout_fraction {settings.holdout_fraction} must be between 0 and 1")
     if not 0 <= settings.max_rejected_share <= 1:
         problems.append(f"max_rejected_share {settings.max_rejected_share} must be between 0 and 1")
-    if not 0 <= settings.pca_refit_share <= 1:
-        problems.append(f"pca_refit_share {settings.pca_refit_share} must be between 0 and 1")
+    for name in ("pca_refit_share", "classifier_search_share"):
+        if not 0 <= getattr(settings, name) <= 1:
+            problems.append(f"{name} {getattr(settings, name)} must be between 0 and 1")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems

@@ -64,10 +64,16 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         help="refit the PCA when this share of training photos changed, or a class came or went (default 0.1)",
     )
     run.add_argument(
+        "--classifier-search-share",
+        type=float,
+        help="search the classifier's penalty again when this share of training photos changed since the last "
+        "search (default 0.1)",
+    )
+    run.add_argument(
         "--full",
         action="store_true",
-        help="recompute every asset of every class and refit the PCA (default: only what is missing or stale; "
-        "embeddings still come from the embedding store)",
+        help="recompute every asset of every class, refit the PCA and search the classifier's penalty (default: only "
+        "what is missing or stale; embeddings still come from the embedding store)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
 
@@ -88,6 +94,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "min_accuracy",
         "max_rejected_share",
         "pca_refit_share",
+        "classifier_search_share",
     )
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 

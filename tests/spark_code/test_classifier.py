@@ -79,6 +79,19 @@ def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
     assert str(failure.value).count("regParam") == len(ClassifierSettings().reg_params)
 
 
+def test_a_kept_penalty_is_refitted_without_a_search_unless_it_is_refused(clustered):
+    kept = train_classifier(with_roles(clustered, ROLES), kept_reg_param=1e-3)
+    assert kept.reg_param == 1e-3 and not kept.searched and kept.validation_metric == {}
+    assert kept.selection.startswith("kept from the last search") and kept.training_accuracy == 1.0
+    searched = train_classifier(with_roles(clustered, ROLES))
+    assert searched.searched and len(searched.validation_metric) == len(ClassifierSettings().reg_params)
+    # refused (here 1e-2 needs 33 iterations, 1e-7 24): the search runs and its best penalty is refitted instead
+    settings = ClassifierSettings(max_iter=30, reg_params=(1e-7,))
+    fallback = train_classifier(with_roles(clustered, ROLES), settings, kept_reg_param=1e-2)
+    assert fallback.searched and fallback.rejected == ["regParam 0.01: did not converge in 30 iterations"]
+    assert fallback.reg_param == 1e-7 and fallback.iterations < 30
+
+
 def test_one_class_is_not_enough(clustered):
     with pytest.raises(NotEnoughClassesError, match="1 class"):
         train_classifier(with_roles(clustered.where(F.col("label") == "Apple"), ROLES))
