@@ -114,8 +114,7 @@ def fruit_classifier(
     labels = labels_of(trained.model)
     without_training = sorted({row[0] for row in reduced_features.select("label").distinct().collect()} - set(labels))
     context.log.info(
-        f"regParam {trained.reg_param:g} chosen by {trained.selection}; {trained.iterations} iterations, "
-        f"{len(labels)} classes"
+        f"regParam {trained.reg_param:g} ({trained.selection}); {trained.iterations} iterations, {len(labels)} classes"
     )
     if trained.rejected:
         context.log.warning("fell back from: " + "; ".join(trained.rejected))
