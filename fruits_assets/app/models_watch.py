@@ -60,6 +60,8 @@ def evaluation_verdict(output_root: str, classifier_version: str | None) -> tupl
     if not evaluated or evaluated != classifier_version:
         return f"classifier {classifier_version} has no published evaluation yet", False
     table = read_arrow(base)
+    if (published_stamps(base).get(WHOLE, {}).get("stamp") or "") != stamp:  # published again while read
+        return f"classifier {classifier_version}: its evaluation was being replaced", False
     accuracy = pc.mean(pc.equal(table["label"], table["predicted"]).cast("int8")).as_py() if table.num_rows else 0.0
     if accuracy < float(floor):
         return f"classifier {classifier_version}: accuracy {accuracy:.4f} is below its floor {float(floor):.4f}", True
@@ -89,15 +91,15 @@ class ModelWatcher:
             try:
                 self.refresh()
             except Exception as exc:  # a storage hiccup must not stop the watch; the current model keeps serving
-                log.warning("model watch: %s", exc)
-                self.problem = self.problem if self.current else f"cannot load the models: {exc}"
+                log.warning("model watch: %s", exc)  # the detail for the operator, never for a client
+                self.problem = self.problem if self.current else "cannot load the published models (see the log)"
             self._stop.wait(self.poll_seconds)
 
     def refresh(self) -> bool:
         """Load and swap in the published classifier if it is new and qualified; True when it was swapped in."""
         location = current(join_uri(self.output_root, "fruit_classifier"))
         if location is None:
-            self.problem = f"no classifier published under {self.output_root}"
+            self.problem = "no classifier published yet"
             return False
         if (self.current and location == self.current.location) or location == self._refused:
             return False
@@ -114,7 +116,8 @@ class ModelWatcher:
             return False  # published again meanwhile: judged at the next poll
         probabilities = predictor.probabilities(_blank_photo())  # the model answers before it is served
         if not np.isfinite(probabilities).all():
-            raise ValueError("the new model gives non-finite probabilities")
+            self._refused = location  # never loaded again
+            raise ValueError(f"classifier {version} gives non-finite probabilities: not served")
         self.current = ServedModel(predictor, location)
         log.info("serving classifier %s (PCA %s)", version, predictor.notes.get(PCA_VERSION))
         return True

@@ -7,6 +7,7 @@ ones it would get in the pipeline; the PCA projection and softmax are a few NumP
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -20,11 +21,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spark_code.embeddings import Embedder, build_embedder
-from spark_code.images import ImageDecodeError, preprocess
+from spark_code.images import preprocess
 from spark_code.layout import is_remote, join_uri
 from spark_code.ml_models import NOTES_FILE, check_pair
 from spark_code.publish import current, pid_alive
-from spark_code.settings import ModelSettings
+from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 from spark_code.storage import filesystem
 
 
@@ -167,6 +168,19 @@ def cached_weights(uri: str) -> str:
     return target
 
 
+def _embedder_for(settings: ModelSettings) -> Embedder:
+    """The embedder of these settings, built once per process and version of the weights file: a new classifier
+    over the same embedding (the usual case) is served without building TensorFlow's model again."""
+    weights = settings.weights
+    version = os.stat(weights) if weights not in ("imagenet", RANDOM_WEIGHTS) else None
+    return _built_embedder(settings, None if version is None else (version.st_size, version.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _built_embedder(settings: ModelSettings, weights_version: tuple[int, int] | None) -> Embedder:
+    return build_embedder(settings)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Top classes of one photo (best first), or why it could not be read."""
@@ -198,7 +212,7 @@ class FruitPredictor:
         self.coefficients = _matrix(model["coefficientMatrix"])
         self.intercepts = _vector(model["interceptVector"])
         self.top = top
-        self._embedder: Embedder = build_embedder(self._local_settings())
+        self._embedder: Embedder = _embedder_for(self._local_settings())
 
     def _local_settings(self) -> ModelSettings:
         """Settings whose weights file is on this machine (an s3:// file is downloaded once)."""
@@ -219,22 +233,15 @@ class FruitPredictor:
         exp = np.exp(margins - margins.max())
         return exp / exp.sum()
 
-    def probabilities_many(self, photos: list[bytes]) -> list[np.ndarray | ImageDecodeError]:
-        """Each photo's probabilities, the decodable ones embedded in one model call (the same features as one by
-        one: the embedder pads every batch); a photo that does not decode gets its ImageDecodeError instead."""
-        arrays: dict[int, np.ndarray] = {}
-        answers: list[np.ndarray | ImageDecodeError] = []
-        for index, data in enumerate(photos):
-            try:
-                arrays[index] = preprocess(data, self.settings.image_size)
-                answers.append(np.empty(0))
-            except ImageDecodeError as exc:
-                answers.append(exc)
-        if arrays:
-            features = self._embedder(np.stack(list(arrays.values())))
-            for index, row in zip(arrays, features, strict=True):
-                answers[index] = self._softmax(row)
-        return answers
+    def prepare(self, data: bytes) -> np.ndarray:
+        """A photo decoded as this model's embedder takes it (ImageDecodeError for one that does not decode): the
+        part of a prediction that can run on any thread, beside other photos' decoding."""
+        return preprocess(data, self.settings.image_size)
+
+    def probabilities_of(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The probabilities of photos made by `prepare`, embedded in one model call: the same features as one by
+        one, since the embedder pads every batch."""
+        return [self._softmax(row) for row in self._embedder(np.stack(arrays))]
 
     def predict(self, photo: str) -> Prediction:
         """Top classes of a photo file; a missing or undecodable file is an answer with an error, not a crash."""

@@ -1,8 +1,9 @@
 """`fruits serve`: the HTTP API and page that name the fruit in a photo (FastAPI on uvicorn).
 
-Concurrent requests are batched: each waits in a queue, and one worker thread runs the model on everything that
-arrived while the previous batch ran (plus a short, bounded wait), so the event loop never blocks on the model and
-16 clients share model calls instead of queueing one photo at a time. A batch is answered by one served model
+Concurrent requests are batched: each photo is decoded on a pool of threads, then waits in a queue, and one worker
+thread runs the model on everything that arrived while the previous batch ran (plus a short, bounded wait), so the
+event loop never blocks on decoding or the model, and 16 clients share model calls instead of queueing one photo at
+a time. A batch is answered by one served model
 (models_watch), so no request mixes a new PCA with an old classifier.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,24 +58,47 @@ def decode_status(error: ImageDecodeError) -> int:
     return 415 if message.startswith("not an image") else 422
 
 
-class Batcher:
-    """Runs the model on batches of the photos waiting, in one worker thread."""
+ANSWER_TIMEOUT_S = 60.0
+"""The longest a request waits for the model before it is answered 503 (a model thread that stopped answering)."""
 
-    def __init__(self, watcher: ModelWatcher, max_batch: int = MAX_BATCH, max_wait: float = MAX_WAIT_S) -> None:
+
+class Batcher:
+    """Decodes photos on a pool of threads (one per core), then runs the model on batches of the decoded photos
+    waiting, in one model thread.
+
+    A photo's own decoding error fails its request alone; a failed model call fails the requests of its batch. The
+    photos of a batch are answered by one served model, decoded at its input size (a photo decoded for a model that
+    was replaced meanwhile is decoded again for the new one).
+    """
+
+    def __init__(
+        self, watcher: ModelWatcher, max_batch: int = MAX_BATCH, max_wait: float = MAX_WAIT_S, decoders: int = 0
+    ) -> None:
         self.watcher = watcher
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.queue: asyncio.Queue[tuple[bytes, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[bytes, np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.decoder = ThreadPoolExecutor(decoders or os.cpu_count() or 1, thread_name_prefix="fruits-decode")
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="fruits-model")
         self.batch_sizes: Histogram | None = None
         self._last_size = 0
 
-    async def predict(self, data: bytes) -> tuple[np.ndarray | ImageDecodeError, ServedModel]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((data, future))
-        return await future
+    async def predict(self, data: bytes) -> tuple[np.ndarray, ServedModel]:
+        """The photo's probabilities and the model that gave them; ImageDecodeError for a photo that does not
+        decode, PhotoError 503 when no model is served or the model does not answer in time."""
+        served = self.watcher.current
+        if served is None:
+            raise PhotoError(503, self.watcher.problem)
+        loop = asyncio.get_running_loop()
+        array = await loop.run_in_executor(self.decoder, served.predictor.prepare, data)
+        future = loop.create_future()
+        await self.queue.put((data, array, future))
+        try:
+            return await asyncio.wait_for(future, ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError as exc:  # TimeoutError on Python 3.11+, its own class on 3.10
+            raise PhotoError(503, "the model did not answer in time") from exc
 
-    async def _next_batch(self) -> list[tuple[bytes, asyncio.Future]]:
+    async def _next_batch(self) -> list[tuple[bytes, np.ndarray, asyncio.Future]]:
         batch = [await self.queue.get()]
         # Wait for companions only under load (the last call held several photos): a lone request never waits.
         deadline = asyncio.get_running_loop().time() + (self.max_wait if self._last_size > 1 else 0.0)
@@ -86,11 +111,18 @@ class Batcher:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 break
         return batch
 
+    @staticmethod
+    def _answer(served: ServedModel, photos: list[tuple[bytes, np.ndarray]]) -> list[np.ndarray]:
+        size = served.predictor.settings.image_size
+        arrays = [array if array.shape[0] == size else served.predictor.prepare(data) for data, array in photos]
+        return served.predictor.probabilities_of(arrays)
+
     async def run(self) -> None:
+        """Answer batches until cancelled; no error stops it (each is handed to the requests of its batch)."""
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
@@ -101,17 +133,20 @@ class Batcher:
             try:
                 if served is None:
                     raise PhotoError(503, self.watcher.problem)
-                answers = await loop.run_in_executor(
-                    self.executor, served.predictor.probabilities_many, [data for data, _ in batch]
-                )
+                photos = [(data, array) for data, array, _ in batch]
+                answers = await loop.run_in_executor(self.executor, self._answer, served, photos)
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which answers with it
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), answer in zip(batch, answers, strict=True):
+            for (_, _, future), answer in zip(batch, answers, strict=True):
                 if not future.done():
                     future.set_result((answer, served))
+
+    def shutdown(self) -> None:
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def _limited_body(request: Request, max_bytes: int) -> bytes:
@@ -179,11 +214,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher.start()
-        task = asyncio.create_task(batcher.run())
+        app.state.batcher_task = asyncio.create_task(batcher.run())
         yield
         watcher.stop()
-        task.cancel()
-        batcher.executor.shutdown(wait=False, cancel_futures=True)
+        app.state.batcher_task.cancel()
+        batcher.shutdown()
 
     app = FastAPI(
         title="Fruits!",
@@ -204,7 +239,7 @@ def create_app(
         endpoint = request.scope.get("route").path if request.scope.get("route") else "unknown"
         requests.labels(endpoint, str(response.status_code)).inc()
         latency.labels(endpoint).observe(seconds)
-        model = watcher.current.info["version"] if watcher.current else None
+        model = getattr(request.state, "model_version", None)  # the model that answered, when one did
         log.info(
             "%s %s %d %.1f ms model=%s", request.method, request.url.path, response.status_code, seconds * 1e3, model
         )
@@ -229,15 +264,19 @@ def create_app(
         served = watcher.current
         if served is None:
             return JSONResponse({"status": "starting", "error": watcher.problem}, status_code=503)
+        if app.state.batcher_task.done():  # cannot happen by design (run() survives every error); never hidden
+            return JSONResponse({"status": "failed", "error": "the model thread stopped"}, status_code=503)
         return JSONResponse({"status": "ok", "model": served.info})
 
     @app.post("/v1/predict")
     async def predict(request: Request, top: int = Query(3, ge=1, le=1000)) -> dict[str, Any]:
         """The fruit in the photo (the raw body, any content type, or a multipart `photo` file)."""
         data = await photo_bytes(request, max_bytes)
-        answer, served = await batcher.predict(data)
-        if isinstance(answer, ImageDecodeError):
-            raise PhotoError(decode_status(answer), str(answer))
+        try:
+            answer, served = await batcher.predict(data)
+        except ImageDecodeError as exc:
+            raise PhotoError(decode_status(exc), str(exc)) from exc
+        request.state.model_version = served.info["version"]
         return _answer(answer, served, top)
 
     @app.get("/v1/fruits")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from fruits_assets.app.service import MAX_BYTES
 from spark_code.settings import chosen_output_root
 
 
@@ -19,7 +18,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest photo accepted (default 10 MB)")
+    serve.add_argument("--max-bytes", type=int, help="largest photo accepted in bytes (default 10 MB)")
     serve.add_argument(
         "--poll-seconds", type=float, default=2.0, help="how often to look for a newly published model (default 2)"
     )
@@ -28,9 +27,10 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from fruits_assets.app.service import create_app
+    from fruits_assets.app.service import MAX_BYTES, create_app  # the web stack only for this command
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(chosen_output_root(args.output_root), max_bytes=args.max_bytes, poll_seconds=args.poll_seconds)
+    max_bytes = MAX_BYTES if args.max_bytes is None else args.max_bytes
+    app = create_app(chosen_output_root(args.output_root), max_bytes=max_bytes, poll_seconds=args.poll_seconds)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return 0
