@@ -1,8 +1,9 @@
 """Each class's data version from a listing of its files, without reading them: what tells a changed class apart.
 
-A class's version is a SHA-256 over its visible files (in every split): each file's path under the images root, its
-size, and its modification time on disk or its ETag on S3. A new, deleted, renamed, rewritten or touched file changes
-it; nothing else does. Listing is plain Python (no Spark), cheap enough for a sensor tick over hundreds of classes.
+A class's version is a SHA-256 of the images root's location and of its visible files (in every split): each file's
+path under the images root, its size, and its modification time on disk or its ETag on S3. A new, deleted, renamed,
+rewritten or touched file changes it, and so does the same tree under another root; nothing else does. Listing is
+plain Python (no Spark), cheap enough for a sensor tick over hundreds of classes.
 Hidden files and folders (names starting with '.' or '_') are skipped, as Spark's readers skip them.
 """
 
@@ -57,8 +58,11 @@ def class_versions(layout: ImagesLayout, classes: list[str], s3: Any = None) -> 
     """The data version of each class (a hex SHA-256 of its files' listing, across all splits)."""
     versions = {}
     root = layout.root.rstrip("/")
+    # Where the photos are is part of what they are: the outputs' rows name their paths, so a copy of the images
+    # elsewhere (times kept by `cp -p` or `rsync -a`; ETags are the content's MD5 on S3) is other data.
+    where_root = root if is_remote(root) else os.path.realpath(local_path(root))
     for name in classes:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(f"{where_root}\n".encode())
         for folder in layout.class_dirs([name]):
             where = folder[len(root) + 1 :]
             for relative, size, stamp in sorted(folder_entries(folder, s3)):

@@ -78,9 +78,9 @@ def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images,
     assert _ran(elsewhere) == ["every asset: 3 class(es)"]
     assert elsewhere.images_embedded == 24  # each output root has its own embedding store
 
-    # Another images root with the same names (a copy made later): every class is stale and runs again; the
-    # embedding store spares the model, since the bytes are the same.
-    others = copy_sample(shared_root, tmp_path / "others", REAL_CLASSES, {"Training": 6, "Test": 2})
+    # Another images root, a copy that keeps names, sizes and times (`cp -p`): every class is stale and runs again;
+    # the embedding store spares the model, since the bytes are the same.
+    others = shutil.copytree(images, tmp_path / "others", copy_function=shutil.copy2)
     moved = _run(others, out)
     assert _ran(moved)[0] == "raw_images, image_embeddings: 3 class(es)" and moved.images_embedded == 0
     assert "reduced_features: 3 class(es)" in _ran(moved)

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 from spark_code.layout import discover_layout
 from spark_code.listing import class_versions
@@ -36,6 +37,15 @@ def test_a_class_version_changes_with_its_files_and_only_with_them(tmp_path):
         assert class_versions(layout, ["Banana"]) == {"Banana": first["Banana"]}
     assert seen[2] == seen[0]
     assert len({seen[0], seen[1], *seen[3:]}) == 5
+
+
+def test_the_same_files_under_another_root_are_other_data(tmp_path):
+    """A copy that keeps names, sizes and times (`cp -p`, `rsync -a`) is still another images root."""
+    _write(tmp_path / "one" / "Training" / "Kiwi" / "a.jpg")
+    copy = shutil.copytree(tmp_path / "one", tmp_path / "two", copy_function=shutil.copy2)
+    versions = [class_versions(discover_layout(str(root)), ["Kiwi"]) for root in (tmp_path / "one", copy)]
+    assert versions[0] != versions[1]
+    assert class_versions(discover_layout(f"{tmp_path}/two/"), ["Kiwi"]) == versions[1]  # same root, spelled apart
 
 
 def test_s3_versions_come_from_the_listing_etags(aws):
