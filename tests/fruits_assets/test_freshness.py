@@ -1,10 +1,16 @@
 """What is up to date, read from an output root on local disk and on S3 (moto's server): the same answers."""
 
+from dataclasses import replace
+
 import boto3
+import pyarrow.dataset as ds
 
 from fruits_assets.freshness import Freshness
 from fruits_assets.resources import FruitsSettings
+from spark_code.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
 from spark_code.layout import discover_layout
+from spark_code.settings import ModelSettings
+from spark_code.storage import filesystem
 from tests.conftest import WEIGHTS
 
 BUCKET = "fruits-outputs"
@@ -51,3 +57,30 @@ def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, smal
     (small_root / "Training" / "Banana" / ".hidden").write_bytes(b"not a photo")  # hidden: changes nothing
     assert _state(remote, small_root).stale_ingestion() == []
     (small_root / "Training" / "Banana" / ".hidden").unlink()
+
+
+def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, aws):
+    """The store read from S3 (its pointers, segments and rows, as EMR's Spark reads them) holds what the local one
+    holds, and weights uploaded to S3 key the same embeddings as the local file: the key is their content."""
+    _, output_root = trained_run
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for path in sorted((output_root / STORE_FOLDER).rglob("*")):
+        if path.is_file():
+            s3.put_object(Bucket=BUCKET, Key=f"out/{path.relative_to(output_root)}", Body=path.read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="models/weights.h5", Body=WEIGHTS.read_bytes())
+    local = ModelSettings(weights=str(WEIGHTS), alpha=0.35)
+    fingerprint = settings_fingerprint(local)
+    assert settings_fingerprint(replace(local, weights=f"s3://{BUCKET}/models/weights.h5")) == fingerprint
+    assert settings_fingerprint(replace(local, image_size=160)) != fingerprint
+
+    def rows(base: str) -> dict[str, list[float]]:
+        found = {}
+        for folder in segments(base, fingerprint):
+            fs, path = filesystem(folder)
+            table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
+            found |= dict(zip(table[KEY].to_pylist(), table["features"].to_pylist(), strict=True))
+        return found
+
+    local_rows = rows(str(output_root / STORE_FOLDER))
+    assert len(local_rows) > 0 and rows(f"s3://{BUCKET}/out/{STORE_FOLDER}") == local_rows
