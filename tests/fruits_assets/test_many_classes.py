@@ -3,10 +3,11 @@ job end to end. The durations are printed (BENCHMARKS.md), never asserted."""
 
 import time
 
-from dagster import DagsterInstance, build_sensor_context
+from dagster import build_sensor_context
 from dagster_aws.s3 import S3Resource
 
-from fruits_assets.main_job import run_main_job
+from fruits_assets.main_job import persistent_instance, run_main_job
+from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from fruits_assets.sensors import fruit_class_sensor
 from tests.images_factory import write_image
@@ -22,11 +23,14 @@ def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
             for j in range(count):
                 write_image(root / split / name / f"{j}.png", size=(24, 24), seed=1000 * i + 10 * j + len(split))
 
+    instance = persistent_instance()  # the instance the main job runs on, as `make ui` shares it
     started = time.perf_counter()
-    context = build_sensor_context(instance=DagsterInstance.ephemeral())
+    context = build_sensor_context(instance=instance)
     tick = fruit_class_sensor(context, settings=FruitsSettings(images_root=str(root)), s3=S3Resource())
     tick_seconds = time.perf_counter() - started
     assert tick.dynamic_partitions_requests[0].partition_keys == names and len(tick.asset_events) == CLASSES
+    instance.add_dynamic_partitions(fruit_class_partitions.name, tick.dynamic_partitions_requests[0].partition_keys)
+    assert instance.get_dynamic_partitions(fruit_class_partitions.name) == names  # what the daemon does with it
 
     started = time.perf_counter()
     summary = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
