@@ -70,6 +70,17 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     )
     refit.add_argument("--output-root", help="a finished main job's outputs (default: $FRUITS_OUTPUT_ROOT)")
     refit.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="shares left out of the fit")
+    accuracy = bench.add_parser(
+        "accuracy",
+        help="accuracy, macro F1 and model work per photo for each input size, with and without mirror averaging",
+    )
+    _model_arguments(accuracy)
+    accuracy.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 160, 192, 224], help="input sizes")
+    accuracy.add_argument("--target", type=float, default=0.993, help="evaluation accuracy to reach (0.993)")
+    accuracy.add_argument("--holdout", type=float, default=0.2, help="training share no fit sees (default 0.2)")
+    accuracy.add_argument(
+        "--work-dir", default="bench-accuracy", help="embeddings per size, kept and reused by later runs"
+    )
     incremental = bench.add_parser(
         "incremental",
         help="fruits run, then a rerun with nothing new, then one with ~1%% new photos and a new class: wall time "
@@ -132,6 +143,14 @@ def run_bench(args: argparse.Namespace) -> int:
         from fruits_assets.bench.incremental import bench_incremental
 
         result = bench_incremental(images_root, Path(args.work_dir), args.classes, _settings(args), args.new_share)
+    elif args.bench == "accuracy":
+        from fruits_assets.bench.accuracy import bench_accuracy
+        from fruits_assets.bench.common import bench_session
+
+        spark = bench_session("local[*]", args.batch_size, {"spark.driver.memory": "6g"})
+        result = bench_accuracy(
+            spark, images_root, _settings(args), args.sizes, Path(args.work_dir), args.target, holdout=args.holdout
+        )
     elif args.bench == "mainjob":
         from fruits_assets.bench.mainjob import bench_main_job
 
