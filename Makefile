@@ -10,7 +10,7 @@ EMR_STAMP := $(EMR_VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev]'
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev,bench]'
 	touch $(STAMP)
 
 $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock

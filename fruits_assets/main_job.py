@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.assets.classifier import ACCURACY_CHECK
@@ -82,6 +82,8 @@ class RunSummary:
     """Every step ran, but the classifier's accuracy is below the floor: a judgement on the model, not a crash."""
     steps: list[str] = field(default_factory=list)
     """What ran, one line per Dagster run (empty: everything was up to date)."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage (Dagster step) that ran, from its start to its end, its output's write included."""
     run_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,6 +127,18 @@ def _skipped(results: list[ExecuteInProcessResult]) -> dict[str, str]:
                 if SKIPPED in observation.metadata:
                     found[observation.asset_key.to_user_string()] = observation.metadata[SKIPPED].value
     return found
+
+
+def _stage_seconds(instance: DagsterInstance, results: list[ExecuteInProcessResult]) -> dict[str, float]:
+    """Seconds from each step's start to its end (a retried step: from its first start to its last end), in the
+    order the steps ran, from the runs' event logs."""
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    spans: dict[str, list[float]] = {}
+    for result in results:
+        for entry in instance.all_logs(result.run_id, of_type=kinds):
+            span = spans.setdefault(entry.step_key or "", [entry.timestamp, entry.timestamp])
+            span[0], span[1] = min(span[0], entry.timestamp), max(span[1], entry.timestamp)
+    return {step: round(end - start, 1) for step, (start, end) in spans.items() if step}
 
 
 def _first_error(result: ExecuteInProcessResult, failed_checks: set[str]) -> str | None:
@@ -313,5 +327,6 @@ def _summary(runner: _Runner, instance: DagsterInstance, state: Freshness, root:
         error=_first_error(failed, failed_checks) if failed else None,
         quality_gate_failed=failed is None and failed_checks == {ACCURACY_CHECK.name},
         steps=runner.steps,
+        stage_seconds=_stage_seconds(instance, results),
         run_ids=[result.run_id for result in results],
     )

@@ -32,6 +32,7 @@ from fruits_assets.freshness import (
 )
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.stages import logged_stage
 from spark_code.classifier import (
     NotEnoughClassesError,
     evaluate,
@@ -74,6 +75,7 @@ def require_projected_by(reduced: DataFrame, version: str | None, which: str) ->
     code_version=code_version("fruit_classifier"),
 )
 @fail_at_once_when_permanent
+@logged_stage
 def fruit_classifier(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -158,6 +160,7 @@ def fruit_classifier(
     code_version=code_version("classifier_evaluation"),
 )
 @fail_at_once_when_permanent
+@logged_stage
 def classifier_evaluation(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -31,6 +31,7 @@ from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.freshness import COMPUTED_FROM, embedding_stamps, reduced_stamps
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import EmbeddingStore, FruitsSettings
+from fruits_assets.stages import logged_stage
 from spark_code.embedding_store import (
     KEY,
     append_to_store,
@@ -74,6 +75,7 @@ from spark_code.progress import Progress
     retry_policy=SPARK_RETRY,
 )
 @fail_at_once_when_permanent
+@logged_stage
 def image_embeddings(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -139,6 +141,7 @@ def image_embeddings(
     code_version=code_version("reduced_features"),
 )
 @fail_at_once_when_permanent
+@logged_stage
 def reduced_features(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -20,6 +20,7 @@ from fruits_assets.freshness import COMPUTED_FROM
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings
+from fruits_assets.stages import logged_stage
 from spark_code.image_files import index_images, read_image_files
 from spark_code.listing import class_versions
 
@@ -62,6 +63,7 @@ def class_photos(context) -> DataVersionsByPartition:  # noqa: ANN001 (an OpExec
     code_version=code_version("raw_images"),
 )
 @fail_at_once_when_permanent
+@logged_stage
 def raw_images(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -20,6 +20,7 @@ from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.freshness import pca_context
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.stages import logged_stage
 from spark_code.ml_models import ModelArtifact, published_notes
 from spark_code.pca import fit_pca
 from spark_code.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
@@ -37,6 +38,7 @@ from spark_code.splits import ROLE, TRAIN, rows_with_role, with_roles
     code_version=code_version("pca_model"),
 )
 @fail_at_once_when_permanent
+@logged_stage
 def pca_model(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

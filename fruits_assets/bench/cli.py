@@ -22,6 +22,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)")
     parser.add_argument("--batch-size", type=int, default=ModelSettings.batch_size, help="images per model call")
     parser.add_argument(
+        "--image-size", type=int, help=f"model input size (default: $FRUITS_IMAGE_SIZE or {ModelSettings.image_size})"
+    )
+    parser.add_argument(
         "--no-flip-average", dest="flip_average", action="store_false", help="embed images only, not their mirror"
     )
 
@@ -43,6 +46,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     featurize.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
     featurize.add_argument("--work-dir", help="where the sample and outputs go (default: a temporary folder)")
     featurize.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    featurize.add_argument("--no-ray", action="store_true", help="skip Ray Data's pattern (the bench extra)")
     scale = bench.add_parser(
         "scale", help="featurization wall time vs data size and workers, on a standalone cluster, with a fit"
     )
@@ -81,6 +85,16 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     accuracy.add_argument(
         "--work-dir", default="bench-accuracy", help="embeddings per size, kept and reused by later runs"
     )
+    emr = bench.add_parser(
+        "emr-estimate", help="the main job on EMR on paper (1M, 100M photos; 2, 10, 50 nodes) from figures here"
+    )
+    emr.add_argument("--cost-ms", type=float, required=True, help="featurization ms per photo per core (bench scale)")
+    emr.add_argument("--overhead-s", type=float, required=True, help="fixed seconds of a run (bench scale's fit)")
+    emr.add_argument("--main-job-factor", type=float, required=True, help="main job / featurization (bench mainjob)")
+    emr.add_argument("--reread-ms", type=float, required=True, help="ms per core per photo an incremental run touches")
+    emr.add_argument("--vcpus-per-node", type=int, default=4, help="vCPUs of a core node (m5.xlarge: 4)")
+    emr.add_argument("--core-speed", type=float, default=1.0, help="a node vCPU's speed over a core here (1.0)")
+    emr.add_argument("--s3-gets-per-s", type=float, default=50.0, help="small GETs per second per vCPU (50)")
     incremental = bench.add_parser(
         "incremental",
         help="fruits run, then a rerun with nothing new, then one with ~1%% new photos and a new class: wall time "
@@ -97,7 +111,10 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> ModelSettings:
     alpha = args.alpha if args.alpha is not None else float(os.environ.get("FRUITS_MODEL_ALPHA", "1.0"))
     weights = args.weights or os.environ.get("FRUITS_MODEL_WEIGHTS", "imagenet")
-    return ModelSettings(weights=weights, alpha=alpha, batch_size=args.batch_size, flip_average=args.flip_average)
+    size = args.image_size or int(os.environ.get("FRUITS_IMAGE_SIZE", ModelSettings.image_size))
+    return ModelSettings(
+        weights=weights, alpha=alpha, image_size=size, batch_size=args.batch_size, flip_average=args.flip_average
+    )
 
 
 def _photos(args: argparse.Namespace) -> list[Path]:
@@ -131,13 +148,26 @@ def run_bench(args: argparse.Namespace) -> int:
         spark = bench_session("local[*]", ModelSettings.batch_size, {"spark.driver.memory": "6g"})
         print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares)))
         return 0
+    if args.bench == "emr-estimate":
+        from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison
+
+        measured = Measured(args.cost_ms, args.overhead_s, args.main_job_factor, args.reread_ms)
+        assumptions = EmrAssumptions(args.vcpus_per_node, args.core_speed, args.s3_gets_per_s)
+        print(json.dumps({**estimate(measured, assumptions), "peer": peer_comparison(measured, assumptions)}))
+        return 0
     images_root = Path(args.images_root or os.environ.get("FRUITS_IMAGES_ROOT", "images"))
     work_dir = Path(args.work_dir) if getattr(args, "work_dir", None) else None  # featurize, scale
     if args.bench == "featurize":
         from fruits_assets.bench.featurize import bench_featurize
 
         result = bench_featurize(
-            images_root, args.images, _settings(args), work_dir, master=args.master, naive=not args.no_naive
+            images_root,
+            args.images,
+            _settings(args),
+            work_dir,
+            master=args.master,
+            naive=not args.no_naive,
+            ray=not args.no_ray,
         )
     elif args.bench == "incremental":
         from fruits_assets.bench.incremental import bench_incremental

@@ -75,9 +75,11 @@ def bench_featurize(
     work_dir: Path | None = None,
     master: str = "local[*]",
     naive: bool = True,
+    ray: bool = True,
 ) -> dict[str, Any]:
     """Images/s of (a) the bare model, (b) decoding + model in one process, (c) the project's Spark featurization
-    end to end and, unless naive=False, of the naive notebook pattern; (c)/(a) and the speed-up over the baseline."""
+    end to end and, unless switched off, of the naive notebook pattern and of Ray Data's batch-inference pattern;
+    (c)/(a) and the project's speed-up over each."""
     work = Path(work_dir or tempfile.mkdtemp(prefix="fruits-bench-featurize-"))
     files = sample_root(images_root, images, work / "images")
     result: dict[str, Any] = {
@@ -115,5 +117,23 @@ def bench_featurize(
             "naive_seconds": round(naive_s, 1),
             "speedup_over_naive": round(naive_s / spark_s, 2),
         }
+    if ray:
+        result |= _ray(files, settings, work / "ray", spark_s)
     result["loadavg_after"] = loadavg()
     return result
+
+
+def _ray(files: list[Path], settings: ModelSettings, output: Path, spark_s: float) -> dict[str, Any]:
+    """Ray Data's pattern on the same files and settings (the `bench` extra installs Ray), or why it did not run."""
+    try:
+        from fruits_assets.bench.ray_data import ray_featurize
+    except ImportError as exc:
+        return {"ray": f"not run: {exc} (pip install '.[bench]')"}
+    ray_s, rows = timed(ray_featurize, files, settings, output)
+    if rows != len(files):
+        raise RuntimeError(f"the Ray Data featurization wrote {rows} embeddings for {len(files)} images")
+    return {
+        "ray_images_per_s": round(len(files) / ray_s, 1),
+        "ray_seconds": round(ray_s, 1),
+        "speedup_over_ray": round(ray_s / spark_s, 2),
+    }

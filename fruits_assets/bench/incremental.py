@@ -92,6 +92,7 @@ def bench_incremental(
     output_root = work / "out"
     fruits = [sys.executable, "-m", "fruits_assets.cli", "run", "--images-root", str(work / "images"), "--json"]
     fruits += ["--output-root", str(output_root), "--weights", settings.weights, "--alpha", str(settings.alpha)]
+    fruits += ["--image-size", str(settings.image_size)]
     fruits += [] if settings.flip_average else ["--no-flip-average"]
     result: dict[str, Any] = {"loadavg_before": loadavg(), **held}
     first = run_sampled(fruits)

@@ -73,7 +73,7 @@ def bench_main_job(images_root: Path, output_dir: Path, small_classes: int, sett
     (output_dir / "dagster_home").mkdir(parents=True)
     os.environ["DAGSTER_HOME"] = str((output_dir / "dagster_home").resolve())  # the runs' own instance
     fruits = [sys.executable, "-m", "fruits_assets.cli", "run", "--images-root", str(images_root), "--json"]
-    fruits += ["--weights", settings.weights, "--alpha", str(settings.alpha)]
+    fruits += ["--weights", settings.weights, "--alpha", str(settings.alpha), "--image-size", str(settings.image_size)]
     fruits += [] if settings.flip_average else ["--no-flip-average"]
     result: dict[str, Any] = {"loadavg_before": loadavg(), "classes": len(classes)}
     small = run_sampled([*fruits, "--output-root", str(output_dir / "small"), "--classes", *classes[:small_classes]])
@@ -87,6 +87,7 @@ def bench_main_job(images_root: Path, output_dir: Path, small_classes: int, sett
         "bare_model_images_per_s": round(bare_rate, 1),
         "bare_seconds_for_full": round(full["images"] / bare_rate, 1),
         "main_job_over_bare": round(full["seconds"] / (full["images"] / bare_rate), 2),
+        "full_stage_seconds": full["summary"].get("stage_seconds", {}),
         "driver_python_rss_full_over_small": round(
             full["driver_python_peak_rss_mb"] / max(small["driver_python_peak_rss_mb"], 1e-9), 2
         ),

@@ -36,7 +36,10 @@ def naive_featurize(files: DataFrame, settings: ModelSettings) -> DataFrame:
             images = np.stack(
                 [np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size))) for data in contents]
             ).astype(np.float32)
-            features = model.predict(tf.keras.applications.mobilenet_v2.preprocess_input(images), verbose=0)
+            inputs = tf.keras.applications.mobilenet_v2.preprocess_input(images)
+            features = model.predict(inputs, verbose=0)
+            if settings.flip_average:  # the same model work as the project's: the mirror image's embedding too
+                features = (features + model.predict(inputs[:, :, ::-1], verbose=0)) / 2
             yield pd.Series(list(features))
 
     return files.select("path", "label", featurize("content").alias("features"))

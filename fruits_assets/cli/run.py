@@ -37,6 +37,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "--alpha", dest="model_alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)"
     )
     run.add_argument("--pca-k", type=int, help="fixed number of PCA components (default: chosen by --pca-variance)")
+    run.add_argument("--image-size", type=int, help="model input size in pixels (default: see the README)")
     run.add_argument("--pca-variance", type=float, help="target explained variance (default 0.95)")
     run.add_argument("--pca-max-k", type=int, help="most components --pca-variance may choose (default 100)")
     run.add_argument(
@@ -83,6 +84,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "images_root",
         "model_weights",
         "model_alpha",
+        "image_size",
         "pca_k",
         "pca_variance",
         "pca_max_k",
@@ -121,6 +123,8 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
     rows += [(f"{name} skipped", reason) for name, reason in summary["skipped"].items()]
     rows.append(("checks", f"{sum(summary['checks'].values())}/{len(summary['checks'])} passed"))
     rows += [("ran", step) for step in summary["steps"]] or [("ran", "nothing: every output is up to date")]
+    if summary["stage_seconds"]:
+        rows.append(("stage times", ", ".join(f"{name} {s:.1f} s" for name, s in summary["stage_seconds"].items())))
     rows += [("failed check", name) for name, passed in summary["checks"].items() if not passed]
     rows.append(("outputs under", summary["output_root"]))
     outputs = [(name, path) for name, path in summary["outputs"].items()]

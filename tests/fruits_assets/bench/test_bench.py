@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fruits_assets.bench import featurize as featurize_module
+from fruits_assets.bench import ray_data
 from fruits_assets.bench import scale as scale_module
 from fruits_assets.bench.common import sample_files
 from fruits_assets.bench.scale import ScalingFit, fit_scaling, plot_scaling
@@ -101,9 +102,10 @@ def test_featurize_figures_are_computed_from_their_timings(monkeypatch, tmp_path
     monkeypatch.setattr(featurize_module, "decode_and_model", lambda files, settings: 4.0)
     monkeypatch.setattr(featurize_module, "bench_session", lambda master, batch: _StoppedSession())
     monkeypatch.setattr(featurize_module, "spark_featurize", lambda spark, root, settings, output: images)
-    seconds = iter([1.5, 10.0])  # the session's start, then the Spark featurization
+    seconds = iter([1.5, 10.0, 25.0])  # the session's start, the Spark featurization, Ray Data's
     monkeypatch.setattr(featurize_module, "timed", lambda function, *args: (next(seconds), function(*args)))
     monkeypatch.setattr(featurize_module, "_naive", lambda root, settings, output, master: (30.0, images))
+    monkeypatch.setattr(ray_data, "ray_featurize", lambda files, settings, output: images)
     result = featurize_module.bench_featurize(Path("unused"), images, ModelSettings(), work_dir=tmp_path)
     expected = {
         "bare_model_images_per_s": 10.0,
@@ -115,6 +117,9 @@ def test_featurize_figures_are_computed_from_their_timings(monkeypatch, tmp_path
         "naive_images_per_s": 0.7,
         "naive_seconds": 30.0,
         "speedup_over_naive": 3.0,
+        "ray_images_per_s": 0.8,
+        "ray_seconds": 25.0,
+        "speedup_over_ray": 2.5,
     }
     assert {key: result[key] for key in expected} == expected
 
@@ -128,6 +133,9 @@ def test_bench_featurize_prints_figures_consistent_with_its_timings(shared_root,
     assert _ratio_allows(result["spark_images_per_s"], 1, (images, images), spark_s)
     assert _ratio_allows(result["naive_images_per_s"], 1, (images, images), naive_s)
     assert _ratio_allows(result["speedup_over_naive"], 2, naive_s, spark_s)
+    ray_s = _rounded(result["ray_seconds"], 1)
+    assert _ratio_allows(result["ray_images_per_s"], 1, (images, images), ray_s)
+    assert _ratio_allows(result["speedup_over_ray"], 2, ray_s, spark_s)
     bare_per_s = _rounded(result["bare_model_images_per_s"], 1)
     bare_s = (images / bare_per_s[1], images / bare_per_s[0])
     assert _ratio_allows(result["spark_over_bare"], 3, bare_s, spark_s)
@@ -229,3 +237,27 @@ def test_incremental_bench_holds_back_a_share_of_each_class_and_one_class(tmp_pa
     assert distinct_new_contents(work) == 2
     add_later(work)
     assert len(list((work / "images").rglob("*.png"))) == 3 * 21 and not list((work / "later").rglob("*.png"))
+
+
+def test_the_emr_estimate_follows_its_formula():
+    """Figures computed by hand from the documented formula: time = overhead + photos x per-photo seconds / vCPUs."""
+    from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison
+
+    measured = Measured(cost_ms=20.0, overhead_s=60.0, main_job_factor=1.5, reread_ms=2.0)
+    assumptions = EmrAssumptions(vcpus_per_node=4, core_speed=2.0, s3_gets_per_s_per_vcpu=100.0)
+    rows = {(r["photos"], r["core_nodes"]): r for r in estimate(measured, assumptions, (1e6,), (10,))["rows"]}
+    # per photo: 20 ms x 1.5 / 2 = 15 ms of work + 2 GETs x 10 ms = 35 ms, over 40 vCPUs
+    first = 60 + 1e6 * 0.035 / 40
+    # 1% new photos at 15 ms, and every photo touched: 2 ms / 2 + 2 GETs x 10 ms = 21 ms
+    incremental = 60 + (1e4 * 0.015 + 1e6 * 0.021) / 40
+    assert rows[(1_000_000, 10)] == {
+        "photos": 1_000_000,
+        "core_nodes": 10,
+        "first_run_h": round(first / 3600, 2),
+        "first_run_node_hours": round(first / 3600 * 11, 1),
+        "incremental_h": round(incremental / 3600, 2),
+        "incremental_node_hours": round(incremental / 3600 * 11, 1),
+    }
+    peer = peer_comparison(measured, assumptions)  # 3 nodes of 8 vCPUs
+    assert peer["estimated_minutes"] == round((60 + 67_692 * 0.035 / 24) / 60, 1)
+    assert peer["peer_photos_per_s"] == round(67_692 / (83 * 60), 1)
