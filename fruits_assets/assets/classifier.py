@@ -108,11 +108,11 @@ def fruit_classifier(
     except NotEnoughClassesError as exc:
         yield skipped(context, "fruit_classifier", str(exc))
         return
-    search = (
-        {"training_rows": training_rows, "context": search_context, "reg_param": trained.reg_param}
-        if trained.searched
-        else previous[SEARCH]
-    )
+    if trained.searched:
+        search = {"training_rows": training_rows, "context": search_context, "reg_param": trained.reg_param}
+        reason = reason or f"the kept penalty {kept:g} was refused ({'; '.join(trained.rejected)})"
+    else:
+        search, reason = previous[SEARCH], "none: the training photos changed little since the last search"
     labels = labels_of(trained.model)
     without_training = sorted({row[0] for row in reduced_features.select("label").distinct().collect()} - set(labels))
     context.log.info(
@@ -138,7 +138,7 @@ def fruit_classifier(
             "reg_param": MetadataValue.float(trained.reg_param),
             "selection": MetadataValue.text(f"{trained.selection}, on {roles.describe_selection()}"),
             "validation_metric": MetadataValue.json({f"{k:g}": v for k, v in trained.validation_metric.items()}),
-            "penalty_search": MetadataValue.text(reason or "none: the training photos changed little since it ran"),
+            "penalty_search": MetadataValue.text(reason),
             "fallback_from": MetadataValue.text("; ".join(trained.rejected) or "none"),
             "training_images": MetadataValue.text(roles.describe_training()),
             "training_accuracy": MetadataValue.float(trained.training_accuracy),
