@@ -102,7 +102,7 @@ def evaluate_setting(rows: DataFrame, variance: float, max_k: int) -> dict[str, 
         "test_accuracy": round(found[EVALUATE].accuracy, 5),
         "test_macro_f1": round(found[EVALUATE].macro_f1, 5),
         "test_errors": found[EVALUATE].images - found[EVALUATE].correct,
-        "holdout_accuracy": round(found[HOLDOUT].accuracy, 5),
+        "holdout_accuracy": round(found[HOLDOUT].accuracy, 5) if found[HOLDOUT].images else None,
         "holdout_photos": found[HOLDOUT].images,
         "fit_seconds": round(time.perf_counter() - started, 1),
     }
