@@ -34,7 +34,9 @@ class FruitsSettings(ConfigurableResource):
         default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
     )
     model_alpha: float = Field(default=1.0, description="MobileNetV2 width multiplier; must match the weights.")
-    image_size: int = Field(default=224, description="Square input size of the network, in pixels.")
+    image_size: int = Field(
+        default=ModelSettings.image_size, description="Square input size of the network, in pixels."
+    )
     batch_size: int = Field(default=64, description="Images per inference batch.")
     flip_average: bool = Field(
         default=True, description="Average each image's embedding with its mirror image's (twice the model's work)."

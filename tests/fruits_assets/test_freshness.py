@@ -72,7 +72,7 @@ def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_
     local = ModelSettings(weights=str(WEIGHTS), alpha=0.35)
     fingerprint = settings_fingerprint(local)
     assert settings_fingerprint(replace(local, weights=f"s3://{BUCKET}/models/weights.h5")) == fingerprint
-    assert settings_fingerprint(replace(local, image_size=160)) != fingerprint
+    assert settings_fingerprint(replace(local, image_size=local.image_size + 32)) != fingerprint
 
     def rows(base: str) -> dict[str, list[float]]:
         found = {}

@@ -47,7 +47,7 @@ def test_fingerprint_follows_what_makes_an_embedding_and_nothing_else(tmp_path):
     changed = [
         dataclasses.replace(base, weights=str(other)),
         dataclasses.replace(base, alpha=0.5),
-        dataclasses.replace(base, image_size=160),
+        dataclasses.replace(base, image_size=base.image_size + 32),
         dataclasses.replace(base, flip_average=False),
         dataclasses.replace(base, weights="imagenet"),
     ]

@@ -56,7 +56,7 @@ def test_embeddings_of_the_same_images_are_identical_across_runs(spark, mixed_ro
 def test_spark_features_equal_the_model_run_directly(embedded, mixed_root, model_settings):
     """One image embedded alone (as at predict time) gets exactly the features it got in a Spark batch."""
     path = sorted((mixed_root / "Training" / "Mixed").glob("*_100.jpg"))[0]
-    direct = build_embedder(model_settings)(preprocess(path.read_bytes(), 224)[None])[0]
+    direct = build_embedder(model_settings)(preprocess(path.read_bytes(), model_settings.image_size)[None])[0]
     row = accepted(embedded).where(F.col("path").endswith(path.name)).first()
     assert np.array_equal(np.asarray(row["features"], dtype=np.float32), direct)
 
@@ -89,7 +89,7 @@ def test_missing_weights_file_fails_fast(spark, tmp_path):
 def test_a_photo_and_its_mirror_image_get_the_same_features(small_root, model_settings):
     """Mirror averaging: the features of a photo are those of its left-right mirror image, exactly; the plain model's
     features of the two differ."""
-    kiwi = preprocess(sorted((small_root / "Test" / "Kiwi").iterdir())[0].read_bytes(), 224)
+    kiwi = preprocess(sorted((small_root / "Test" / "Kiwi").iterdir())[0].read_bytes(), model_settings.image_size)
     mirror = kiwi[:, ::-1, :]
     averaged = build_embedder(model_settings)(np.stack([kiwi, mirror]))
     assert np.array_equal(averaged[0], averaged[1])

@@ -112,8 +112,9 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
     assert numpy_pca_k(np.array(training.column("features").to_pylist()), 0.95, max_k=3)[0] == 3
     # --no-flip-average: each photo's features are the model's on the photo alone, not averaged with its mirror
     first = embeddings.slice(0, 1).to_pylist()[0]
-    unmirrored = build_embedder(ModelSettings(weights=str(WEIGHTS), alpha=0.35, flip_average=False))
-    expected = unmirrored(preprocess(Path(first["path"].removeprefix("file:")).read_bytes(), 224)[None])[0]
+    settings = ModelSettings(weights=str(WEIGHTS), alpha=0.35, flip_average=False)
+    photo = Path(first["path"].removeprefix("file:")).read_bytes()
+    expected = build_embedder(settings)(preprocess(photo, settings.image_size)[None])[0]
     assert np.array_equal(np.asarray(first["features"], dtype=np.float32), expected)
 
 
