@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from spark_code.embeddings import accepted, embed_images, ship_weights
+from spark_code.embeddings import accepted, embed_images, ship_weights, spread
 from spark_code.image_files import read_image_files
 from spark_code.layout import discover_layout
 from spark_code.settings import ModelSettings, spark_conf
@@ -85,6 +85,7 @@ def spark_featurize(spark: SparkSession, images_root: Path, settings: ModelSetti
     layout = discover_layout(str(images_root))
     ship_weights(spark, settings)
     files = read_image_files(spark, layout, layout.classes)
+    files = spread(files, files.count())  # over every core, as the pipeline spreads the photos it embeds
     accepted(embed_images(files, settings)).write.mode("overwrite").partitionBy("label").parquet(output)
     return spark.read.parquet(output).count()
 
