@@ -5,8 +5,9 @@ The guide's shape: read the files into a Dataset, preprocess with `map_batches` 
 with `map_batches` over a pool of actors, one model per actor, each loaded once in its constructor, and write the
 results. Here the preprocessing and the model are the project's own (`spark_code.images.preprocess`, the padded
 `Embedder`, mirror averaging as set), so that the comparison measures the engines, not the code they run. One actor
-per core, each given one CPU and one TensorFlow thread, as the project's Spark tasks are. Ray is installed by the
-`bench` extra only (`pip install '.[bench]'`).
+per core, each given one CPU and one TensorFlow thread, as the project's Spark tasks are; reading the files and
+writing Parquet are I/O and ask for no CPU, else the actors holding every core would leave the reads none and the
+pipeline would wait forever. Ray is installed by the `bench` extra only (`pip install '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def ray_featurize(files: list[Path], settings: ModelSettings, output: Path) -> i
             def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return {"path": batch["path"], "features": self.model(batch["image"])}
 
-        dataset = ray.data.read_binary_files([str(file) for file in files], include_paths=True)
+        io_only = {"num_cpus": 0}
+        dataset = ray.data.read_binary_files([str(file) for file in files], include_paths=True, ray_remote_args=io_only)
         dataset = dataset.map_batches(decode, batch_size=settings.batch_size)
         dataset = dataset.map_batches(Embed, concurrency=cores, num_cpus=1, batch_size=settings.batch_size)
-        dataset.write_parquet(str(output))
+        dataset.write_parquet(str(output), ray_remote_args=io_only)
         return ray.data.read_parquet(str(output)).count()
     finally:
         ray.shutdown()

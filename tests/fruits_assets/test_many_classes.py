@@ -30,7 +30,8 @@ def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
     tick_seconds = time.perf_counter() - started
     assert tick.dynamic_partitions_requests[0].partition_keys == names and len(tick.asset_events) == CLASSES
     instance.add_dynamic_partitions(fruit_class_partitions.name, tick.dynamic_partitions_requests[0].partition_keys)
-    assert instance.get_dynamic_partitions(fruit_class_partitions.name) == names  # what the daemon does with it
+    # what the daemon does with it; the session's instance may hold other tests' classes too
+    assert set(names) <= set(instance.get_dynamic_partitions(fruit_class_partitions.name))
 
     started = time.perf_counter()
     summary = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
