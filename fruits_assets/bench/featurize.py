@@ -79,8 +79,12 @@ def bench_featurize(
 ) -> dict[str, Any]:
     """Images/s of (a) the bare model, (b) decoding + model in one process, (c) the project's Spark featurization
     end to end and, unless switched off, of the naive notebook pattern and of Ray Data's batch-inference pattern;
-    (c)/(a) and the project's speed-up over each."""
-    work = Path(work_dir or tempfile.mkdtemp(prefix="fruits-bench-featurize-"))
+    (c)/(a) and the project's speed-up over each. Without a work_dir the samples and outputs go to a temporary folder
+    that is removed afterwards."""
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="fruits-bench-featurize-") as temporary:
+            return bench_featurize(images_root, images, settings, Path(temporary), master, naive, ray)
+    work = Path(work_dir)
     files = sample_root(images_root, images, work / "images")
     result: dict[str, Any] = {
         "images": images,

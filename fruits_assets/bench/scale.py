@@ -93,10 +93,16 @@ def bench_scale(
 ) -> dict[str, object]:
     """Featurize each size on each worker count; write scaling.csv and scaling.png under out_dir; return the fit.
 
-    The samples and embeddings go under work_dir (default: a temporary folder), which every executor must see.
+    The samples and embeddings go under work_dir (default: a temporary folder, removed afterwards), which every
+    executor must see.
     """
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="fruits-bench-scale-") as temporary:
+            return bench_scale(
+                images_root, workers, sizes, settings, out_dir, master, cores_per_worker, Path(temporary)
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(work_dir or tempfile.mkdtemp(prefix="fruits-bench-scale-"))
+    work = Path(work_dir)
     roots = {size: work / f"images-{size}" for size in sizes}
     for size, root in roots.items():
         sample_root(images_root, size, root)
