@@ -16,7 +16,7 @@ from spark_code.embedding_store import STORE_FOLDER
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
 from spark_code.pca_refit import DEFAULT_REFIT_SHARE
 from spark_code.penalty_search import DEFAULT_SEARCH_SHARE
-from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, spark_conf
+from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, one_blas_thread_here, spark_conf
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
 
@@ -211,6 +211,7 @@ def local_spark() -> LazyPySparkResource:
     Python workers run this interpreter so they see the same packages.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    one_blas_thread_here()
     conf = {
         "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
         "spark.app.name": "fruits",

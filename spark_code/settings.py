@@ -43,9 +43,23 @@ class ModelSettings:
     side is still the same fruit."""
 
 
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1"}
+"""The environment of every JVM that runs Spark ML tasks: Spark already runs one task per core, and OpenBLAS's own
+threads on top of them fought over the cores (the classifier's L-BFGS iterations on the full sample: 317 ms each
+with OpenBLAS's default threads, 242 ms with one; BENCHMARKS.md, "Main job against the bare model")."""
+
+
+def one_blas_thread_here() -> None:
+    """Give a JVM started from this process (a local session, whose driver runs the tasks) ONE_BLAS_THREAD, unless
+    the environment already says otherwise; a cluster's executors get it from `spark_conf`."""
+    for key, value in ONE_BLAS_THREAD.items():
+        os.environ.setdefault(key, value)
+
+
 def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
     """Spark settings the pipeline relies on, for a local session and for a cluster alike."""
     return {
+        **{f"spark.executorEnv.{key}": value for key, value in ONE_BLAS_THREAD.items()},
         # Class folders like "1" or "2019" stay strings.
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         # One Arrow batch is one model batch.

@@ -24,7 +24,7 @@ os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="fruits-tests-dagster-home-
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from spark_code.settings import ModelSettings, spark_conf  # noqa: E402
+from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf  # noqa: E402
 
 REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,7 @@ def model_settings() -> ModelSettings:
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
     """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate."""
+    one_blas_thread_here()  # as fruits_assets.resources.local_spark does before its JVM starts
     builder = SparkSession.builder.master("local[2]").appName("fruits-tests")
     for key, value in {**spark_conf(), "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}.items():
         builder = builder.config(key, value)

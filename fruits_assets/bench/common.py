@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from spark_code.embeddings import accepted, embed_images, ship_weights, spread
 from spark_code.image_files import read_image_files
 from spark_code.layout import discover_layout
-from spark_code.settings import ModelSettings, spark_conf
+from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf
 
 
 def loadavg() -> str:
@@ -66,6 +66,8 @@ def bench_session(
     """A Spark session with the pipeline's settings (or Spark's defaults, as a notebook has them); Python workers
     run this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if pipeline_conf:
+        one_blas_thread_here()
     builder = SparkSession.builder.master(master).appName("fruits-bench")
     conf = {
         **(spark_conf(batch_size) if pipeline_conf else {}),
