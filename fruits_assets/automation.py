@@ -59,7 +59,7 @@ fruits_automation_sensor = AutomationConditionSensorDefinition(
 )
 
 CODE_VERSIONS = {
-    "raw_images": "1",
+    "raw_images": "2",
     "image_embeddings": f"2.p{PREPROCESSING_VERSION}",
     "pca_model": "2",
     "reduced_features": "2",

@@ -66,15 +66,17 @@ def check_reduced_width(reduced: DataFrame, k: int) -> AssetCheckResult:
 
 
 def check_nothing_lost(indexed: DataFrame, embedded: DataFrame) -> AssetCheckResult:
-    """`embedded` holds one row per file read, with a null `error` when it was embedded."""
+    """`embedded` holds one row per indexed file, with features when it was embedded and an `error` when it was
+    rejected; a row with neither (its content found nowhere: the file changed after it was indexed) is lost."""
     counts = embedded.agg(
         F.count("*").alias("rows"),
         F.count("error").alias("rejected"),
+        F.count_if(F.col("features").isNotNull() & F.col("error").isNull()).alias("embedded"),
         F.countDistinct("path").alias("distinct_paths"),
     ).first()
     files = indexed.count()
     rejected = int(counts["rejected"])
-    embedded_rows = int(counts["rows"]) - rejected
+    embedded_rows = int(counts["embedded"])
     return AssetCheckResult(
         check_name=NOTHING_LOST_CHECK.name,
         asset_key=NOTHING_LOST_CHECK.asset_key,
@@ -84,6 +86,7 @@ def check_nothing_lost(indexed: DataFrame, embedded: DataFrame) -> AssetCheckRes
             "files_indexed": files,
             "embedded": embedded_rows,
             "rejected": rejected,
+            "lost": int(counts["rows"]) - embedded_rows - rejected,
             "distinct_paths": int(counts["distinct_paths"]),
         },
     )

@@ -1,7 +1,8 @@
 """What is up to date under an output root, decided from the output root itself and the images' listing.
 
 Every class output records, with its rows, a stamp saying what it was computed from (spark_code.parquet_store):
-- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags);
+- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags) and the
+  index's format;
 - image_embeddings and rejected_images: that data version and the embedding settings' fingerprint;
 - reduced_features: the same and the version of the PCA that projected it.
 The classifier's notes record a digest of all its inputs, and the evaluation's stamp the classifier it evaluated.
@@ -21,6 +22,7 @@ from typing import Any
 from fruits_assets.resources import FruitsSettings
 from spark_code import publish
 from spark_code.embedding_store import settings_fingerprint
+from spark_code.image_files import INDEX_FORMAT
 from spark_code.layout import ImagesLayout
 from spark_code.listing import class_versions
 from spark_code.ml_models import VERSION, published_notes
@@ -35,6 +37,12 @@ INPUTS = "inputs"
 
 def _output(root: str, asset: str) -> str:
     return f"{root.rstrip('/')}/{asset}"
+
+
+def index_stamps(listing: dict[str, str]) -> dict[str, str]:
+    """Per class, what its index is computed from: its data version, and the index's columns (INDEX_FORMAT), so an
+    index written without content hashes is stale."""
+    return {name: f"{version}:index-{INDEX_FORMAT}" for name, version in listing.items()}
 
 
 def embedding_stamps(listing: dict[str, str], settings: FruitsSettings) -> dict[str, str]:
@@ -99,7 +107,7 @@ class Freshness:
 
     def stale_ingestion(self) -> list[str]:
         """Classes whose index, embeddings or rejected photos are missing or not from the current photos/settings."""
-        found = set(stale(self.stamps("raw_images"), self.listing))
+        found = set(stale(self.stamps("raw_images"), index_stamps(self.listing)))
         for asset in ("image_embeddings", "rejected_images"):
             found |= set(stale(self.stamps(asset), self.embedded))
         return sorted(found)

@@ -92,8 +92,8 @@ class RunSummary:
 
 INGESTION = ("raw_images", "image_embeddings", "rejected_images")
 CLASSIFIER = ("fruit_classifier", "classifier_evaluation")
-REFIT_ALWAYS = {"pca_refit_share": 0.0, "classifier_search_share": 0.0}
-"""--full: the PCA refitted and the classifier's penalty searched again, whatever changed."""
+REFIT_ALWAYS = {"pca_refit_share": 0.0, "classifier_search_share": 0.0, "reread_files": True}
+"""--full: every photo read again, the PCA refitted and the classifier's penalty searched again, whatever changed."""
 
 
 def _metadata(results: list[ExecuteInProcessResult], asset: str) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class FruitsSettings(ConfigurableResource):
         "else new photos are projected with the published PCA. 0 refits every time.",
     )
 
+    reread_files: bool = Field(
+        default=False,
+        description="Read and hash every photo of the run's classes again, even those whose listing entry (path, size, "
+        "modification time) is unchanged since they were indexed (`fruits run --full`).",
+    )
     classifier_search_share: float = Field(
         default=DEFAULT_SEARCH_SHARE,
         description="Search the classifier's penalty again when the training photos changed by this share since the "

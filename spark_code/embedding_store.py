@@ -26,13 +26,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from spark_code import publish, storage
-from spark_code.image_files import literal
+from spark_code.image_files import CONTENT_KEY, literal
 from spark_code.images import PREPROCESSING_VERSION
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 STORE_FOLDER = "embedding_store"
 """The store's folder under the output root."""
-KEY = "content_hash"
+KEY = CONTENT_KEY
 STORE_SCHEMA = StructType(
     [
         StructField(KEY, StringType(), False),
@@ -129,8 +129,8 @@ def append_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
 
 
 def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:
-    """KEY, content of the files whose content the store lacks, one row per distinct content."""
-    return keyed_files.select(KEY, "content").join(stored.select(KEY), KEY, "left_anti").dropDuplicates([KEY])
+    """KEY, path of the files whose content the store lacks, one file per distinct content."""
+    return keyed_files.select(KEY, "path").join(stored.select(KEY), KEY, "left_anti").dropDuplicates([KEY])
 
 
 def with_stored_embeddings(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:

@@ -7,6 +7,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetOut,
+    Failure,
     MetadataValue,
     Output,
     asset,
@@ -43,7 +44,7 @@ from spark_code.embedding_store import (
     with_stored_embeddings,
 )
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights, spread
-from spark_code.image_files import read_image_files
+from spark_code.image_files import with_contents
 from spark_code.listing import class_versions
 from spark_code.ml_models import VERSION, ModelArtifact
 from spark_code.pca import apply_pca, pca_k
@@ -91,16 +92,23 @@ def image_embeddings(
     spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
     fingerprint = settings_fingerprint(model)
-    files = read_image_files(spark, layout, classes).join(raw_images.select("path"), "path", "left_semi")
-    keyed = with_content_keys(files).persist()
+    if KEY not in raw_images.columns:
+        raise Failure(
+            description="raw_images of these classes was indexed before content hashes: materialize raw_images again",
+            allow_retries=False,
+        )
+    keyed = raw_images.select("path", "label", "split", KEY).persist()
     stored = read_store(spark, embedding_store.base, fingerprint)
-    missing = not_stored(keyed, stored).persist()  # contents never embedded with these settings, one row each
+    missing = not_stored(keyed, stored).persist()  # contents never embedded with these settings, one file each
     todo = missing.count()
     counter = spark.sparkContext.accumulator(0)
     new = empty_store_rows(spark)
     if todo:
         ship_weights(spark, model)
-        new = embed_images(spread(missing, todo), model, keep=(KEY,), counter=counter).persist()
+        # Only these files are read. Stored under the key of the bytes read: a file rewritten since it was indexed
+        # leaves its indexed key without an embedding, which the nothing-lost check reports.
+        contents = with_content_keys(with_contents(spread(missing, todo)))
+        new = embed_images(contents, model, keep=(KEY,), counter=counter).persist()
         with Progress("image_embeddings: photos embedded", todo, lambda: counter.value, context.log.info):
             new.count()  # the model's only pass
         if fingerprint:

@@ -10,19 +10,20 @@ from dagster import (
     observable_source_asset,
 )
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.automation import CHANGED_UPSTREAM, code_version
 from fruits_assets.failures import fail_at_once_when_permanent
-from fruits_assets.freshness import COMPUTED_FROM
+from fruits_assets.freshness import COMPUTED_FROM, index_stamps
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
-from spark_code.image_files import index_images, read_image_files
+from spark_code.image_files import INDEX_COLUMNS, READ_NOW, list_image_files, reindex, with_contents
 from spark_code.listing import class_versions
+from spark_code.parquet_store import class_dir, read_classes
 
 THUMBNAILS = 6
 """Images shown in the UI per materialization: enough to recognise the fruit, few enough to collect to the driver."""
@@ -30,9 +31,20 @@ THUMBNAILS = 6
 
 def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     """A strip of a few of the files as `thumbnails` metadata; nothing when none of them decodes."""
-    contents = [bytes(row["content"]) for row in files.select("content").limit(THUMBNAILS).collect()]
+    few = with_contents(files.select("path").limit(THUMBNAILS))
+    contents = [bytes(row["content"]) for row in few.select("content").collect()]
     strip = thumbnail_strip(contents)
     return {} if strip is None else {"thumbnails": image_markdown(strip, "sample images")}
+
+
+def published_index(spark: SparkSession, base: str, classes: list[str]) -> DataFrame | None:
+    """The published index rows of those of the classes that have one with every index column (older indexes lack
+    the content hash): the files whose listing entry they still match are not read again."""
+    written = [name for name in classes if class_dir(spark, base, name) is not None]
+    if not written:
+        return None
+    rows = read_classes(spark, base, written)
+    return rows if set(INDEX_COLUMNS) <= set(rows.columns) else None
 
 
 @observable_source_asset(
@@ -69,23 +81,31 @@ def raw_images(
     step_launcher: StepLauncherParam,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
+    outputs: PublishedOutputs,
 ) -> Output[DataFrame]:
     """Index of a class's image files (path, label, split, size, and width, height, format from each header)."""
     layout, classes = run_layout(context, settings)
     versions = class_versions(layout, classes)  # listed before reading: a file added meanwhile makes it stale
-    files = read_image_files(fresh_spark(pyspark, "raw_images"), layout, classes)
-    index = index_images(files).persist()
+    spark = fresh_spark(pyspark, "raw_images")
+    previous = None if settings.reread_files else published_index(spark, outputs.path("raw_images"), classes)
+    index = reindex(list_image_files(spark, layout, classes), previous).persist()
     totals = index.agg(
-        F.count("*").alias("files"), F.count("error").alias("not_images"), F.sum("size_bytes").alias("bytes")
+        F.count("*").alias("files"),
+        F.count("error").alias("not_images"),
+        F.sum("size_bytes").alias("bytes"),
+        F.count_if(READ_NOW).alias("read"),
     ).first()
+    index = index.drop(READ_NOW)
+    context.log.info(f"{totals['read']} of {totals['files']} file(s) read; the others' listing entries are unchanged")
     return Output(
         index,
         metadata={
             "files_indexed": MetadataValue.int(totals["files"]),
+            "files_read": MetadataValue.int(totals["read"]),
             "files_not_images": MetadataValue.int(totals["not_images"]),
             "total_bytes": MetadataValue.int(totals["bytes"] or 0),
             "images_root": MetadataValue.path(layout.root),
-            COMPUTED_FROM: MetadataValue.json(versions),
-            **thumbnails(files),
+            COMPUTED_FROM: MetadataValue.json(index_stamps(versions)),
+            **thumbnails(index),
         },
     )

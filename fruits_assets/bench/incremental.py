@@ -96,6 +96,8 @@ def bench_incremental(
     fruits += [] if settings.flip_average else ["--no-flip-average"]
     result: dict[str, Any] = {"loadavg_before": loadavg(), **held}
     first = run_sampled(fruits)
+    if not first["success"]:
+        raise RuntimeError(f"the first run failed: {first['summary'].get('error') or 'see `fruits run` on its own'}")
     before = embeddings_by_path(output_root)
     unchanged = run_sampled(fruits)
     expected_new = distinct_new_contents(work)
@@ -111,6 +113,7 @@ def bench_incremental(
             "images_featurized": run["summary"].get("images_featurized"),
             "success": run["success"],
             "ran": run["summary"].get("steps"),
+            "stage_seconds": run["summary"].get("stage_seconds"),
         }
     result |= {
         "distinct_new_contents": expected_new,

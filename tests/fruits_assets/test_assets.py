@@ -176,12 +176,13 @@ def test_pca_model_and_reduced_features_invoked_directly(spark, small_root, outp
 
 
 def test_a_photo_is_embedded_once_whatever_its_name_and_per_settings(small_root, tmp_path, spark):
-    """The embedding store: a second materialization runs the model on nothing; a copy under another name costs
-    nothing, a changed photo is embedded again, a deleted one leaves the class; other settings have their own keys."""
+    """The embedding store: a second materialization reads no photo and runs the model on nothing; a copy under
+    another name is read but not embedded, a changed photo is read and embedded again, a deleted one leaves the
+    class; other settings have their own keys."""
     images = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 4, "Test": 1})
     output_root = tmp_path / "out"
 
-    def embed(**settings) -> tuple[int, dict[str, list[float]]]:
+    def embed(**settings) -> tuple[int, int, dict[str, list[float]]]:
         result = materialize(
             [raw_images, image_embeddings],
             selection=[AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")],
@@ -190,24 +191,26 @@ def test_a_photo_is_embedded_once_whatever_its_name_and_per_settings(small_root,
             instance=make_instance(["Kiwi"]),
         )
         rows = read_classes(spark, str(output_root / "image_embeddings"), ["Kiwi"]).collect()
-        return _metadata(result, "image_embeddings")["images_embedded"], {r["path"]: r["features"] for r in rows}
+        read = _metadata(result, "raw_images")["files_read"]
+        return read, _metadata(result, "image_embeddings")["images_embedded"], {r["path"]: r["features"] for r in rows}
 
-    embedded, first = embed()
-    assert embedded == 5 and len(first) == 5
-    embedded, again = embed()
-    assert embedded == 0 and again == first  # bit for bit
+    read, embedded, first = embed()
+    assert (read, embedded, len(first)) == (5, 5, 5)
+    read, embedded, again = embed()
+    assert (read, embedded) == (0, 0) and again == first  # bit for bit
 
     photos = sorted((images / "Training" / "Kiwi").iterdir())
     copy = photos[0].with_name("copy of the first.jpg")
     copy.write_bytes(photos[0].read_bytes())
     photos[1].write_bytes(GOOD_IMAGES["rgb.jpg"])  # changed under the same name
     photos[2].unlink()
-    embedded, changed = embed()
+    read, embedded, changed = embed()
     uri = {path.rsplit("/", 1)[1]: path for path in changed}
-    assert embedded == 1 and len(changed) == 5
+    assert (read, embedded, len(changed)) == (2, 1, 5)
     assert changed[uri[copy.name]] == first[uri[photos[0].name]]
     assert changed[uri[photos[1].name]] != first[uri[photos[1].name]]
     assert photos[2].name not in uri
 
-    assert embed(flip_average=False)[0] == 4  # other settings, other keys (4 distinct contents among the 5)
-    assert embed()[0] == 0  # and back: nothing twice
+    assert embed(flip_average=False)[:2] == (0, 4)  # other settings, other keys (4 distinct contents among the 5)
+    assert embed()[:2] == (0, 0)  # and back: nothing twice
+    assert embed(reread_files=True)[:2] == (5, 0)  # `fruits run --full`: every photo read and hashed again

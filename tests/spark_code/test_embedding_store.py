@@ -27,9 +27,11 @@ def _files(spark, contents: dict[str, bytes]):
     return with_content_keys(spark.createDataFrame(rows, "path string, label string, split string, content binary"))
 
 
-def _fake_embeddings(missing):
-    """Stand-in features, a function of the content only (its length), so reuse is visible."""
-    return missing.select(
+def _fake_embeddings(missing, files):
+    """Stand-in features of the files `missing` names, a function of the content only (its length), so reuse is
+    visible."""
+    read = missing.join(files.select("path", "content"), "path")
+    return read.select(
         KEY, F.array(F.length("content").cast("float")).alias("features"), F.lit(None).cast("string").alias("error")
     )
 
@@ -60,7 +62,7 @@ def test_only_contents_the_store_lacks_are_embedded_and_each_file_gets_its_conte
     first = _files(spark, {"Kiwi/a.jpg": b"aa", "Kiwi/b.jpg": b"bbb", "Kiwi/b copy.jpg": b"bbb"})
     missing = not_stored(first, read_store(spark, base, fingerprint))
     assert missing.count() == 2  # the copy's content once
-    append_to_store(_fake_embeddings(missing), base, fingerprint)
+    append_to_store(_fake_embeddings(missing, first), base, fingerprint)
 
     # renamed, copied to another class, changed under the same name, new, deleted (c.jpg was never there)
     second = _files(
@@ -69,8 +71,8 @@ def test_only_contents_the_store_lacks_are_embedded_and_each_file_gets_its_conte
     )
     stored = read_store(spark, base, fingerprint)
     missing = not_stored(second, stored)
-    assert sorted(len(row["content"]) for row in missing.collect()) == [1, 4]
-    new = _fake_embeddings(missing)
+    assert sorted(row["path"].rsplit("Training/", 1)[1] for row in missing.collect()) == ["Kiwi/b.jpg", "Kiwi/new.jpg"]
+    new = _fake_embeddings(missing, second)
     append_to_store(new, base, fingerprint)
     rows = with_stored_embeddings(second, stored.unionByName(new)).collect()
     assert {row["path"].rsplit("Training/", 1)[1]: row["features"] for row in rows} == {
@@ -86,7 +88,7 @@ def test_only_contents_the_store_lacks_are_embedded_and_each_file_gets_its_conte
 def test_a_key_appended_twice_is_read_once_and_other_settings_have_their_own_keys(spark, tmp_path):
     base = str(tmp_path / "store")
     files = _files(spark, {"Kiwi/a.jpg": b"aa", "Kiwi/b.jpg": b"bbb"})
-    rows = _fake_embeddings(not_stored(files, spark.createDataFrame([], STORE_SCHEMA)))
+    rows = _fake_embeddings(not_stored(files, spark.createDataFrame([], STORE_SCHEMA)), files)
     append_to_store(rows, base, "1" * 16)
     append_to_store(rows, base, "1" * 16)  # two runs racing, or a retried task
     assert read_store(spark, base, "1" * 16).count() == 2
