@@ -74,6 +74,9 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     )
     refit.add_argument("--output-root", help="a finished main job's outputs (default: $FRUITS_OUTPUT_ROOT)")
     refit.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="shares left out of the fit")
+    refit.add_argument(
+        "--new-classes", type=int, nargs="*", default=[], help="numbers of whole classes left out of the fit"
+    )
     accuracy = bench.add_parser(
         "accuracy",
         help="accuracy, macro F1 and model work per photo for each input size, with and without mirror averaging",
@@ -146,7 +149,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from fruits_assets.bench.pca_refit import bench_pca_refit
 
         spark = bench_session("local[*]", ModelSettings.batch_size, {"spark.driver.memory": "6g"})
-        print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares)))
+        print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares, args.new_classes)))
         return 0
     if args.bench == "emr-estimate":
         from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison

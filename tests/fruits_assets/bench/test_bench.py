@@ -261,3 +261,18 @@ def test_the_emr_estimate_follows_its_formula():
     peer = peer_comparison(measured, assumptions)  # 3 nodes of 8 vCPUs
     assert peer["estimated_minutes"] == round((60 + 67_692 * 0.035 / 24) / 60, 1)
     assert peer["peer_photos_per_s"] == round(67_692 / (83 * 60), 1)
+
+
+def test_pca_refit_bench_fits_without_a_share_of_photos_or_whole_classes(spark, trained_run):
+    """`fruits bench pca-refit` on the small run's embeddings (3 classes, 10 training and 4 test photos each)."""
+    from fruits_assets.bench.pca_refit import bench_pca_refit
+
+    _, output_root = trained_run
+    result = bench_pca_refit(spark, str(output_root), [0.5], [1])
+    refitted, share, without_class = result["rows"]
+    assert result["classes"] == 3 and refitted["fitted_on_photos"] == 30 and refitted["accuracy_lost"] == 0
+    assert 0 < share["fitted_on_photos"] < 30 and share["share_not_in_fit"] == 0.5
+    assert without_class["classes_not_in_fit"] == 1 and without_class["fitted_on_photos"] == 20
+    assert len(without_class["new_classes"]) == 1 and 0 <= without_class["errors_on_new_classes"] <= 4
+    assert share["reg_param"] == without_class["reg_param"] == refitted["reg_param"]  # the penalty kept, as run
+    assert all(row["evaluated_photos"] == 12 for row in result["rows"])
