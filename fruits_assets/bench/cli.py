@@ -94,7 +94,9 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     emr.add_argument("--cost-ms", type=float, required=True, help="featurization ms per photo per core (bench scale)")
     emr.add_argument("--overhead-s", type=float, required=True, help="fixed seconds of a run (bench scale's fit)")
     emr.add_argument("--main-job-factor", type=float, required=True, help="main job / featurization (bench mainjob)")
-    emr.add_argument("--reread-ms", type=float, required=True, help="ms per core per photo an incremental run touches")
+    emr.add_argument(
+        "--touched-ms", type=float, required=True, help="ms per core per photo an incremental run touches unread"
+    )
     emr.add_argument("--vcpus-per-node", type=int, default=4, help="vCPUs of a core node (m5.xlarge: 4)")
     emr.add_argument("--core-speed", type=float, default=1.0, help="a node vCPU's speed over a core here (1.0)")
     emr.add_argument("--s3-gets-per-s", type=float, default=50.0, help="small GETs per second per vCPU (50)")
@@ -154,7 +156,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "emr-estimate":
         from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison
 
-        measured = Measured(args.cost_ms, args.overhead_s, args.main_job_factor, args.reread_ms)
+        measured = Measured(args.cost_ms, args.overhead_s, args.main_job_factor, args.touched_ms)
         assumptions = EmrAssumptions(args.vcpus_per_node, args.core_speed, args.s3_gets_per_s)
         print(json.dumps({**estimate(measured, assumptions), "peer": peer_comparison(measured, assumptions)}))
         return 0

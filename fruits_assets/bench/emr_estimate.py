@@ -5,9 +5,11 @@ Inputs, all measured on this machine and written in BENCHMARKS.md with their com
   executors, model loads), from `fruits bench scale`'s fit (time = overhead + photos x cost / cores);
 - `main_job_factor`: the whole main job's wall time over its featurization's, from `fruits bench mainjob`'s stage
   times (the index, the PCA, the classifier and the writes on top of the embeddings);
-- `reread_ms`: the cost per core of each photo that an incremental run touches without embedding it (listing,
-  reading and hashing the photos of changed classes, projecting and refitting the classifier on every photo), from
-  `fruits bench incremental` on the full sample, where 1% new photos touch every class.
+- `touched_ms`: the cost per core of each photo that an incremental run touches without reading it (its listing
+  row, the index and store joins, rewriting its class's outputs, the PCA projection and the classifier's refit),
+  from `fruits bench incremental` at two sizes (20 classes and the full sample, where 1% new photos touch every
+  class): the slope of (b)'s time over the photos touched. Only new or changed photos are read (twice: the index
+  and the embedding).
 Assumptions, each a parameter: the vCPUs of a node, the speed of one of them against one core here (`core_speed`: 1
 means as fast; the bare model runs up to 5x faster on machines with AVX-512), and S3's rate of small GETs per vCPU
 (each photo is read twice in a first run: the index and the embedding). The master node is counted in node-hours
@@ -40,7 +42,7 @@ class Measured:
     cost_ms: float
     overhead_s: float
     main_job_factor: float
-    reread_ms: float
+    touched_ms: float
 
 
 def run_seconds(measured: Measured, assumptions: EmrAssumptions, photos: float, nodes: int) -> tuple[float, float]:
@@ -50,8 +52,9 @@ def run_seconds(measured: Measured, assumptions: EmrAssumptions, photos: float, 
     gets_s = 1 / assumptions.s3_gets_per_s_per_vcpu
     first = measured.overhead_s + photos * (per_photo_s + assumptions.reads_per_photo_first_run * gets_s) / vcpus
     new = photos * assumptions.new_share
-    touched_s = measured.reread_ms / 1000 / assumptions.core_speed + assumptions.reads_per_photo_first_run * gets_s
-    incremental = measured.overhead_s + (new * per_photo_s + photos * touched_s) / vcpus
+    touched_s = measured.touched_ms / 1000 / assumptions.core_speed
+    read_s = assumptions.reads_per_photo_first_run * gets_s
+    incremental = measured.overhead_s + (new * (per_photo_s + read_s) + photos * touched_s) / vcpus
     return first, incremental
 
 

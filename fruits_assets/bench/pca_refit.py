@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_code.classifier import evaluate, labels_of, score, train_classifier
+from spark_code.classifier import Evaluation, evaluate, labels_of, score, train_classifier
 from spark_code.parquet_store import read_classes
 from spark_code.pca import apply_pca, fit_pca
 from spark_code.publish import pointers
@@ -29,6 +29,11 @@ from spark_code.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names,
 def _held_out_classes(classes: list[str], count: int) -> list[str]:
     """`count` classes chosen by a hash of their names: "the classes that arrived since the fit"."""
     return sorted(sorted(classes, key=lambda name: hashlib.sha256(name.encode()).hexdigest())[:count])
+
+
+def _errors_on(result: Evaluation, classes: list[str]) -> int:
+    """Test photos of these classes given another label."""
+    return sum(count for (true, guess), count in result.confusion.items() if true in classes and true != guess)
 
 
 def bench_pca_refit(
@@ -45,6 +50,7 @@ def bench_pca_refit(
     cases = [("share", 0.0), *[("share", share) for share in shares], *[("classes", n) for n in new_classes]]
     results = []
     reg_param = None
+    first = None
     for kind, amount in cases:
         started = time.perf_counter()
         held = _held_out_classes(classes, int(amount)) if kind == "classes" else []
@@ -58,8 +64,7 @@ def bench_pca_refit(
         trained = train_classifier(with_roles(reduced, roles), kept_reg_param=reg_param)
         reg_param = trained.reg_param
         evaluated = with_roles(reduced, roles).where(F.col(ROLE) == EVALUATE).drop(ROLE)
-        predictions = score(trained.model, evaluated).persist()
-        result = evaluate(predictions, labels_of(trained.model))
+        result = evaluate(score(trained.model, evaluated), labels_of(trained.model))
         row = {
             "share_not_in_fit" if kind == "share" else "classes_not_in_fit": amount,
             "fitted_on_photos": fit.training_rows,
@@ -71,10 +76,13 @@ def bench_pca_refit(
             "evaluated_photos": result.images,
         }
         if held:
-            of_new = evaluate(predictions.where(F.col("label").isin(held)), labels_of(trained.model))
-            row |= {"new_classes": held, "errors_on_new_classes": of_new.images - of_new.correct}
+            row |= {
+                "new_classes": held,
+                "errors_on_new_classes": _errors_on(result, held),
+                "errors_on_new_classes_when_refitted": _errors_on(first, held),
+            }
+        first = first or result
         results.append(row | {"seconds": round(time.perf_counter() - started, 1)})
-        predictions.unpersist()
         reduced.unpersist()
     embeddings.unpersist()
     rows.unpersist()

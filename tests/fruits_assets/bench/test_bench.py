@@ -243,13 +243,13 @@ def test_the_emr_estimate_follows_its_formula():
     """Figures computed by hand from the documented formula: time = overhead + photos x per-photo seconds / vCPUs."""
     from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison
 
-    measured = Measured(cost_ms=20.0, overhead_s=60.0, main_job_factor=1.5, reread_ms=2.0)
+    measured = Measured(cost_ms=20.0, overhead_s=60.0, main_job_factor=1.5, touched_ms=2.0)
     assumptions = EmrAssumptions(vcpus_per_node=4, core_speed=2.0, s3_gets_per_s_per_vcpu=100.0)
     rows = {(r["photos"], r["core_nodes"]): r for r in estimate(measured, assumptions, (1e6,), (10,))["rows"]}
     # per photo: 20 ms x 1.5 / 2 = 15 ms of work + 2 GETs x 10 ms = 35 ms, over 40 vCPUs
     first = 60 + 1e6 * 0.035 / 40
-    # 1% new photos at 15 ms, and every photo touched: 2 ms / 2 + 2 GETs x 10 ms = 21 ms
-    incremental = 60 + (1e4 * 0.015 + 1e6 * 0.021) / 40
+    # 1% new photos at 35 ms (read and embedded), and every photo touched unread: 2 ms / 2 = 1 ms
+    incremental = 60 + (1e4 * 0.035 + 1e6 * 0.001) / 40
     assert rows[(1_000_000, 10)] == {
         "photos": 1_000_000,
         "core_nodes": 10,
@@ -274,5 +274,6 @@ def test_pca_refit_bench_fits_without_a_share_of_photos_or_whole_classes(spark, 
     assert 0 < share["fitted_on_photos"] < 30 and share["share_not_in_fit"] == 0.5
     assert without_class["classes_not_in_fit"] == 1 and without_class["fitted_on_photos"] == 20
     assert len(without_class["new_classes"]) == 1 and 0 <= without_class["errors_on_new_classes"] <= 4
+    assert 0 <= without_class["errors_on_new_classes_when_refitted"] <= refitted["errors"]
     assert share["reg_param"] == without_class["reg_param"] == refitted["reg_param"]  # the penalty kept, as run
     assert all(row["evaluated_photos"] == 12 for row in result["rows"])
