@@ -192,15 +192,21 @@ def embed_images(
 
 PHOTOS_PER_TASK = 512
 """Photos per embedding task: enough to amortise a task's start, few enough that every core gets work and that
-progress is reported in small steps."""
+progress is reported in small steps. The Spark setting PHOTOS_PER_TASK_CONF overrides it (e.g. smaller tasks, so
+that a lost executor costs less work to redo)."""
+PHOTOS_PER_TASK_CONF = "spark.fruits.photosPerTask"
 
 
 def spread(files: DataFrame, rows: int) -> DataFrame:
     """The files to embed in tasks of about PHOTOS_PER_TASK, at least one per core and a multiple of the cores: a
     join or deduplication before it leaves them in as few partitions as their bytes fill (one, for 30 MB of photos),
     and the model would run on one core."""
-    cores = files.sparkSession.sparkContext.defaultParallelism
-    tasks = max(1, math.ceil(rows / PHOTOS_PER_TASK / cores)) * cores
+    spark = files.sparkSession
+    cores = spark.sparkContext.defaultParallelism
+    per_task = int(spark.conf.get(PHOTOS_PER_TASK_CONF, str(PHOTOS_PER_TASK)))
+    if per_task < 1:
+        raise ValueError(f"{PHOTOS_PER_TASK_CONF} must be at least 1, got {per_task}")
+    tasks = max(1, math.ceil(rows / per_task / cores)) * cores
     return files.repartition(tasks)
 
 

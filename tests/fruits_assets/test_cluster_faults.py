@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fruits_assets.bench.standalone_cluster import free_ports
-from spark_code.embeddings import accepted, embed_images, ship_weights
+from spark_code.embeddings import PHOTOS_PER_TASK_CONF, accepted, embed_images, ship_weights
 from spark_code.image_files import read_image_files
 from spark_code.layout import discover_layout
 from spark_code.parquet_store import read_arrow
@@ -34,8 +34,8 @@ def images(shared_root, tmp_path_factory) -> Path:
 def _start_driver(cluster, images: Path, output_root: Path, ui_port: int, log: Path) -> subprocess.Popen:
     conf = {
         "spark.executor.memory": "1g",
-        # Small splits: about 15 images per task, so the featurizing stage has many tasks to lose and redo.
-        "spark.sql.files.maxPartitionBytes": "1000000",
+        # Small tasks: 10 photos each, so the featurizing stage has many tasks to lose and redo.
+        PHOTOS_PER_TASK_CONF: "10",
         "spark.ui.enabled": "true",
         "spark.ui.port": str(ui_port),
         "spark.port.maxRetries": "0",

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,16 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_code import embeddings
-from spark_code.embeddings import accepted, build_embedder, embed_images, rejected, ship_weights
+from spark_code.embeddings import (
+    PHOTOS_PER_TASK,
+    PHOTOS_PER_TASK_CONF,
+    accepted,
+    build_embedder,
+    embed_images,
+    rejected,
+    ship_weights,
+    spread,
+)
 from spark_code.image_files import _check_images, read_image_files
 from spark_code.images import MissingCodecError, preprocess
 from spark_code.layout import discover_layout
@@ -121,3 +131,17 @@ def test_a_missing_codec_fails_instead_of_rejecting_every_photo(monkeypatch, mod
     features, errors = embeddings.embed_contents([GOOD_IMAGES["alpha.png"], BAD_IMAGES["text.jpg"]], model_settings)
     assert features[0] is not None and errors[0] is None
     assert features[1] is None and errors[1] == "not an image (unrecognised format)"
+
+
+def test_photos_are_spread_over_a_multiple_of_the_cores_in_tasks_of_the_chosen_size(spark):
+    cores = spark.sparkContext.defaultParallelism
+    rows = spark.range(1000).coalesce(1)
+    assert spread(rows, 1000).rdd.getNumPartitions() == max(1, math.ceil(1000 / PHOTOS_PER_TASK / cores)) * cores
+    spark.conf.set(PHOTOS_PER_TASK_CONF, "10")
+    try:
+        assert spread(rows, 1000).rdd.getNumPartitions() == math.ceil(1000 / 10 / cores) * cores
+        spark.conf.set(PHOTOS_PER_TASK_CONF, "0")
+        with pytest.raises(ValueError, match=PHOTOS_PER_TASK_CONF):
+            spread(rows, 1000)
+    finally:
+        spark.conf.unset(PHOTOS_PER_TASK_CONF)
