@@ -83,7 +83,8 @@ def raw_images(
     pyspark: LazyPySparkResource,
     outputs: PublishedOutputs,
 ) -> Output[DataFrame]:
-    """Index of a class's image files (path, label, split, size, and width, height, format from each header)."""
+    """Index of a class's image files (path, label, split, size, modification time, content hash, and width, height,
+    format from each header); only files whose listing entry changed are read."""
     layout, classes = run_layout(context, settings)
     versions = class_versions(layout, classes)  # listed before reading: a file added meanwhile makes it stale
     spark = fresh_spark(pyspark, "raw_images")
