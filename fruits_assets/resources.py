@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
+from fruits_assets.local_spark import local_spark_conf
 from spark_code.classifier import ClassifierSettings
 from spark_code.embedding_store import STORE_FOLDER
 from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
 from spark_code.pca_refit import DEFAULT_REFIT_SHARE
 from spark_code.penalty_search import DEFAULT_SEARCH_SHARE
-from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings, one_blas_thread_here, spark_conf
+from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings
 from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
 
@@ -192,37 +191,7 @@ class EmbeddingStore(ConfigurableResource):
         return f"{self.output_root.rstrip('/')}/{STORE_FOLDER}"
 
 
-SPARK_CONF_ENV = "FRUITS_SPARK_CONF"
-"""A JSON object of extra Spark settings (e.g. executor memory on a standalone cluster), applied last."""
-
-
-def extra_spark_conf() -> dict[str, str]:
-    """The settings of FRUITS_SPARK_CONF; anything but a JSON object of settings is a clear error."""
-    raw = os.environ.get(SPARK_CONF_ENV, "").strip()
-    if not raw:
-        return {}
-    try:
-        conf = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{SPARK_CONF_ENV} is not valid JSON: {exc}") from exc
-    if not isinstance(conf, dict):
-        raise ValueError(f"{SPARK_CONF_ENV} must be a JSON object of Spark settings")
-    return {str(key): str(value) for key, value in conf.items()}
-
-
 def local_spark() -> LazyPySparkResource:
-    """Spark driven from this process: local[*], or the master in FRUITS_SPARK_MASTER (e.g. spark://host:7077).
-
-    Python workers run this interpreter so they see the same packages.
-    """
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    one_blas_thread_here()
-    conf = {
-        "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
-        "spark.app.name": "fruits",
-        "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
-        "spark.ui.showConsoleProgress": "true",
-        **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
-        **extra_spark_conf(),
-    }
-    return LazyPySparkResource(spark_config=conf)
+    """Spark driven from this process, with the settings of fruits_assets.local_spark (a session started ahead of
+    time with them is the one this resource gets)."""
+    return LazyPySparkResource(spark_config=local_spark_conf())

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from fruits_assets.local_spark import start_in_background
 from spark_code.layout import LayoutError
 
 QUALITY_GATE_EXIT = 3
@@ -141,6 +142,7 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    start_in_background()  # the session starts while Dagster is imported and the run planned
     from fruits_assets.main_job import InvalidSettingsError, run_main_job  # heavy imports once arguments are valid
 
     started = time.perf_counter()

@@ -3,7 +3,8 @@ from dagster import AssetKey, AssetsDefinition
 
 from fruits_assets.assets.common import SPARK_RETRY
 from fruits_assets.definitions import all_assets, defs, resources_for
-from fruits_assets.resources import extra_spark_conf, resolved_settings, settings_from_env
+from fruits_assets.local_spark import extra_spark_conf
+from fruits_assets.resources import resolved_settings, settings_from_env
 
 
 def test_the_asset_graph_has_every_stage_with_its_lineage():

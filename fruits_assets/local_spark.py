@@ -1,0 +1,71 @@
+"""The local Spark session's settings, and starting it ahead of time.
+
+Kept free of Dagster imports: `fruits run` starts the session in the background before it imports Dagster and plans
+the run, so the 5-10 s a Spark session takes to start overlap with that work instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+
+from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf
+
+LOG = logging.getLogger(__name__)
+
+SPARK_CONF_ENV = "FRUITS_SPARK_CONF"
+"""A JSON object of extra Spark settings (e.g. executor memory on a standalone cluster), applied last."""
+
+
+def extra_spark_conf() -> dict[str, str]:
+    """The settings of FRUITS_SPARK_CONF; anything but a JSON object of settings is a clear error."""
+    raw = os.environ.get(SPARK_CONF_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{SPARK_CONF_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise ValueError(f"{SPARK_CONF_ENV} must be a JSON object of Spark settings")
+    return {str(key): str(value) for key, value in conf.items()}
+
+
+def local_spark_conf() -> dict[str, str]:
+    """Spark settings of the session driven from this process: local[*], or the master in FRUITS_SPARK_MASTER (e.g.
+    spark://host:7077), then FRUITS_SPARK_CONF. Python workers run this interpreter so they see the same packages;
+    the JVM gets one BLAS thread per task."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    one_blas_thread_here()
+    return {
+        "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
+        "spark.app.name": "fruits",
+        "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
+        "spark.ui.showConsoleProgress": "true",
+        **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
+        **extra_spark_conf(),
+    }
+
+
+def _start(conf: dict[str, str]) -> None:
+    from pyspark.sql import SparkSession
+
+    try:
+        builder = SparkSession.builder
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        builder.getOrCreate()
+    except Exception:  # noqa: BLE001 - the step that needs Spark starts it again and fails with the real error
+        LOG.debug("starting Spark ahead of time failed", exc_info=True)
+
+
+def start_in_background() -> threading.Thread:
+    """Start the local session in a daemon thread. Spark's builder holds its lock while the session starts, so a
+    step asking for the session meanwhile waits for this one and gets it; a run with nothing to do exits without
+    waiting (the JVM ends with this process)."""
+    thread = threading.Thread(target=_start, args=(local_spark_conf(),), name="spark-start", daemon=True)
+    thread.start()
+    return thread
