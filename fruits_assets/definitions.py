@@ -18,6 +18,7 @@ from fruits_assets.resources import (
     local_spark,
     output_root_from_env,
     settings_from_env,
+    with_changes,
 )
 from fruits_assets.sensors import fruit_class_sensor
 
@@ -34,7 +35,7 @@ def _prod_resources(settings: FruitsSettings | None, output_root: str | None) ->
     if settings is None:
         settings = settings_from_env()
         if not settings.images_root:
-            settings = settings.model_copy(update={"images_root": defaults["FRUITS_IMAGES_ROOT"]})
+            settings = with_changes(settings, images_root=defaults["FRUITS_IMAGES_ROOT"])
     pyspark = emr_resources.yarn_spark()
     return {
         "settings": settings,

@@ -10,9 +10,10 @@ planned from the output root and the images' listing (fruits_assets.freshness), 
 3. reduced_features for the classes not projected by the current PCA from their current embeddings;
 4. fruit_classifier and classifier_evaluation when their inputs changed.
 Each step with stale classes is one Dagster run over a partition range (one Spark job per stage, not per class);
-with nothing stale, nothing runs. `full=True` (or no output yet) runs every asset for every class in one run and
-refits the PCA. The instance's `fruit_class` partitions become the run's classes: the unpartitioned assets read
-them all.
+with nothing stale, nothing runs. When every class is stale (no output yet, or new photos in each class) every asset
+runs for every class in one run, sparing the start of three more (if the PCA is kept, the steps after it run next,
+as above); `full=True` does so too and refits the PCA. The instance's `fruit_class` partitions become the run's
+classes: the unpartitioned assets read them all.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.freshness import Freshness
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import resolved_settings
+from fruits_assets.resources import resolved_settings, with_changes
 from spark_code.layout import discover_layout
 from spark_code.settings import chosen_output_root
 
@@ -269,22 +270,22 @@ def run_main_job(
     ordered = use_classes(instance, selected)
     state = Freshness(root, effective, layout, selected)
     ingest = state.stale_ingestion()
-    first_time = state.notes("pca_model") is None and ingest == selected
-    if full or first_time:
-        settings = effective.model_copy(update=REFIT_ALWAYS) if full else effective
-        runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
+    settings = with_changes(effective, **REFIT_ALWAYS) if full else effective
+    runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
+    if full or ingest == selected:  # every stage has work for every class
         runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(selected)} class(es)")
     else:
-        runner = _Runner(instance, resources_for("local", settings=effective, output_root=root))
         runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings")
         if ingest or state.pca_may_be_stale():
             runner.run(("pca_model",), None, "pca_model")
-        if not runner.failed:
-            runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features")
-        if not runner.failed and state.classifier_stale():
-            runner.run(CLASSIFIER, None, "fruit_classifier, classifier_evaluation")
-        elif not runner.failed and state.evaluation_stale():
-            runner.run(("classifier_evaluation",), None, "classifier_evaluation")
+    # What is still stale: after one run for every asset, a PCA kept by its rule materialized nothing, so Dagster
+    # skipped the steps after it; they project with the published PCA here.
+    if not runner.failed:
+        runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features")
+    if not runner.failed and state.classifier_stale():
+        runner.run(CLASSIFIER, None, "fruit_classifier, classifier_evaluation")
+    elif not runner.failed and state.evaluation_stale():
+        runner.run(("classifier_evaluation",), None, "classifier_evaluation")
     return _summary(runner, instance, state, root)
 
 

@@ -155,6 +155,13 @@ def _env_value(field: str) -> object:
     return EnvVar.int(name) if annotation is int else EnvVar(name)
 
 
+def with_changes(settings: FruitsSettings, **changes: object) -> FruitsSettings:
+    """The settings with some fields changed. Not pydantic's `model_copy`: Dagster builds the resource from the
+    config it was constructed with, so a copy's changes never reached the run."""
+    given = {name: settings.__dict__[name] for name in FruitsSettings.model_fields if name in settings.__dict__}
+    return FruitsSettings(**{**given, **changes})
+
+
 def settings_from_env() -> FruitsSettings:
     """The settings resource wired to the FRUITS_* variables that are set; the others keep their defaults."""
     return FruitsSettings(**{field: _env_value(field) for field, name in ENV_SETTINGS.items() if name in os.environ})

@@ -4,7 +4,7 @@ from dagster import AssetKey, AssetsDefinition
 from fruits_assets.assets.common import SPARK_RETRY
 from fruits_assets.definitions import all_assets, defs, resources_for
 from fruits_assets.local_spark import extra_spark_conf
-from fruits_assets.resources import resolved_settings, settings_from_env
+from fruits_assets.resources import resolved_settings, settings_from_env, with_changes
 
 
 def test_the_asset_graph_has_every_stage_with_its_lineage():
@@ -93,7 +93,8 @@ def test_prod_launches_steps_on_emr_with_s3_defaults(monkeypatch):
     assert isinstance(launcher, EmrPySparkStepLauncher) and launcher.cluster_id == "j-TEST"
     assert launcher.staging_bucket == "fruits-bucket" and launcher.deploy_local_job_package
     assert launcher.spark_config["spark"]["submit"]["deployMode"] == "cluster"
-    assert prod["settings"].images_root == "s3://fruits-bucket/images"
+    with build_resources({"settings": prod["settings"]}) as built:  # what a run sees
+        assert built.settings.images_root == "s3://fruits-bucket/images"
     assert prod["class_parquet_io_manager"].output_root == "s3://fruits-bucket/outputs"
     assert "spark.master" not in prod["pyspark"].spark_config  # spark-submit on the cluster says YARN
 
@@ -110,6 +111,16 @@ def test_extra_spark_settings_come_from_json(monkeypatch):
     monkeypatch.setenv("FRUITS_SPARK_CONF", "spark.executor.memory=1g")
     with pytest.raises(ValueError, match="FRUITS_SPARK_CONF is not valid JSON"):
         extra_spark_conf()
+
+
+def test_changed_settings_reach_the_run(monkeypatch):
+    from dagster import build_resources
+
+    monkeypatch.setenv("FRUITS_IMAGES_ROOT", "/photos")
+    changed = with_changes(settings_from_env(), pca_refit_share=0.0, reread_files=True)
+    with build_resources({"settings": changed}) as built:
+        seen = built.settings
+    assert (seen.images_root, seen.pca_refit_share, seen.reread_files) == ("/photos", 0.0, True)
 
 
 def test_flags_and_numbers_come_from_the_environment(monkeypatch):

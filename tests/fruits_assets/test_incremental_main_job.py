@@ -78,15 +78,26 @@ def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images,
     assert _ran(elsewhere) == ["every asset: 3 class(es)"]
     assert elsewhere.images_embedded == 24  # each output root has its own embedding store
 
-    # Another images root, a copy that keeps names, sizes and times (`cp -p`): every class is stale and runs again;
-    # the embedding store spares the model, since the bytes are the same.
+    # Another images root, a copy that keeps names, sizes and times (`cp -p`): every class is stale and runs again,
+    # every asset in one run; the embedding store spares the model, since the bytes are the same. The PCA, fitted on
+    # as many photos of the same classes, is kept: the steps after it, skipped in that run, project with it next.
+    pca = _pca_version(out)
     others = shutil.copytree(images, tmp_path / "others", copy_function=shutil.copy2)
     moved = _run(others, out)
-    assert _ran(moved)[0] == "raw_images, image_embeddings: 3 class(es)" and moved.images_embedded == 0
-    assert "reduced_features: 3 class(es)" in _ran(moved)
+    assert _ran(moved) == [
+        "every asset: 3 class(es)",
+        "reduced_features: 3 class(es)",
+        "fruit_classifier, classifier_evaluation",
+    ]
+    assert moved.images_embedded == 0 and moved.accuracy is not None
+    assert _pca_version(out) == pca and "kept PCA version" in moved.skipped["pca_model"]
+    assert _run(others, out).steps == []
 
+    # --full reads every photo again and refits the PCA, in one run, even where nothing changed.
     full = _run(images, out, full=True)
     assert _ran(full) == ["every asset: 3 class(es)"] and full.images_embedded == 0
+    assert _pca_version(out) != pca and "pca_model" not in full.skipped
+    assert _run(images, out).steps == []
 
 
 def test_a_class_without_training_photos_does_not_make_every_rerun_refit(shared_root, tmp_path, spark):
