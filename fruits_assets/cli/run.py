@@ -142,7 +142,11 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    start_in_background()  # the session starts while Dagster is imported and the run planned
+    try:
+        start_in_background()  # the session starts while Dagster is imported and the run planned
+    except ValueError as exc:  # FRUITS_SPARK_CONF that is no JSON object of settings
+        print(f"fruits: error: {exc}", file=sys.stderr)
+        return 2
     from fruits_assets.main_job import InvalidSettingsError, run_main_job  # heavy imports once arguments are valid
 
     started = time.perf_counter()

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -139,6 +140,18 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, args,
     assert completed.returncode == 2
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_bad_spark_settings_are_one_clear_line_and_exit_code_2(small_root, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "fruits_assets.cli", "run", "--images-root", str(small_root)],
+        env={**os.environ, "FRUITS_SPARK_CONF": "spark.executor.memory=1g", "FRUITS_OUTPUT_ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert "fruits: error: FRUITS_SPARK_CONF is not valid JSON" in completed.stderr
 
 
 def test_bench_predict_prints_latency_figures(trained_run, small_root, capsys):
