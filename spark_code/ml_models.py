@@ -44,6 +44,11 @@ def check_pair(pca_notes: dict[str, Any], classifier_notes: dict[str, Any]) -> N
         )
 
 
+_SAVED: dict[tuple[str, str], ModelArtifact] = {}
+"""Models this process saved, by (Spark application, path), with their notes: loading the version just saved, in the
+same application, returns it without reading it back (the main job saves the PCA, then its next step loads it)."""
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
     """A fitted Spark ML model and its JSON-serialisable notes."""
@@ -70,6 +75,7 @@ def save_model(spark: SparkSession, artifact: ModelArtifact, path: str) -> None:
         publish.discard(version)
         raise
     publish.commit(path, version, [publish.WHOLE])
+    _SAVED[(spark.sparkContext.applicationId, path)] = ModelArtifact(artifact.model, json.loads(json.dumps(notes)))
 
 
 def published_notes(path: str) -> dict[str, Any] | None:
@@ -86,6 +92,9 @@ def load_model(spark: SparkSession, path: str) -> ModelArtifact:
     found = publish.current(path)
     if found is None:
         raise MissingOutputError(f"no saved model under {path}: materialize it first")
+    saved = _SAVED.get((spark.sparkContext.applicationId, path))
+    if saved is not None and saved.notes.get(VERSION) == found.rsplit("/", 1)[1]:
+        return saved
     java_class = DefaultParamsReader.loadMetadata(found, spark.sparkContext)["class"]
     module_name, class_name = java_class.replace("org.apache.spark", "pyspark").rsplit(".", 1)
     model = getattr(importlib.import_module(module_name), class_name).load(found)

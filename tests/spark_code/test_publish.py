@@ -6,7 +6,9 @@ ran and ended; tests/fruits_assets/test_interrupted_runs.py kills real runs, and
 writer process.
 """
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +25,7 @@ from pyspark.ml.feature import StandardScaler
 from pyspark.ml.linalg import Vectors
 
 from spark_code import publish, storage
-from spark_code.ml_models import VERSION, ModelArtifact, load_model, save_model
+from spark_code.ml_models import NOTES_FILE, VERSION, ModelArtifact, load_model, save_model
 from spark_code.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
 from tests.conftest import REPO
 
@@ -116,6 +118,27 @@ def test_a_model_version_never_published_is_ignored_then_deleted(spark, tmp_path
     assert not os.path.exists(dead) and publish.leftovers(path) == [first[len(path) + 1 :]]
     assert publish.recover(path, grace=0) == [first[len(path) + 1 :]]
     assert publish.leftovers(path) == [] and len(os.listdir(f"{path}/{publish.VERSIONS}")) == 1
+
+
+def test_the_model_just_saved_is_loaded_without_reading_it_back_unless_another_was_published(spark, tmp_path):
+    data = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (Vectors.dense([3.0, 6.0]),)], ["x"])
+    model = StandardScaler(inputCol="x", outputCol="y", withMean=True).fit(data)
+    path = str(tmp_path / "model")
+    save_model(spark, ModelArtifact(model, {"k": (1, 2)}), path)
+    same = load_model(spark, path)
+    assert same.model is model and same.notes["k"] == [1, 2], "the notes as a reader of the JSON file sees them"
+    shutil.copytree(path, tmp_path / "copy")
+    read_back = load_model(spark, str(tmp_path / "copy"))
+    assert read_back.model is not model and read_back.model.mean.toArray().tolist() == [2.0, 4.0]
+    assert read_back.notes == same.notes
+    # Another process publishes another model there: that one is read.
+    shifted = spark.createDataFrame([(Vectors.dense([3.0, 6.0]),), (Vectors.dense([3.0, 6.0]),)], ["x"])
+    other = StandardScaler(inputCol="x", outputCol="y", withMean=True).fit(shifted)
+    version = publish.new_version(path)
+    other.write().save(version)
+    storage.write_text(f"{version}/{NOTES_FILE}", json.dumps({VERSION: version.rsplit("/", 1)[1]}))
+    publish.commit(path, version, [publish.WHOLE])
+    assert load_model(spark, path).model.mean.toArray().tolist() == [3.0, 6.0]
 
 
 def _age(folder: Path, seconds: float) -> None:
