@@ -147,20 +147,6 @@ def test_one_class_three_hundred_times_larger_than_another(photos, tmp_path):
     assert summary["checks"] == EVERY_CHECK
 
 
-def test_two_hundred_classes_of_three_photos(shared_root, tmp_path):
-    """Classes i and i + 95 hold other photos of the same fruit: the classifier trains, its accuracy is what it is."""
-    fruits = sorted(path.name for path in (shared_root / "Training").iterdir())
-    folders = {}
-    for i in range(200):
-        files = sorted((shared_root / "Training" / fruits[i % len(fruits)]).iterdir())
-        folders[f"class {i:03d}"] = files[3 * (i // len(fruits)) : 3 * (i // len(fruits)) + 3]
-    code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out", "--min-accuracy", "0")
-    assert code == 0, summary
-    assert summary["classes"] == 200 and summary["images_featurized"] == 600
-    assert len(classifier_labels(tmp_path / "out")) == 200
-    assert summary["evaluated_on"].startswith("hold-out") and summary["evaluation_images"] > 0
-
-
 def test_a_classifier_that_does_not_converge_is_never_published(photos, tmp_path, monkeypatch):
     monkeypatch.setenv("FRUITS_CLASSIFIER_MAX_ITER", "1")
     root = make_root(tmp_path / "images", {"Banana": photos("Banana", 5), "Kiwi": photos("Kiwi", 5)})

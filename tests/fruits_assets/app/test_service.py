@@ -224,6 +224,7 @@ def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run
             except Exception as exc:  # noqa: BLE001 - a failed request, whatever its kind
                 failures.append(repr(exc))
             i += 1
+            stop.wait(0.02)  # steady traffic that leaves the main job some CPU
 
     def watch_publications() -> None:
         base = f"{root}/classifier_evaluation"
@@ -259,8 +260,9 @@ def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run
     assert third not in {first, second}, "the failing classifier was published, and never served:"
     assert {a["model"]["version"] for *_, a in answers} == {first, second}
     by_version = {first: old, second: new}
+    expected = {(v, i): _expected(by_version[v], photos[i]) for v in by_version for i in range(len(photos))}
     for _, photo, _, answer in answers:  # each answer is its own model's, bit for bit: never a mix of two
-        assert answer["top"] == _expected(by_version[answer["model"]["version"]], photos[photo])
+        assert answer["top"] == expected[(answer["model"]["version"], photo)]
     switched = min(t for t, *_, a in answers if a["model"]["version"] == second)
     delay = switched - evaluated[second]
     assert delay < 5, f"served {delay:.1f} s after its evaluation was published (poll every 0.5 s)"
