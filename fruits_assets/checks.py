@@ -1,10 +1,14 @@
 """Data-quality checks, computed by the assets themselves on the classes of the run.
 
 Dagster's standalone asset checks are not partition-aware (a check would load every class), so each Spark-backed
-asset declares its checks and evaluates them in the same Spark pass that produces its output.
+asset declares its checks and evaluates them in the same Spark pass that produces its output. A failed blocking
+check stops its step before any output is yielded (`refuse_when_blocked`): Dagster itself fails such a step only
+after its outputs were stored, which would publish the rows the check refused.
 """
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from collections.abc import Iterator
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -34,6 +38,26 @@ REDUCED_WIDTH_CHECK = AssetCheckSpec(
     blocking=True,
     description="Every reduced vector has exactly k values (the PCA model's k) and no NaN.",
 )
+
+
+BLOCKING = frozenset(
+    spec.name
+    for spec in (EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK, REJECTED_SHARE_CHECK, REDUCED_WIDTH_CHECK)
+    if spec.blocking
+)
+
+BLOCKED = "blocking check failed"
+"""How a step stopped by a failed blocking check starts its failure's description."""
+
+
+def refuse_when_blocked(results: list[AssetCheckResult]) -> Iterator[AssetCheckResult]:
+    """Yield the step's check results, then fail it at once (no retries: the same data fails the same way) when a
+    blocking one failed, before the step yields an output: nothing it refused is published, so it stays stale and
+    the next run computes it again."""
+    yield from results
+    failed = sorted(result.check_name for result in results if result.check_name in BLOCKING and not result.passed)
+    if failed:
+        raise Failure(f"{BLOCKED}: {', '.join(failed)}", allow_retries=False)
 
 
 def _width_problems(df: DataFrame, column: str, width: int) -> dict[str, int]:

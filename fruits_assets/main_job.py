@@ -150,8 +150,6 @@ def _first_error(result: ExecuteInProcessResult, failed_checks: set[str]) -> str
         data = event.step_failure_data
         if data.user_failure_data:  # a Failure raised on purpose: its description is written for a person
             return f"{event.step_key}: {data.user_failure_data.description}"
-        if data.error and data.error.cls_name == "DagsterAssetCheckFailedError":
-            return f"{event.step_key}: blocking check failed: {', '.join(sorted(failed_checks))}"
         if data.error:
             error = data.error
             while error.cause is not None:

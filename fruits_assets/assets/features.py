@@ -27,6 +27,7 @@ from fruits_assets.checks import (
     check_nothing_lost,
     check_reduced_width,
     check_rejected_share,
+    refuse_when_blocked,
 )
 from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.freshness import COMPUTED_FROM, embedding_stamps, reduced_stamps
@@ -117,10 +118,14 @@ def image_embeddings(
     embedded_now = counter.value
     context.log.info(f"{embedded_now} photo(s) embedded, the others' embeddings reused from the store")
     embedded = with_stored_embeddings(keyed, stored.unionByName(new)).persist()
-    yield check_nothing_lost(raw_images, embedded)
-    yield check_rejected_share(embedded, settings.max_rejected_share)
     embeddings = accepted(embedded)
-    yield check_embeddings_width(embeddings)
+    yield from refuse_when_blocked(
+        [
+            check_nothing_lost(raw_images, embedded),
+            check_rejected_share(embedded, settings.max_rejected_share),
+            check_embeddings_width(embeddings),
+        ]
+    )
     yield Output(
         embeddings,
         output_name="image_embeddings",
@@ -166,5 +171,5 @@ def reduced_features(
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")
     reduced = apply_pca(pca_model.model, image_embeddings, pca_model.notes.get(VERSION)).persist()
-    yield check_reduced_width(reduced, k)
+    yield from refuse_when_blocked([check_reduced_width(reduced, k)])
     yield Output(reduced, metadata={"k": MetadataValue.int(k), COMPUTED_FROM: MetadataValue.json(stamps)})
