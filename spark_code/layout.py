@@ -97,12 +97,12 @@ def _empty_local_files(folder: str) -> list[str]:
     return sorted(found)
 
 
-def _empty_s3_files(uri: str) -> list[str]:
+def _empty_s3_files(uri: str, s3: Any = None) -> list[str]:
     import boto3
 
     parsed = urlparse(uri)
     prefix = f"{parsed.path.lstrip('/').rstrip('/')}/"
-    paginator = boto3.client("s3").get_paginator("list_objects_v2")
+    paginator = (s3 or boto3.client("s3")).get_paginator("list_objects_v2")
     found = []
     for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -112,12 +112,13 @@ def _empty_s3_files(uri: str) -> list[str]:
     return sorted(found)
 
 
-def empty_files(folder: str) -> list[str]:
-    """Zero-byte files under a folder (relative paths, hidden ones skipped as Spark does).
+def empty_files(folder: str, s3: Any = None) -> list[str]:
+    """Zero-byte files under a local folder or S3 prefix (listed with `s3`, a boto3 client, if given, as list_folder
+    does), as relative paths, hidden ones skipped as Spark does.
 
     Spark's file sources silently skip empty files; listing them lets the pipeline reject them visibly.
     """
-    return _empty_s3_files(folder) if is_remote(folder) else _empty_local_files(local_path(folder))
+    return _empty_s3_files(folder, s3) if is_remote(folder) else _empty_local_files(local_path(folder))
 
 
 NO_SPLIT = ""

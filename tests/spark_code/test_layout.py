@@ -1,6 +1,9 @@
+import socket
+
+import boto3
 import pytest
 
-from spark_code.layout import NO_SPLIT, LayoutError, discover_layout, validate_class_name
+from spark_code.layout import NO_SPLIT, LayoutError, discover_layout, empty_files, validate_class_name
 
 
 def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):
@@ -106,8 +109,6 @@ def test_a_root_of_loose_images_names_both_layouts(tmp_path):
 
 
 def test_both_layouts_on_s3(aws):
-    import boto3
-
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="fruits-layouts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     keys = [
@@ -124,3 +125,17 @@ def test_both_layouts_on_s3(aws):
     assert flat.class_dirs(["Kiwi"]) == ["s3://fruits-layouts/flat/Kiwi"]
     split = discover_layout("s3://fruits-layouts/split")
     assert split.classes_by_split == {"test": ["Fig"], "train": ["Kiwi"]}
+
+
+def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
+    s3 = boto3.client("s3", endpoint_url=aws)
+    s3.create_bucket(Bucket="fruits-empty", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for key, body in {"Kiwi/a.jpg": b"jpeg", "Kiwi/empty.jpg": b"", "Kiwi/deep/none.png": b"", "Kiwi/.x": b""}.items():
+        s3.put_object(Bucket="fruits-empty", Key=key, Body=body)
+    # The environment's default endpoint now leads nowhere: only the given client reaches the objects.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert empty_files("s3://fruits-empty/Kiwi", s3) == ["deep/none.png", "empty.jpg"]
