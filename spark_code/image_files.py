@@ -153,14 +153,24 @@ READ_NOW = "read_now"
 """reindex's marker column: whether the file was read this time (drop it before publishing the index)."""
 
 
+def _reusable(previous: DataFrame) -> DataFrame | None:
+    """The rows of an earlier index that may be kept unread: none of an index written by an older version without
+    some of INDEX_COLUMNS (another INDEX_FORMAT is read again in full), and no row without a content hash (an older
+    class's rows unioned with newer ones, its missing columns null), which the embedding store could not key."""
+    if not set(INDEX_COLUMNS) <= set(previous.columns):
+        return None
+    return previous.where(F.col(CONTENT_KEY).isNotNull()).select(*INDEX_COLUMNS)
+
+
 def reindex(listed: DataFrame, previous: DataFrame | None) -> DataFrame:
     """The index of the listed files (list_image_files), with READ_NOW: a file whose listing entry (path, size,
     modification time) is in `previous` (an earlier index of these classes) keeps its row, unread; every other file
-    is read and indexed. A rewrite that kept a file's size and modification time to the millisecond goes unseen:
-    `previous=None` reads everything."""
-    changed = listed if previous is None else listed.join(previous.select(*LISTING_ENTRY), LISTING_ENTRY, "left_anti")
+    is read and indexed, and so is every file of an index that lacks some index column (see _reusable). A rewrite
+    that kept a file's size and modification time to the millisecond goes unseen: `previous=None` reads everything."""
+    kept = None if previous is None else _reusable(previous)
+    changed = listed if kept is None else listed.join(kept.select(*LISTING_ENTRY), LISTING_ENTRY, "left_anti")
     fresh = index_images(with_contents(changed)).withColumn(READ_NOW, F.lit(True))
-    if previous is None:
+    if kept is None:
         return fresh
-    kept = previous.select(*INDEX_COLUMNS).join(listed.select(*LISTING_ENTRY), LISTING_ENTRY, "left_semi")
+    kept = kept.join(listed.select(*LISTING_ENTRY), LISTING_ENTRY, "left_semi")
     return kept.withColumn(READ_NOW, F.lit(False)).unionByName(fresh)

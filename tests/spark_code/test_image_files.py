@@ -98,3 +98,20 @@ def test_executors_read_s3_objects_by_path(aws):
         s3.put_object(Bucket="fruits-images", Key=key, Body=body)
     paths = pd.Series([f"s3://fruits-images/{key}" for key in objects])
     assert _contents.func(paths).tolist() == list(objects.values())
+
+
+def test_reindex_reads_again_what_an_older_index_lacks(spark, tmp_path):
+    folder = tmp_path / "Training" / "Kiwi"
+    write_files(folder, {"a.jpg": GOOD_IMAGES["rgb.jpg"], "b.png": GOOD_IMAGES["odd size.png"]})
+    listed = list_image_files(spark, discover_layout(str(tmp_path)), ["Kiwi"])
+    current = reindex(listed, None).drop(READ_NOW).cache()
+    expected = {name: {**row.asDict(), READ_NOW: 1} for name, row in _by_name(current).items()}
+    # An index written before the `format` column: every file is read again, with every column.
+    older = reindex(listed, current.drop("format"))
+    assert older.columns == [*INDEX_COLUMNS, READ_NOW]
+    assert {name: row.asDict() for name, row in _by_name(older).items()} == expected
+    # One row without a content hash (an older class's rows unioned with newer ones): that file alone is read again.
+    mixed = current.withColumn(CONTENT_KEY, F.when(F.col("path").endswith("b.png"), None).otherwise(F.col(CONTENT_KEY)))
+    again = _by_name(reindex(listed, mixed))
+    assert {name: row[READ_NOW] for name, row in again.items()} == {"a.jpg": 0, "b.png": 1}
+    assert again["b.png"].asDict() == expected["b.png"]
