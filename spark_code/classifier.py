@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
 
 from pyspark.ml import PipelineModel
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
@@ -14,6 +15,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 from spark_code.errors import PermanentError
 from spark_code.splits import ROLE, TRAIN, VALIDATE
@@ -102,32 +104,48 @@ def _estimator(settings: ClassifierSettings, tol: float, max_iter: int) -> Logis
     )
 
 
-def with_folds(indexed: DataFrame, validated: bool) -> DataFrame:
-    """Add FOLD (0 or 1) for a 2-fold CrossValidator: the validation split against the training split when there is
-    one; else the training photos dealt alternately to the two folds in an order set by a hash of their path, per
-    class, each class starting on the fold the previous one did not, so that neither fold is ever empty (2 photos
-    suffice) and both hold every class of 2 photos or more."""
-    if validated:
-        return indexed.withColumn(FOLD, F.when(F.col(ROLE) == VALIDATE, 0).otherwise(1))
+def with_folds(indexed: DataFrame) -> DataFrame:
+    """Add FOLD (0 or 1) for a 2-fold CrossValidator when there is no validation split: the training photos dealt
+    alternately to the two folds in an order set by a hash of their path, per class, each class starting on the fold
+    the previous one did not, so that neither fold is ever empty (2 photos suffice) and both hold every class of 2
+    photos or more."""
     in_class = Window.partitionBy(LABEL_INDEX).orderBy(F.xxhash64("path"), "path")
     return indexed.withColumn(FOLD, (F.row_number().over(in_class) + F.col(LABEL_INDEX).cast("int")) % 2)
 
 
-def _search(folded: DataFrame, settings: ClassifierSettings) -> list[float]:
-    """The validation score of each candidate penalty (the settings' metric), averaged over the two folds, with
-    Spark ML's own tools (ParamGridBuilder, CrossValidator with a fold column)."""
+def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -> list[float]:
+    """The validation score of each candidate penalty (the settings' metric), with Spark ML's own tools.
+
+    With a validation split each candidate is fitted on the training split and scored on the validation split only
+    (`Estimator.fitMultiple` and the evaluator, as `TrainValidationSplit` does internally: that class draws its own
+    random split and cannot be given this one, and a 2-fold `CrossValidator` would also fit on the validation split
+    and score on the training split). Without one, a 2-fold `CrossValidator` on FOLD (`with_folds`), averaged."""
     estimator = _estimator(settings, settings.search_tol, min(settings.search_max_iter, settings.max_iter))
     grid = ParamGridBuilder().addGrid(estimator.regParam, list(settings.reg_params)).build()
     evaluator = MulticlassClassificationEvaluator(labelCol=LABEL_INDEX, metricName=settings.metric)
-    search = CrossValidator(
-        estimator=estimator,
-        estimatorParamMaps=grid,
-        evaluator=evaluator,
-        numFolds=2,
-        foldCol=FOLD,
-        parallelism=settings.parallelism,
-    )
-    return [float(metric) for metric in search.fit(folded).avgMetrics]
+    if not validated:
+        search = CrossValidator(
+            estimator=estimator,
+            estimatorParamMaps=grid,
+            evaluator=evaluator,
+            numFolds=2,
+            foldCol=FOLD,
+            parallelism=settings.parallelism,
+        )
+        return [float(metric) for metric in search.fit(indexed).avgMetrics]
+    validation = indexed.where(F.col(ROLE) == VALIDATE)
+    fitted = estimator.fitMultiple(indexed.where(F.col(ROLE) == TRAIN), grid)  # thread-safe: one model per next()
+
+    @inheritable_thread_target
+    def fit_and_score(_: int) -> tuple[int, float]:
+        index, model = next(fitted)
+        return index, float(evaluator.evaluate(model.transform(validation)))
+
+    metrics = [0.0] * len(grid)
+    with ThreadPool(min(settings.parallelism, len(grid))) as pool:
+        for index, metric in pool.imap_unordered(fit_and_score, range(len(grid))):
+            metrics[index] = metric
+    return metrics
 
 
 WORK_PER_PARTITION = 100_000_000
@@ -162,7 +180,7 @@ def train_classifier(
     # one per class file), which keeps the per-iteration overhead small.
     cores = rows.sparkSession.sparkContext.defaultParallelism
     partitions = partitions_for(sizes[0], sizes[1], len(labels), cores)
-    indexed = with_folds(indexed, validated).coalesce(partitions).persist()
+    indexed = (indexed if validated else with_folds(indexed)).coalesce(partitions).persist()
     final = _estimator(settings, settings.tol, settings.max_iter)
     rejected: list[str] = []
 
@@ -190,11 +208,12 @@ def train_classifier(
             kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.penalty_search)")
             if kept is not None:
                 return kept
-        metrics = _search(indexed, settings)
-        selection = f"CrossValidator by {settings.metric}, " + (
-            "the training and validation splits as its two folds"
+        metrics = _search(indexed, validated, settings)
+        selection = (
+            f"fitted on the training split, scored by {settings.metric} on the validation split"
             if validated
-            else "two folds of the training photos (stratified, by a hash of each path)"
+            else f"CrossValidator by {settings.metric}, two folds of the training photos (stratified, by a hash of "
+            "each path)"
         )
         better = 1 if MulticlassClassificationEvaluator(metricName=settings.metric).isLargerBetter() else -1
         order = sorted(range(len(metrics)), key=lambda i: (-better * metrics[i], i))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -63,14 +65,63 @@ def test_evaluation_metrics_from_known_confusions(spark):
     assert result.most_confused(5) == [("Apple", "Banana", 1), ("Cherry", "Banana", 1)]
 
 
-def test_a_validation_split_is_one_of_two_crossvalidator_folds(clustered):
+def test_a_validation_split_scores_candidates_fitted_on_the_training_split(clustered):
     rows = clustered.withColumn(
         "split",
         F.when((F.col("split") == "Training") & F.col("path").endswith("0.jpg"), "Val").otherwise(F.col("split")),
     )
     trained = train_classifier(with_roles(rows, SplitRoles("Training", "Val", "Test")))
-    assert trained.selection.startswith("CrossValidator")
+    assert trained.selection == "fitted on the training split, scored by logLoss on the validation split"
     assert len(trained.validation_metric) == len(ClassifierSettings().reg_params)
+
+
+def _fine_feature_in_noise(spark, rows_per_split: dict[str, int]) -> DataFrame:
+    """Classes A, B, C: one fine feature (class means 0.2 apart, sd 0.05) among 99 dimensions of noise (sd 0.15)."""
+    rng = np.random.default_rng(31)
+    rows = []
+    for c, name in enumerate(["A", "B", "C"]):
+        for split, count in rows_per_split.items():
+            for i in range(count):
+                x = 0.15 * rng.normal(0, 1, 100)
+                x[0] = (c - 1) * 0.2 + rng.normal(0, 0.05)
+                rows.append((f"file:/{split}/{name}/{i}.jpg", name, split, np.float32(x).tolist()))
+    return spark.createDataFrame(rows, "path string, label string, split string, pca_features array<float>")
+
+
+def _log_loss(fitted_on: DataFrame, scored_on: DataFrame, reg_param: float) -> float:
+    """Log-loss on `scored_on` of a classifier fitted on `fitted_on` as the search fits its candidates."""
+    settings = ClassifierSettings()
+    estimator = LogisticRegression(
+        featuresCol="v",
+        labelCol="y",
+        family="multinomial",
+        regParam=reg_param,
+        maxIter=settings.search_max_iter,
+        tol=settings.search_tol,
+        standardization=False,
+    )
+    prepared = [
+        df.withColumn("v", array_to_vector("pca_features")).withColumn("y", F.ascii("label") - 65.0)
+        for df in (fitted_on, scored_on)
+    ]
+    model = estimator.fit(prepared[0])
+    return MulticlassClassificationEvaluator(labelCol="y", metricName="logLoss").evaluate(model.transform(prepared[1]))
+
+
+def test_the_penalty_is_chosen_on_the_validation_split_alone(spark):
+    # 200 training and 8 validation rows per class. Fitted on the training rows, the weak penalty scores best on the
+    # validation rows; fitted on the 24 validation rows it fits their noise and is confidently wrong on the training
+    # rows. So the two directions disagree, and averaging them (a 2-fold CrossValidator) would choose 1e-2.
+    rows = _fine_feature_in_noise(spark, {"Training": 200, "Val": 8})
+    train, validation = rows.where("split = 'Training'"), rows.where("split = 'Val'")
+    forward = {reg: _log_loss(train, validation, reg) for reg in (1e-2, 1e-6)}
+    backward = {reg: _log_loss(validation, train, reg) for reg in (1e-2, 1e-6)}
+    assert forward[1e-6] < forward[1e-2] - 0.3
+    assert forward[1e-6] + backward[1e-6] > forward[1e-2] + backward[1e-2] + 0.2
+    settings = ClassifierSettings(reg_params=(1e-2, 1e-6))
+    trained = train_classifier(with_roles(rows, SplitRoles("Training", "Val", "Test")), settings)
+    assert trained.reg_param == 1e-6
+    assert trained.validation_metric == pytest.approx(forward, abs=1e-3)
 
 
 def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
@@ -102,7 +153,7 @@ def test_folds_are_never_empty_and_hold_every_class_of_two_photos(spark):
     rows = [(f"file:/{label}/{i}.jpg", label, "train") for label, n in sizes.items() for i in range(n)]
     indexed = spark.createDataFrame(rows, "path string, label_index double, role string")
     folds = {}
-    for row in with_folds(indexed, validated=False).collect():
+    for row in with_folds(indexed).collect():
         folds.setdefault(row["label_index"], []).append(row["fold"])
     assert {fold for values in folds.values() for fold in values} == {0, 1}
     assert folds[0.0] != folds[1.0]  # two classes of one photo land in different folds
