@@ -1,11 +1,15 @@
 """What is up to date under an output root, decided from the output root itself and the images' listing.
 
 Every class output records, with its rows, a stamp saying what it was computed from (spark_code.parquet_store):
-- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags) and the
-  index's format;
-- image_embeddings and rejected_images: that data version and the embedding settings' fingerprint;
-- reduced_features: the same and the version of the PCA that projected it.
-The classifier's notes record a digest of all its inputs, and the evaluation's stamp the classifier it evaluated.
+- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags, listed before
+  its files are read) and the index's format;
+- image_embeddings and rejected_images: the stamp of the index rows they embedded and the embedding settings'
+  fingerprint;
+- reduced_features: the stamp of the embeddings they projected and the version of the PCA that projected them.
+The classifier's notes record a digest of the stamps of the reduced features it was trained on and of its settings,
+and the evaluation's stamp the classifier it evaluated. Each stage's stamp comes from its inputs (the stamps
+published with the rows it read: spark_code.parquet_store.input_stamps), never from a second look at the photos, so
+a photo that arrives or leaves during a run leaves every later stage stale.
 A stamp that differs from what the current listing and settings would give means the output is stale: another images
 root, another output root, a deleted output or changed photos all show as stale, whatever the Dagster instance
 remembers. Random weights have no fingerprint: their outputs are never up to date.
@@ -45,18 +49,19 @@ def index_stamps(listing: dict[str, str]) -> dict[str, str]:
     return {name: f"{version}:index-{INDEX_FORMAT}" for name, version in listing.items()}
 
 
-def embedding_stamps(listing: dict[str, str], settings: FruitsSettings) -> dict[str, str]:
-    """Per class, what its embeddings are computed from: its data version and the embedding settings."""
+def embedding_stamps(indexed: dict[str, str | None], settings: FruitsSettings) -> dict[str, str]:
+    """Per class, what its embeddings are computed from: its index (the stamp of the index rows embedded) and the
+    embedding settings."""
     fingerprint = settings_fingerprint(settings.model) or f"random-{uuid.uuid4().hex}"
-    return {name: f"{version}:{fingerprint}" for name, version in listing.items()}
+    return {name: f"{stamp}:{fingerprint}" for name, stamp in indexed.items()}
 
 
-def reduced_stamps(embedded: dict[str, str], pca_version: str | None) -> dict[str, str]:
+def reduced_stamps(embedded: dict[str, str | None], pca_version: str | None) -> dict[str, str]:
     """Per class, what its reduced features are computed from: its embeddings and the PCA version."""
     return {name: f"{stamp}:{pca_version}" for name, stamp in embedded.items()}
 
 
-def classifier_inputs(reduced: dict[str, str], settings: FruitsSettings) -> str:
+def classifier_inputs(reduced: dict[str, str | None], settings: FruitsSettings) -> str:
     """A digest of what the classifier is trained on: every class's reduced features and the settings that choose
     the training, validation and evaluation photos and the fit."""
     described = {
@@ -84,19 +89,43 @@ def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, An
 
 
 def stale(stamps: dict[str, dict], expected: dict[str, str]) -> list[str]:
-    """The classes whose published stamp is not the expected one (never published included), sorted."""
-    return sorted(name for name, stamp in expected.items() if stamps.get(name, {}).get("stamp") != stamp)
+    """The classes whose published stamp is not the expected one (never published, or nothing expected, included),
+    sorted."""
+    return sorted(
+        name for name, stamp in expected.items() if stamp is None or stamps.get(name, {}).get("stamp") != stamp
+    )
+
+
+def published_classes(root: str, asset: str = "image_embeddings") -> set[str]:
+    """The classes an output publishes."""
+    return set(published_stamps(_output(root, asset))) - {publish.WHOLE}
 
 
 class Freshness:
-    """The state of one output root against one listing of the images and one set of settings."""
+    """The state of one output root against one listing of the images and one set of settings.
 
-    def __init__(self, root: str, settings: FruitsSettings, layout: ImagesLayout, classes: list[str]) -> None:
+    `classes` are those the models are trained on; `refresh` (default: all of them) those whose photos are listed
+    again: the others are taken as their index is published (`fruits run --classes` refreshes some classes and
+    trains on every published one)."""
+
+    def __init__(
+        self,
+        root: str,
+        settings: FruitsSettings,
+        layout: ImagesLayout,
+        classes: list[str],
+        refresh: list[str] | None = None,
+    ) -> None:
         self.root = root
         self.settings = settings
         self.classes = classes
-        self.listing = class_versions(layout, classes)
-        self.embedded = embedding_stamps(self.listing, settings)
+        listed = classes if refresh is None else [name for name in classes if name in set(refresh)]
+        kept = self.stamps("raw_images")
+        self.indexed = {
+            **{name: kept.get(name, {}).get("stamp") for name in classes},
+            **index_stamps(class_versions(layout, listed)),
+        }
+        self.embedded = embedding_stamps(self.indexed, settings)
         self.roles = asdict(settings.roles(layout.splits))
 
     def stamps(self, asset: str) -> dict[str, dict]:
@@ -107,7 +136,7 @@ class Freshness:
 
     def stale_ingestion(self) -> list[str]:
         """Classes whose index, embeddings or rejected photos are missing or not from the current photos/settings."""
-        found = set(stale(self.stamps("raw_images"), index_stamps(self.listing)))
+        found = set(stale(self.stamps("raw_images"), self.indexed))
         for asset in ("image_embeddings", "rejected_images"):
             found |= set(stale(self.stamps(asset), self.embedded))
         return sorted(found)

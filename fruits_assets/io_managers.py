@@ -9,8 +9,13 @@ from fruits_assets.failures import permanent_failures
 from fruits_assets.freshness import COMPUTED_FROM
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
 from spark_code.ml_models import ModelArtifact, load_model, save_model
-from spark_code.parquet_store import read_classes, read_table, write_classes, write_table
+from spark_code.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
 from spark_code.publish import WHOLE
+
+PUBLISHED_CLASSES_ONLY = "fruits/published_classes_only"
+"""AssetIn metadata of the models' inputs: read the registered classes that are published, leaving out (with a
+warning) those the discovery sensor registered but nothing materialized yet; a class with nothing published is
+never trained on, and a run over some classes trains on every published one."""
 
 
 def output_path(output_root: str, asset_name: str) -> str:
@@ -63,6 +68,13 @@ class ClassParquetIOManager(_OutputRootIOManager):
             if not context.has_asset_partitions:
                 return read_table(self.pyspark.spark_session, self._path(context))
             classes = sorted(context.asset_partition_keys)
+            if context.definition_metadata.get(PUBLISHED_CLASSES_ONLY):
+                published = set(published_stamps(self._path(context)))
+                waiting = [name for name in classes if name not in published]
+                if waiting:
+                    shown = ", ".join(waiting[:10]) + (f" and {len(waiting) - 10} more" if len(waiting) > 10 else "")
+                    context.log.warning(f"{len(waiting)} class(es) registered but not materialized, left out: {shown}")
+                classes = [name for name in classes if name in published] or classes  # none: the usual error
             return read_classes(self.pyspark.spark_session, self._path(context), classes)
 
 

@@ -29,11 +29,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from fruits_assets.assets.classifier import ACCURACY_CHECK
 from fruits_assets.assets.common import SKIPPED, settings_problems
 from fruits_assets.definitions import all_assets, resources_for
-from fruits_assets.freshness import Freshness
+from fruits_assets.freshness import Freshness, published_classes
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import resolved_settings, with_changes
-from spark_code.layout import discover_layout
+from spark_code.layout import ImagesLayout, discover_layout
+from spark_code.parquet_store import withdraw_classes
 from spark_code.settings import chosen_output_root
 
 OUTPUT_FOLDERS = (
@@ -57,6 +58,9 @@ class RunSummary:
 
     success: bool
     classes: int
+    """Classes the models know: those of the run and every other one published under the output root."""
+    classes_withdrawn: list[str] = field(default_factory=list)
+    """Classes whose folder is gone from the images root: unpublished from every output by this run."""
     images_indexed: int = 0
     images_featurized: int = 0
     images_embedded: int = 0
@@ -92,6 +96,7 @@ class RunSummary:
 
 
 INGESTION = ("raw_images", "image_embeddings", "rejected_images")
+CLASS_OUTPUTS = (*INGESTION, "reduced_features")
 CLASSIFIER = ("fruit_classifier", "classifier_evaluation")
 REFIT_ALWAYS = {"pca_refit_share": 0.0, "classifier_search_share": 0.0, "reread_files": True}
 """--full: every photo read again, the PCA refitted and the classifier's penalty searched again, whatever changed."""
@@ -179,15 +184,26 @@ def persistent_instance() -> DagsterInstance:
     return _INSTANCES[home]
 
 
-def use_classes(instance: DagsterInstance, classes: list[str]) -> list[str]:
-    """Make the instance's `fruit_class` partitions exactly `classes` (the unpartitioned assets read them all);
-    returns them in the instance's order, the order of partition ranges."""
+def use_classes(instance: DagsterInstance, classes: list[str], layout: ImagesLayout) -> list[str]:
+    """Register `classes` as `fruit_class` partitions, and forget those whose folder is not under the images root
+    (deleted classes, another root's): the discovery sensor of this root never adds them back. Partitions of other
+    classes under the root stay (the sensor may have just added them): the models read only the classes published
+    (fruits_assets.io_managers). Returns the partitions in the instance's order, the order of partition ranges."""
     name = fruit_class_partitions.name
     known = instance.get_dynamic_partitions(name)
-    for extra in sorted(set(known) - set(classes)):
+    for extra in sorted(set(known) - set(layout.classes)):
         instance.delete_dynamic_partition(name, extra)
     instance.add_dynamic_partitions(name, [c for c in classes if c not in set(known)])
     return instance.get_dynamic_partitions(name)
+
+
+def withdraw_deleted_classes(root: str, layout: ImagesLayout) -> list[str]:
+    """Unpublish, from every per-class output, the classes whose folder is gone from the images root."""
+    gone: set[str] = set()
+    for asset in CLASS_OUTPUTS:
+        published = published_classes(root, asset)
+        gone |= set(withdraw_classes(output_path(root, asset), published - set(layout.classes)))
+    return sorted(gone)
 
 
 def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, str]]:
@@ -264,17 +280,21 @@ def run_main_job(
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
     effective.roles(layout.splits)  # and split settings that do not fit the layout
 
+    withdrawn = withdraw_deleted_classes(root, layout)
+    # The models learn every class published, not only those refreshed now: a run over some classes never
+    # shrinks what the app knows.
+    trained = sorted(set(selected) | published_classes(root))
     instance = persistent_instance()
-    ordered = use_classes(instance, selected)
-    state = Freshness(root, effective, layout, selected)
-    ingest = state.stale_ingestion()
+    ordered = use_classes(instance, trained, layout)
+    state = Freshness(root, effective, layout, trained, refresh=selected)
+    ingest = selected if full else [name for name in state.stale_ingestion() if name in set(selected)]
     settings = with_changes(effective, **REFIT_ALWAYS) if full else effective
     runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
-    if full or ingest == selected:  # every stage has work for every class
-        runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(selected)} class(es)")
+    if set(ingest) == set(ordered):  # every stage has work for every class
+        runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(ordered)} class(es)")
     else:
         runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings")
-        if ingest or state.pca_may_be_stale():
+        if ingest or full or state.pca_may_be_stale():
             runner.run(("pca_model",), None, "pca_model")
     # What is still stale: after one run for every asset, a PCA kept by its rule materialized nothing, so Dagster
     # skipped the steps after it; they project with the published PCA here.
@@ -284,10 +304,12 @@ def run_main_job(
         runner.run(CLASSIFIER, None, "fruit_classifier, classifier_evaluation")
     elif not runner.failed and state.evaluation_stale():
         runner.run(("classifier_evaluation",), None, "classifier_evaluation")
-    return _summary(runner, instance, state, root)
+    return _summary(runner, instance, state, root, withdrawn)
 
 
-def _summary(runner: _Runner, instance: DagsterInstance, state: Freshness, root: str) -> RunSummary:
+def _summary(
+    runner: _Runner, instance: DagsterInstance, state: Freshness, root: str, withdrawn: list[str]
+) -> RunSummary:
     """The summary of what is published for the run's classes, and of what this run did."""
     results = runner.results
     checks = {e.check_name: e.passed for result in results for e in result.get_asset_check_evaluations()}
@@ -306,6 +328,7 @@ def _summary(runner: _Runner, instance: DagsterInstance, state: Freshness, root:
     return RunSummary(
         success=success,
         classes=len(state.classes),
+        classes_withdrawn=withdrawn,
         images_indexed=state.counts("raw_images"),
         images_featurized=state.counts("image_embeddings"),
         images_embedded=sum(_metadata([result], "image_embeddings").get("images_embedded", 0) for result in results),

@@ -60,20 +60,57 @@ def _write_stamps(version: str, rows: dict[str, int], stamps: dict[str, str] | N
     storage.write_text(f"{version}/{STAMPS_FILE}", json.dumps(entries, sort_keys=True))
 
 
+def _name_of(part: str) -> str:
+    """The class a pointer publishes (`label=<escaped>`), or "all"."""
+    return publish.WHOLE if part == publish.WHOLE else unquote(part.split("=", 1)[1])
+
+
 def published_stamps(base: str) -> dict[str, dict]:
     """The stamps of every published class (or of the whole table, under "all"), read from the versions that the
     pointers name; a class whose version has no stamps (written before them) maps to {}."""
-    base = base.rstrip("/")
-    by_version: dict[str, dict] = {}
-    found = {}
-    for part, location in publish.pointers(base).items():
-        version = publish.version_of(location)
-        if version not in by_version:
-            text = storage.read_text(f"{base}/{version}/{STAMPS_FILE}")
-            by_version[version] = json.loads(text) if text else {}
-        name = publish.WHOLE if part == publish.WHOLE else unquote(part.split("=", 1)[1])
-        found[name] = by_version[version].get(name, {})
+    names: dict[str, list[str]] = {}
+    for part, location in publish.pointers(base.rstrip("/")).items():
+        names.setdefault(publish.version_of(location), []).append(_name_of(part))
+    return _entries_of(base.rstrip("/"), names)
+
+
+def withdraw_classes(base: str, classes: set[str]) -> list[str]:
+    """Unpublish these classes (their photos are gone), so that no reader finds them; returns those that were
+    published."""
+    parts = {part: _name_of(part) for part in publish.pointers(base.rstrip("/")) if part != publish.WHOLE}
+    gone = {part: name for part, name in parts.items() if name in classes}
+    publish.withdraw(base, sorted(gone))
+    return sorted(gone.values())
+
+
+STAMPS_METADATA = "computed_from"
+"""Metadata key of a read's `path` column: {class (or "all"): the stamp published with the rows read}."""
+
+
+def _entries_of(base: str, versions: dict[str, list[str]]) -> dict[str, dict]:
+    """The stamps entries of the named parts (class names, or "all") in their versions (`_versions/<tag>`), each
+    version's file read once."""
+    found: dict[str, dict] = {}
+    for version, names in versions.items():
+        text = storage.read_text(f"{base}/{version}/{STAMPS_FILE}")
+        entries = json.loads(text) if text else {}
+        found |= {name: entries.get(name, {}) for name in names}
     return found
+
+
+def _with_stamps(df: DataFrame, entries: dict[str, dict]) -> DataFrame:
+    """`path` first, `label` second, the stamps of what was read on `path`'s metadata (see input_stamps)."""
+    others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
+    stamps = {name: entry.get("stamp") for name, entry in entries.items()}
+    path = F.col("path").alias("path", metadata={STAMPS_METADATA: stamps})
+    return df.select(path, F.col(PARTITION_COLUMN), *others)
+
+
+def input_stamps(df: DataFrame) -> dict[str, str | None]:
+    """What the rows that read_classes or read_table returned were computed from, per class (or "all"): the stamps
+    published with exactly those rows, so that a stage stamps its output from its input, never from a second look
+    at the photos or at the pointers."""
+    return dict(df.schema["path"].metadata.get(STAMPS_METADATA, {}))
 
 
 def write_classes(df: DataFrame, base: str, classes: list[str], stamps: dict[str, str] | None = None) -> dict[str, int]:
@@ -117,14 +154,15 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
         shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MissingClassError(f"no data for class(es) {shown} under {base}: materialize them first")
     by_version: dict[str, list[str]] = {}
-    for path in dirs.values():
+    names: dict[str, list[str]] = {}
+    for name, path in dirs.items():
         by_version.setdefault(path.rsplit("/", 1)[0], []).append(path)
+        names.setdefault(publish.version_of(path[len(base) + 1 :]), []).append(name)
     parts = [spark.read.option("basePath", version).parquet(*paths) for version, paths in by_version.items()]
     df = parts[0]
     for part in parts[1:]:
         df = df.unionByName(part)
-    others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
-    return df.select("path", F.col(PARTITION_COLUMN), *others)
+    return _with_stamps(df, _entries_of(base, names))
 
 
 def write_table(df: DataFrame, base: str, stamp: str | None = None) -> int:
@@ -146,12 +184,12 @@ def write_table(df: DataFrame, base: str, stamp: str | None = None) -> int:
 
 def read_table(spark: SparkSession, base: str) -> DataFrame:
     """An output written by write_table, `label` as the second column."""
-    found = publish.current(base.rstrip("/"))
+    base = base.rstrip("/")
+    found = publish.current(base)
     if found is None:
         raise MissingClassError(f"no data under {base}: materialize it first")
-    df = spark.read.parquet(found)
-    others = [c for c in df.columns if c not in {"path", PARTITION_COLUMN}]
-    return df.select("path", F.col(PARTITION_COLUMN), *others)
+    version = publish.version_of(found[len(base) + 1 :])
+    return _with_stamps(spark.read.parquet(found), _entries_of(base, {version: [publish.WHOLE]}))
 
 
 def read_arrow(base: str) -> pa.Table:
@@ -163,7 +201,7 @@ def read_arrow(base: str) -> pa.Table:
         if part == publish.WHOLE:
             by_version[version] = None
         elif by_version.get(version, set()) is not None:
-            by_version.setdefault(version, set()).add(unquote(part.split("=", 1)[1]))
+            by_version.setdefault(version, set()).add(_name_of(part))
     tables = []
     for version, labels in sorted(by_version.items()):
         fs, path = storage.filesystem(f"{base.rstrip('/')}/{version}")

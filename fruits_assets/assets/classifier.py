@@ -26,10 +26,9 @@ from fruits_assets.freshness import (
     COMPUTED_FROM,
     INPUTS,
     classifier_inputs,
-    embedding_stamps,
     evaluation_stamp,
-    reduced_stamps,
 )
+from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
@@ -40,8 +39,8 @@ from spark_code.classifier import (
     score,
     train_classifier,
 )
-from spark_code.listing import class_versions
 from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, published_notes
+from spark_code.parquet_store import input_stamps
 from spark_code.pca import classes_not_projected_by
 from spark_code.penalty_search import SEARCH, search_reason
 from spark_code.publish import WHOLE
@@ -67,7 +66,7 @@ def require_projected_by(reduced: DataFrame, version: str | None, which: str) ->
 @asset(
     group_name="models",
     io_manager_key="spark_model_io_manager",
-    ins={"reduced_features": AssetIn(), "pca_model": AssetIn()},
+    ins={"reduced_features": AssetIn(metadata={PUBLISHED_CLASSES_ONLY: True}), "pca_model": AssetIn()},
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
     output_required=False,
@@ -90,9 +89,7 @@ def fruit_classifier(
     # Skipped (an observation with the reason) below two classes with training images.
     fresh_spark(pyspark, "fruit_classifier")
     pca_version = pca_model.notes.get(VERSION)
-    classes = sorted(context.asset_partition_keys_for_input("reduced_features"))
-    listing = class_versions(settings.layout(), classes)
-    inputs = classifier_inputs(reduced_stamps(embedding_stamps(listing, settings), pca_version), settings)
+    inputs = classifier_inputs(input_stamps(reduced_features), settings)
     require_projected_by(reduced_features, pca_version, "the published PCA")
     roles = split_roles(settings, reduced_features)
     rows = with_roles(reduced_features, roles)
@@ -151,7 +148,7 @@ def fruit_classifier(
 @asset(
     group_name="models",
     io_manager_key="class_parquet_io_manager",
-    ins={"reduced_features": AssetIn(), "fruit_classifier": AssetIn()},
+    ins={"reduced_features": AssetIn(metadata={PUBLISHED_CLASSES_ONLY: True}), "fruit_classifier": AssetIn()},
     kinds={"spark"},
     check_specs=[ACCURACY_CHECK],
     retry_policy=SPARK_RETRY,

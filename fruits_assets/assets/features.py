@@ -46,8 +46,8 @@ from spark_code.embedding_store import (
 )
 from spark_code.embeddings import accepted, embed_images, rejected, ship_weights, spread
 from spark_code.image_files import with_contents
-from spark_code.listing import class_versions
 from spark_code.ml_models import VERSION, ModelArtifact
+from spark_code.parquet_store import input_stamps
 from spark_code.pca import apply_pca, pca_k
 from spark_code.progress import Progress
 
@@ -88,8 +88,8 @@ def image_embeddings(
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Embed every indexed image of the run's classes whose content the embedding store lacks; undecodable files go
     to rejected_images, not to failure."""
-    layout, classes = run_layout(context, settings)
-    stamps = MetadataValue.json(embedding_stamps(class_versions(layout, classes), settings))
+    run_layout(context, settings)
+    stamps = MetadataValue.json(embedding_stamps(input_stamps(raw_images), settings))
     spark = fresh_spark(pyspark, "image_embeddings")
     model = settings.model
     fingerprint = settings_fingerprint(model)
@@ -164,9 +164,8 @@ def reduced_features(
     pyspark: LazyPySparkResource,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     """Each image's embedding projected on the PCA components: path, label, split, pca_features[k], pca_version."""
-    layout, classes = run_layout(context, settings)
-    embedded = embedding_stamps(class_versions(layout, classes), settings)
-    stamps = reduced_stamps(embedded, pca_model.notes.get(VERSION))
+    run_layout(context, settings)
+    stamps = reduced_stamps(input_stamps(image_embeddings), pca_model.notes.get(VERSION))
     fresh_spark(pyspark, "reduced_features")
     k = pca_k(pca_model.model)
     context.log.info(f"projecting {len(context.partition_keys)} class(es) on {k} components")

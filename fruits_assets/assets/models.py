@@ -18,6 +18,7 @@ from fruits_assets.assets.common import (
 from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
 from fruits_assets.failures import fail_at_once_when_permanent
 from fruits_assets.freshness import pca_context
+from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
@@ -30,7 +31,7 @@ from spark_code.splits import ROLE, TRAIN, rows_with_role, with_roles
 @asset(
     group_name="models",
     io_manager_key="spark_model_io_manager",
-    ins={"image_embeddings": AssetIn()},
+    ins={"image_embeddings": AssetIn(metadata={PUBLISHED_CLASSES_ONLY: True})},
     kinds={"spark"},
     retry_policy=SPARK_RETRY,
     output_required=False,

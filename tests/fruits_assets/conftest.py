@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
 from fruits_assets.bench.standalone_cluster import StandaloneCluster, standalone_cluster
 from fruits_assets.definitions import resources_for
@@ -22,6 +22,24 @@ def make_instance(classes: list[str]) -> DagsterInstance:
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(fruit_class_partitions.name, classes)
     return instance
+
+
+def materialize_for(
+    images_root: Path, output_root: Path, classes: list[str], selection: list[str], **settings: object
+) -> ExecuteInProcessResult:
+    """Materialize the selected assets (not raising on failure) on an instance that knows `classes`: the
+    partitioned ones for the first class, the others for every class."""
+    from fruits_assets.definitions import all_assets
+
+    partitioned = {"raw_images", "image_embeddings", "rejected_images", "reduced_features"}
+    return materialize(
+        all_assets,
+        selection=[AssetKey(name) for name in selection],
+        partition_key=classes[0] if partitioned & set(selection) else None,
+        resources=make_resources(images_root, output_root, **settings),
+        instance=make_instance(list(dict.fromkeys(classes))),
+        raise_on_error=False,
+    )
 
 
 @pytest.fixture

@@ -4,12 +4,8 @@ stale, and the next run computes it again and fails again the same way."""
 import hashlib
 from pathlib import Path
 
-from dagster import AssetKey, materialize
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.features import image_embeddings, reduced_features
-from fruits_assets.assets.ingestion import raw_images
-from fruits_assets.assets.models import pca_model
 from fruits_assets.checks import BLOCKED
 from fruits_assets.freshness import Freshness
 from fruits_assets.resources import FruitsSettings
@@ -17,22 +13,10 @@ from spark_code.embedding_store import STORE_SCHEMA, append_to_store, settings_f
 from spark_code.parquet_store import published_stamps, read_classes, write_classes
 from spark_code.settings import EMBEDDING_WIDTH
 from tests.conftest import WEIGHTS, copy_sample
-from tests.fruits_assets.conftest import make_instance, make_resources
+from tests.fruits_assets.conftest import materialize_for
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files
 
-INGESTION = [AssetKey("raw_images"), AssetKey("image_embeddings"), AssetKey("rejected_images")]
-
-
-def _run(root: Path, out: Path, classes: list[str], selection: list[AssetKey], **settings: object):
-    """Materialize the selection for the first class (the PCA: for every class)."""
-    return materialize(
-        [raw_images, image_embeddings, pca_model, reduced_features],
-        selection=selection,
-        partition_key=None if selection == [AssetKey("pca_model")] else classes[0],
-        resources=make_resources(root, out, **settings),
-        instance=make_instance(classes),
-        raise_on_error=False,
-    )
+INGESTION = ["raw_images", "image_embeddings", "rejected_images"]
 
 
 def _refused(result, check: str, step: str) -> None:
@@ -52,7 +36,7 @@ def _state(root: Path, out: Path, classes: list[str], **settings: object) -> Fre
 
 def _ingestion_refused_twice(root: Path, out: Path, name: str, check: str, **settings: object) -> None:
     for _ in range(2):  # the rerun, nothing changed, computes it again and fails again
-        result = _run(root, out, [name], INGESTION, **settings)
+        result = materialize_for(root, out, [name], INGESTION, **settings)
         _refused(result, check, "image_embeddings")
         assert name not in published_stamps(str(out / "image_embeddings"))
         assert name not in published_stamps(str(out / "rejected_images"))
@@ -68,11 +52,11 @@ def test_rejected_share_over_the_limit_publishes_nothing(small_root, tmp_path):
 def test_a_file_rewritten_after_indexing_is_lost_and_publishes_nothing(small_root, tmp_path):
     root = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 3})
     out = tmp_path / "out"
-    assert _run(root, out, ["Kiwi"], [AssetKey("raw_images")]).success
+    assert materialize_for(root, out, ["Kiwi"], ["raw_images"]).success
     photo = sorted((root / "Training" / "Kiwi").iterdir())[0]
     photo.write_bytes(encoded(fruit_like(seed=7), "JPEG"))  # indexed under its old content
     for _ in range(2):
-        result = _run(root, out, ["Kiwi"], INGESTION[1:])
+        result = materialize_for(root, out, ["Kiwi"], INGESTION[1:])
         _refused(result, "every_indexed_file_is_embedded_or_rejected", "image_embeddings")
         assert "Kiwi" not in published_stamps(str(out / "image_embeddings"))
 
@@ -97,8 +81,8 @@ def test_nan_embeddings_fail_the_reduced_width_check_and_publish_nothing(small_r
     root = copy_sample(small_root, tmp_path / "images", classes, {"Training": 4})
     out = tmp_path / "out"
     for name in classes:
-        assert _run(root, out, [name], INGESTION, pca_k=3).success
-    assert _run(root, out, classes, [AssetKey("pca_model")], pca_k=3).success
+        assert materialize_for(root, out, [name], INGESTION, pca_k=3).success
+    assert materialize_for(root, out, classes, ["pca_model"], pca_k=3).success
     # another writer's embeddings of the class, with a NaN in one row (stamps kept: only the values are wrong)
     base = str(out / "image_embeddings")
     embeddings = read_classes(spark, base, [corrupt])
@@ -107,7 +91,7 @@ def test_nan_embeddings_fail_the_reduced_width_check_and_publish_nothing(small_r
     corrupted = embeddings.withColumn("features", F.when(F.col("path") == first, nan).otherwise(F.col("features")))
     write_classes(corrupted, base, [corrupt], {corrupt: published_stamps(base)[corrupt]["stamp"]})
     for _ in range(2):
-        result = _run(root, out, [corrupt], [AssetKey("reduced_features")], pca_k=3)
+        result = materialize_for(root, out, [corrupt], ["reduced_features"], pca_k=3)
         _refused(result, "reduced_width_equals_k", "reduced_features")
         assert corrupt not in published_stamps(str(out / "reduced_features"))
         assert corrupt in _state(root, out, classes, pca_k=3).stale_reduced()

@@ -6,7 +6,7 @@ import pytest
 
 from fruits_assets.main_job import contiguous_ranges, run_main_job
 from spark_code.ml_models import VERSION, published_notes
-from spark_code.parquet_store import published_stamps
+from spark_code.parquet_store import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
 
 
@@ -107,3 +107,33 @@ def test_a_class_without_training_photos_does_not_make_every_rerun_refit(shared_
     _run(images, out)
     assert published_notes(f"{out}/pca_model")["classes"] == sorted([*REAL_CLASSES[:2], "Kiwi"])
     assert _run(images, out).steps == []
+
+
+def test_a_run_over_some_classes_trains_on_every_published_class(images, shared_root, tmp_path, spark):
+    """`fruits run --classes Kiwi` refreshes Kiwi and never shrinks what the app knows; a deleted class folder is
+    unpublished everywhere and leaves the models."""
+    from dagster import DagsterInstance
+
+    from fruits_assets.partitions import fruit_class_partitions
+
+    out = tmp_path / "out"
+    first = _run(images, out, min_accuracy=0.5)
+    extra = sorted((shared_root / "Training" / "Kiwi").iterdir())[6]
+    shutil.copy(extra, images / "Training" / "Kiwi" / extra.name)
+    some = run_main_job({"images_root": str(images), "min_accuracy": 0.5}, ["Kiwi"], str(out))
+    assert some.success, some.error
+    assert _ran(some)[0] == "raw_images, image_embeddings: 1 class(es)" and some.images_embedded == 1
+    assert some.classes == 3 and some.images_featurized == first.images_featurized + 1
+    assert published_notes(f"{out}/fruit_classifier")["labels"] == sorted(REAL_CLASSES)
+    assert set(DagsterInstance.get().get_dynamic_partitions(fruit_class_partitions.name)) >= set(REAL_CLASSES)
+
+    shutil.rmtree(images / "Training" / "Banana")
+    shutil.rmtree(images / "Test" / "Banana")
+    gone = run_main_job({"images_root": str(images), "min_accuracy": 0.5}, ["Kiwi"], str(out))
+    assert gone.success, gone.error
+    assert gone.classes_withdrawn == ["Banana"] and gone.classes == 2
+    for asset in ("raw_images", "image_embeddings", "rejected_images", "reduced_features"):
+        assert "Banana" not in published_stamps(f"{out}/{asset}")
+        assert "Banana" not in set(read_arrow(f"{out}/{asset}").column("label").to_pylist())
+    assert published_notes(f"{out}/fruit_classifier")["labels"] == sorted(set(REAL_CLASSES) - {"Banana"})
+    assert "Banana" not in DagsterInstance.get().get_dynamic_partitions(fruit_class_partitions.name)

@@ -1,8 +1,20 @@
+import time
+
 import pytest
 
 from spark_code.layout import LayoutError
-from spark_code.parquet_store import MissingClassError, published_stamps, read_classes, write_classes
-from spark_code.publish import leftovers, pointers
+from spark_code.parquet_store import (
+    MissingClassError,
+    input_stamps,
+    published_stamps,
+    read_arrow,
+    read_classes,
+    read_table,
+    withdraw_classes,
+    write_classes,
+    write_table,
+)
+from spark_code.publish import leftovers, pointers, recover
 
 
 def _rows(spark, data):
@@ -79,3 +91,29 @@ def test_each_class_is_written_as_one_file_whatever_the_partitions_upstream(spar
     write_classes(_rows(spark, rows).repartition(50), str(base), ["Apple", "Banana", "Cherry"])
     files = sorted(p.parent.name for p in base.rglob("*.parquet"))
     assert files == ["label=Apple", "label=Banana", "label=Cherry"]
+
+
+def test_a_withdrawn_class_is_gone_for_readers_and_its_files_after_the_grace_period(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    rows = [("a1", "Apple", "Training", 1), ("b1", "Banana 'x' é", "Training", 3)]
+    write_classes(_rows(spark, rows), base, ["Apple", "Banana 'x' é"])
+    assert withdraw_classes(base, {"Banana 'x' é", "Cherry"}) == ["Banana 'x' é"]
+    assert set(published_stamps(base)) == {"Apple"}
+    assert read_arrow(base).column("label").to_pylist() == ["Apple"]
+    with pytest.raises(MissingClassError):
+        read_classes(spark, base, ["Banana 'x' é"])
+    assert leftovers(base) and recover(base, grace=3600) == []  # a reader that followed the pointer keeps it
+    recover(base, now=time.time() + 3601, grace=3600)
+    assert leftovers(base) == [] and read_arrow(base).column("label").to_pylist() == ["Apple"]
+
+
+def test_a_read_carries_the_stamps_of_the_versions_it_read(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"], {"Apple": "first"})
+    write_classes(_rows(spark, [("b1", "Banana", "Training", 1)]), base, ["Banana"], {"Banana": "second"})
+    read = read_classes(spark, base, ["Apple", "Banana"])
+    write_classes(_rows(spark, [("a2", "Apple", "Training", 2)]), base, ["Apple"], {"Apple": "third"})
+    assert input_stamps(read) == {"Apple": "first", "Banana": "second"}  # what was read, not what is there now
+    assert input_stamps(read_classes(spark, base, ["Apple"])) == {"Apple": "third"}
+    write_table(_rows(spark, [("c1", "Cherry", "Test", 1)]), str(tmp_path / "table"), "whole")
+    assert input_stamps(read_table(spark, str(tmp_path / "table"))) == {"all": "whole"}

@@ -189,7 +189,8 @@ def test_a_failed_run_says_what_failed_and_exits_1(small_root, tmp_path, capsys)
     assert code == 1
     assert summary["success"] is False and not summary["quality_gate_failed"]
     assert summary["checks"][FAILED_CHECK] is False
-    assert summary["images_rejected"] == len(BAD_IMAGES) and summary["pca_k"] is None and summary["accuracy"] is None
+    # the refused step published nothing: no rejected rows, no PCA, no evaluation
+    assert summary["images_rejected"] == 0 and summary["pca_k"] is None and summary["accuracy"] is None
     assert summary["error"] == f"image_embeddings: blocking check failed: {FAILED_CHECK}"
     assert captured.err.endswith(f"\nfruits: run failed: {summary['error']}\n")
     lines = summary_lines(summary, 1.0)
