@@ -15,12 +15,12 @@ The automation sensor is on by default; the UI's Automation tab shows, for each 
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from fruits_assets.resources import ENV_SETTINGS
+from fruits_assets.freshness import settings_digest
+from fruits_assets.resources import FruitsSettings, resolved_settings
 from spark_code.images import PREPROCESSING_VERSION
 
 CHANGED_UPSTREAM = AutomationCondition.eager()
@@ -61,6 +61,7 @@ fruits_automation_sensor = AutomationConditionSensorDefinition(
 CODE_VERSIONS = {
     "raw_images": "2",
     "image_embeddings": f"2.p{PREPROCESSING_VERSION}",
+    "rejected_images": f"2.p{PREPROCESSING_VERSION}",
     "pca_model": "2",
     "reduced_features": "2",
     "fruit_classifier": "2",
@@ -68,22 +69,10 @@ CODE_VERSIONS = {
 }
 """Bumped by hand when an asset's code changes what it computes."""
 
-SETTINGS_OF = {
-    "raw_images": (),
-    "image_embeddings": ("model_weights", "model_alpha", "image_size", "flip_average"),
-    "pca_model": ("pca_variance", "pca_k", "pca_max_k", "training_split"),
-    "reduced_features": (),
-    "fruit_classifier": ("training_split", "validation_split", "holdout_fraction", "classifier_max_iter"),
-    "classifier_evaluation": ("evaluation_split", "holdout_fraction", "min_accuracy"),
-}
-"""The settings each asset's output depends on (besides its inputs)."""
 
-
-def code_version(asset: str) -> str:
-    """The asset's code version and a digest of its settings as the environment sets them (the UI's settings):
-    changing either shows the asset as stale in the UI."""
-    values = [f"{name}={os.environ.get(ENV_SETTINGS[name], '')}" for name in SETTINGS_OF[asset]]
-    if not values:
-        return CODE_VERSIONS[asset]
-    digest = hashlib.sha256("\n".join(values).encode()).hexdigest()[:8]
-    return f"{CODE_VERSIONS[asset]}-{digest}"
+def code_version(asset: str, settings: FruitsSettings | None = None) -> str:
+    """The asset's code version and a digest of the settings it depends on (fruits_assets.freshness.asset_settings,
+    the planner's source too), as the environment sets them by default (the UI's settings): changing either shows
+    the asset as stale in the UI."""
+    digest = settings_digest(asset, settings or resolved_settings({}))
+    return f"{CODE_VERSIONS[asset]}-{digest}" if digest else CODE_VERSIONS[asset]

@@ -61,31 +61,59 @@ def reduced_stamps(embedded: dict[str, str | None], pca_version: str | None) -> 
     return {name: f"{stamp}:{pca_version}" for name, stamp in embedded.items()}
 
 
-def classifier_inputs(reduced: dict[str, str | None], settings: FruitsSettings) -> str:
-    """A digest of what the classifier is trained on: every class's reduced features and the settings that choose
-    the training, validation and evaluation photos and the fit."""
-    described = {
-        "reduced": sorted(reduced.items()),
-        "splits": [settings.training_split, settings.validation_split, settings.evaluation_split],
-        "holdout_fraction": settings.holdout_fraction,
-        "classifier": asdict(settings.classifier),
+PHOTO_SETTINGS = ("training_split", "validation_split", "evaluation_split", "holdout_fraction")
+"""The settings that choose which photos train, validate and evaluate."""
+
+
+def embedding_settings(settings: FruitsSettings) -> dict[str, Any]:
+    """The embedding settings an embedding depends on (the batch size changes none)."""
+    embedding = asdict(settings.model)
+    embedding.pop("batch_size")
+    return embedding
+
+
+def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
+    """The settings an asset's output depends on: the one source of what a change of settings makes stale, for the
+    planner (its stamps and notes, below: what `fruits run` recomputes) and for the UI (the assets' code versions,
+    fruits_assets.automation). The embeddings' stamp names the weights by content (their fingerprint), the UI by
+    name; every other setting is the same value in both."""
+    photos = {name: getattr(settings, name) for name in PHOTO_SETTINGS}
+    embedding = {"embedding": embedding_settings(settings)}
+    fit = {"variance": settings.pca_variance, "k": settings.pca_k, "max_k": settings.pca_max_k}
+    by_asset: dict[str, dict[str, Any]] = {
+        "raw_images": {},
+        "image_embeddings": embedding,
+        "rejected_images": embedding,
+        "pca_model": {**embedding, "photos": photos, FIT_SETTINGS: fit},
+        "reduced_features": {},
+        "fruit_classifier": {"photos": photos, "classifier": asdict(settings.classifier)},
+        "classifier_evaluation": {"photos": photos, "min_accuracy": settings.min_accuracy},
     }
+    return json.loads(json.dumps(by_asset[asset]))
+
+
+def settings_digest(asset: str, settings: FruitsSettings) -> str:
+    """A short digest of asset_settings (empty when the asset depends on no setting)."""
+    found = asset_settings(asset, settings)
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:8] if found else ""
+
+
+def classifier_inputs(reduced: dict[str, str | None], settings: FruitsSettings) -> str:
+    """A digest of what the classifier is trained on: every class's reduced features and its settings."""
+    described = {"reduced": sorted(reduced.items()), **asset_settings("fruit_classifier", settings)}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def evaluation_stamp(classifier_version: str | None, settings: FruitsSettings) -> str:
-    """What an evaluation is computed from: the classifier, and the accuracy floor its check applies."""
-    return f"{classifier_version}:{settings.min_accuracy}"
+    """What an evaluation is computed from: the classifier, and its settings (the photos it evaluates on, the
+    accuracy floor its check applies)."""
+    return f"{classifier_version}:{settings_digest('classifier_evaluation', settings)}"
 
 
 def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, Any]:
-    """What a PCA fit depends on besides the photos (see spark_code.pca_refit), as its notes hold it (JSON)."""
-    context = {
-        "embedding": asdict(settings.model),
-        "roles": roles,
-        FIT_SETTINGS: {"variance": settings.pca_variance, "k": settings.pca_k, "max_k": settings.pca_max_k},
-    }
-    return json.loads(json.dumps(context))
+    """What a PCA fit depends on besides the photos (see spark_code.pca_refit), as its notes hold it (JSON): its
+    settings and the split roles they resolve to."""
+    return {**asset_settings("pca_model", settings), "roles": json.loads(json.dumps(roles))}
 
 
 def stale(stamps: dict[str, dict], expected: dict[str, str]) -> list[str]:

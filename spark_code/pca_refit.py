@@ -30,11 +30,18 @@ def refit_reason(
     """Why the PCA must be fitted again (for a person to read), or None when the published one still serves.
 
     `previous`: the published PCA's notes (None when there is none); `training_rows`: training photos per class now;
-    `context`: what the fit depends on besides the photos (notes keys "embedding", "roles", FIT_SETTINGS).
+    `context`: what the fit depends on besides the photos (notes keys "embedding", "photos", "roles",
+    FIT_SETTINGS).
     """
     if previous is None:
         return "no PCA published yet"
-    for key, what in (("embedding", "embedding settings"), ("roles", "split roles"), (FIT_SETTINGS, "PCA settings")):
+    changes = (
+        ("embedding", "embedding settings"),
+        ("photos", "split settings"),
+        ("roles", "split roles"),
+        (FIT_SETTINGS, "PCA settings"),
+    )
+    for key, what in changes:
         if previous.get(key) != context.get(key):
             return f"the {what} changed"
     fitted: dict[str, int] | None = previous.get(TRAINING_ROWS)

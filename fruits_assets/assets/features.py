@@ -66,7 +66,7 @@ from spark_code.progress import Progress
             description="Files that could not be decoded as images: path, label, split, reason.",
             kinds={"spark"},
             automation_condition=CHANGED_UPSTREAM,
-            code_version=code_version("image_embeddings"),
+            code_version=code_version("rejected_images"),
         ),
     },
     ins={"raw_images": AssetIn()},

@@ -55,14 +55,15 @@ def test_the_automation_sensors_are_on_by_default():
         assert defs.get_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
 
 
-def test_a_settings_change_changes_the_code_version_of_what_depends_on_it(monkeypatch):
+def test_the_code_versions_follow_the_settings_the_environment_sets(monkeypatch):
+    """The UI's settings are the FRUITS_* variables (every setting: tests/fruits_assets/test_one_judge.py)."""
     from fruits_assets.automation import code_version
 
-    before = {asset: code_version(asset) for asset in ("raw_images", "image_embeddings", "pca_model")}
+    before = {asset: code_version(asset) for asset in ("raw_images", "image_embeddings", "fruit_classifier")}
     monkeypatch.setenv("FRUITS_MODEL_ALPHA", "0.5")
     after = {asset: code_version(asset) for asset in before}
     assert after["image_embeddings"] != before["image_embeddings"]
-    assert after["raw_images"] == before["raw_images"] and after["pca_model"] == before["pca_model"]
+    assert after["raw_images"] == before["raw_images"] and after["fruit_classifier"] == before["fruit_classifier"]
 
 
 def test_an_unknown_deployment_is_refused():
