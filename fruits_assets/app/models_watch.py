@@ -25,6 +25,7 @@ from spark_code.parquet_store import published_stamps, read_arrow
 from spark_code.publish import WHOLE, current
 
 log = logging.getLogger("fruits.serve")
+WATCH_ERROR = "model watch: "
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class ModelWatcher:
         self.current: ServedModel | None = None
         self.problem = "no model loaded yet"
         self._refused: str | None = None
+        self._said: str | None = None
+        """The last state logged (a refusal, a watch error): a poll that finds the same state logs nothing."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fruits-model-watch", daemon=True)
 
@@ -90,10 +93,19 @@ class ModelWatcher:
         while not self._stop.is_set():
             try:
                 self.refresh()
+                if self._said and self._said.startswith(WATCH_ERROR):
+                    log.info("model watch: the published models can be read again")
+                    self._said = None
             except Exception as exc:  # a storage hiccup must not stop the watch; the current model keeps serving
-                log.warning("model watch: %s", exc)  # the detail for the operator, never for a client
+                self._say(f"{WATCH_ERROR}{exc}")  # the detail for the operator, never for a client
                 self.problem = self.problem if self.current else "cannot load the published models (see the log)"
             self._stop.wait(self.poll_seconds)
+
+    def _say(self, message: str) -> None:
+        """A warning when the watch's state changes, not at every poll that finds it unchanged (every 2 s)."""
+        if message != self._said:
+            log.warning("%s", message)
+            self._said = message
 
     def refresh(self) -> bool:
         """Load and swap in the published classifier if it is new and qualified; True when it was swapped in."""
@@ -108,7 +120,7 @@ class ModelWatcher:
         if verdict is not None:
             if self.current is None:
                 self.problem = verdict
-            log.warning("not serving the new classifier: %s", verdict)
+            self._say(f"not serving the new classifier: {verdict}")
             self._refused = location if final else None  # not evaluated yet: checked again at the next poll
             return False
         predictor = FruitPredictor(self.output_root)  # raises while a PCA and its classifier are half-published
@@ -119,5 +131,6 @@ class ModelWatcher:
             self._refused = location  # never loaded again
             raise ValueError(f"classifier {version} gives non-finite probabilities: not served")
         self.current = ServedModel(predictor, location)
+        self._said = None
         log.info("serving classifier %s (PCA %s)", version, predictor.notes.get(PCA_VERSION))
         return True
