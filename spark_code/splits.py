@@ -8,7 +8,6 @@ or with one split only, trains on it and evaluates on a hold-out of it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -121,24 +120,21 @@ def _unit_hash(column: Column) -> Column:
 
 
 def _held_out(df: DataFrame, fraction: float) -> Column:
-    """Training rows held out for evaluation: those whose hash of `<label>/<file name>` is below the fraction, per
-    class (stratified), so a photo stays on its side across runs. A class keeps at least one training image, and a
-    class of at least 1/fraction images gives at least one to the hold-out."""
+    """Training rows held out for evaluation: those whose hash of `<label>/<file name>` is below the fraction, so a
+    photo keeps its side across runs and wherever the root is, and adding photos to a class moves none of the others.
+
+    Except that a class (in its split) none of whose photos hashes at or above the fraction trains on its
+    highest-hashing photo, so that every class trains: only there can an added photo move one (that photo, to the
+    hold-out). No rule on the photos present can do better (a class of one photo must train on it, so a photo that a
+    larger class holds out moved when its class grew from it); a rule on class size moves photos in far more
+    classes."""
     key = F.concat_ws("/", F.col("label"), F.element_at(F.split(F.col("path"), "/"), -1))
     u = _unit_hash(key)
     in_class = Window.partitionBy("label", "split")
-    initial = u < F.lit(fraction)
-    total = F.count(F.lit(1)).over(in_class)
-    held = F.sum(initial.cast("int")).over(in_class)
-    lowest = F.row_number().over(in_class.orderBy(u, F.col("path"))) == 1
+    by_hash = u < F.lit(fraction)
+    class_trains_by_hash = F.max((~by_hash).cast("int")).over(in_class) == 1
     highest = F.row_number().over(in_class.orderBy(u.desc(), F.col("path").desc())) == 1
-    smallest_with_holdout = max(2, math.ceil(1 / fraction - 1e-9))
-    return (
-        F.when(total < 2, F.lit(False))
-        .when(held == total, ~highest)
-        .when((held == 0) & (total >= smallest_with_holdout), lowest)
-        .otherwise(initial)
-    )
+    return by_hash & (class_trains_by_hash | ~highest)
 
 
 def with_roles(df: DataFrame, roles: SplitRoles) -> DataFrame:
