@@ -14,6 +14,7 @@ from spark_code.ml_models import published_notes
 from tests.images_factory import write_image
 
 CLASSES = 300
+FLOOR = 0.8
 
 
 def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
@@ -21,7 +22,9 @@ def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
     names = [f"fruit {i:03d}" for i in range(CLASSES)]
     for i, name in enumerate(names):
         for j in range(3):
-            write_image(root / name / f"{j}.png", size=(24, 24), seed=1000 * i + j)
+            # three copies of one photo per class: a hold-out photo is one the classifier was trained on, so it names
+            # nearly all of them (0.956 measured), and a label mixed up anywhere among 300 classes shows
+            write_image(root / name / f"{j}.png", size=(24, 24), seed=i)
 
     instance = persistent_instance()  # the instance the main job runs on, as `make ui` shares it
     started = time.perf_counter()
@@ -34,19 +37,20 @@ def test_a_few_hundred_classes_in_one_tick_and_one_run(tmp_path, spark, capsys):
     assert set(names) <= set(instance.get_dynamic_partitions(fruit_class_partitions.name))
 
     started = time.perf_counter()
-    summary = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
+    summary = run_main_job({"images_root": str(root), "min_accuracy": FLOOR}, None, str(tmp_path / "out"))
     run_seconds = time.perf_counter() - started
     assert summary.success, summary.error
     assert summary.classes == CLASSES and summary.images_featurized == 3 * CLASSES and summary.images_rejected == 0
     assert summary.evaluated_on.startswith("hold-out") and summary.evaluation_images > 0
-    assert summary.accuracy is not None
+    assert summary.accuracy >= FLOOR  # chance is 1/300
     assert len(published_notes(str(tmp_path / "out" / "fruit_classifier"))["labels"]) == CLASSES
 
     started = time.perf_counter()
-    again = run_main_job({"images_root": str(root), "min_accuracy": 0.0}, None, str(tmp_path / "out"))
+    again = run_main_job({"images_root": str(root), "min_accuracy": FLOOR}, None, str(tmp_path / "out"))
     assert again.success and again.steps == []
     with capsys.disabled():
         print(
-            f"\n{CLASSES} classes: sensor tick {tick_seconds:.2f} s, main job {run_seconds:.1f} s "
+            f"\n{CLASSES} classes: accuracy {summary.accuracy:.3f}, sensor tick {tick_seconds:.2f} s, "
+            f"main job {run_seconds:.1f} s "
             f"({summary.steps}), rerun with nothing new {time.perf_counter() - started:.1f} s"
         )
