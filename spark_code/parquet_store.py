@@ -161,7 +161,7 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
     parts = [spark.read.option("basePath", version).parquet(*paths) for version, paths in by_version.items()]
     df = parts[0]
     for part in parts[1:]:
-        df = df.unionByName(part)
+        df = df.unionByName(part, allowMissingColumns=True)  # classes written by older code
     return _with_stamps(df, _entries_of(base, names))
 
 

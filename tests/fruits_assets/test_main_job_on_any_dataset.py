@@ -101,7 +101,7 @@ def test_a_validation_split_chooses_the_penalty(photos, tmp_path, names):
         folders[f"{test}/{fruit}"] = photos(fruit, 2, start=7)
     code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
     assert code == 0, summary
-    assert summary["classifier_selection"].startswith("CrossValidator")
+    assert summary["classifier_selection"].startswith("fitted on the training split")
     assert f"split '{val}'" in summary["classifier_selection"]
     assert summary["evaluated_on"] == f"split '{test}'" and summary["evaluation_images"] == 6
     assert summary["training_images"] == f"split '{train}'"
