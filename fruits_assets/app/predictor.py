@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spark_code.embeddings import Embedder, build_embedder
-from spark_code.images import preprocess
+from spark_code.images import ImageDecodeError, preprocess
 from spark_code.layout import is_remote, join_uri
 from spark_code.ml_models import NOTES_FILE, check_pair
 from spark_code.publish import current, pid_alive
@@ -244,12 +244,13 @@ class FruitPredictor:
         return [self._softmax(row) for row in self._embedder(np.stack(arrays))]
 
     def predict(self, photo: str) -> Prediction:
-        """Top classes of a photo file; a missing or undecodable file is an answer with an error, not a crash."""
+        """Top classes of a photo file; a file that cannot be read or decoded is an answer with an error. Only those
+        two: any other error (a model that does not fit its PCA, a bug) is raised, never blamed on the photo."""
         try:
             with open(photo, "rb") as handle:
-                data = handle.read()
-            probabilities = self.probabilities(data)
-        except (OSError, ValueError) as exc:
+                array = self.prepare(handle.read())
+        except (OSError, ImageDecodeError) as exc:
             return Prediction(photo, [], str(exc))
+        probabilities = self._softmax(self._embedder(array[None])[0])
         best = np.argsort(probabilities)[::-1][: self.top]
         return Prediction(photo, [(self.labels[i], float(probabilities[i])) for i in best])

@@ -1,3 +1,4 @@
+import copy
 import http.client
 import json
 import shutil
@@ -20,7 +21,7 @@ from fruits_assets.app.predictor import FruitPredictor, _matrix, _read_rows, _ve
 from spark_code import publish
 from spark_code.classifier import FEATURES
 from spark_code.embeddings import build_embedder
-from spark_code.images import preprocess
+from spark_code.images import ImageDecodeError, preprocess
 from spark_code.ml_models import NOTES_FILE, load_model
 from spark_code.parquet_store import read_arrow
 from spark_code.settings import ModelSettings
@@ -107,6 +108,25 @@ def test_bad_photos_are_answered_with_an_error(tmp_path, predictor):
     text.write_bytes(BAD_IMAGES["text.jpg"])
     assert "not an image" in predictor.predict(str(text)).error
     assert "No such file" in predictor.predict(str(tmp_path / "missing.jpg")).error
+
+
+def test_every_undecodable_photo_is_a_bad_photo(tmp_path, predictor):
+    for name, data in BAD_IMAGES.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageDecodeError) as decoding:
+            preprocess(data, predictor.settings.image_size)
+        assert predictor.predict(str(tmp_path / name)).error == str(decoding.value), name
+
+
+def test_a_value_error_of_the_model_is_raised_not_called_a_bad_photo(small_root, predictor):
+    """A PCA one component narrower than the classifier's inputs: NumPy's ValueError is the model's fault."""
+    narrow = copy.copy(predictor)
+    narrow.components = predictor.components[:, :-1]
+    photo = _test_photos(small_root)[0][1]
+    with pytest.raises(ValueError, match="mismatch") as raised:
+        narrow.predict(str(photo))
+    assert not isinstance(raised.value, ImageDecodeError)
+    assert predictor.predict(str(photo)).error is None  # the same photo, with the model it goes with
 
 
 def test_missing_models_are_a_clear_error(tmp_path):
