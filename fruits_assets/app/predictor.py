@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from spark_code.embeddings import Embedder, build_embedder
 from spark_code.images import ImageDecodeError, preprocess
-from spark_code.layout import is_remote, join_uri
+from spark_code.layout import is_remote, join_uri, local_path
 from spark_code.ml_models import NOTES_FILE, check_pair
 from spark_code.publish import current, pid_alive
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
@@ -215,10 +215,11 @@ class FruitPredictor:
         self._embedder: Embedder = _embedder_for(self._local_settings())
 
     def _local_settings(self) -> ModelSettings:
-        """Settings whose weights file is on this machine (an s3:// file is downloaded once)."""
-        if not is_remote(self.settings.weights):
-            return self.settings
-        return ModelSettings(**{**self.settings.__dict__, "weights": cached_weights(self.settings.weights)})
+        """Settings whose weights are a plain path on this machine: an s3:// file is downloaded once, a file: URI
+        becomes its path (os.stat and Keras take paths, not URIs)."""
+        weights = self.settings.weights
+        local = cached_weights(weights) if is_remote(weights) else local_path(weights)
+        return self.settings if local == weights else ModelSettings(**{**self.settings.__dict__, "weights": local})
 
     def features(self, data: bytes) -> np.ndarray:
         """MobileNetV2 features of one encoded photo, exactly as the pipeline computes them."""

@@ -129,6 +129,22 @@ def test_a_value_error_of_the_model_is_raised_not_called_a_bad_photo(small_root,
     assert predictor.predict(str(photo)).error is None  # the same photo, with the model it goes with
 
 
+@pytest.mark.parametrize("form", ["file://{}", "file:{}"], ids=["file:///path", "file:/path"])
+def test_weights_named_by_a_file_uri_are_read_from_that_file(tmp_path, trained_run, small_root, predictor, form):
+    root = _copy_output(trained_run[1], tmp_path / "out")
+    weights = form.format(WEIGHTS)
+    notes_file = Path(publish.current(str(root / "fruit_classifier"))) / NOTES_FILE
+    notes = json.loads(notes_file.read_text())
+    notes["embedding"]["weights"] = weights
+    notes_file.write_text(json.dumps(notes))
+    by_uri = FruitPredictor(str(root))
+    assert by_uri.settings == replace(predictor.settings, weights=weights)
+    assert _local_weights(weights) == WEIGHTS
+    for label, photo in _test_photos(small_root)[::4]:
+        assert np.array_equal(by_uri.probabilities(photo.read_bytes()), predictor.probabilities(photo.read_bytes()))
+        assert by_uri.predict(str(photo)).top[0][0] == label
+
+
 def test_missing_models_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="materialize the assets first"):
         FruitPredictor(str(tmp_path))
