@@ -117,3 +117,16 @@ def test_a_read_carries_the_stamps_of_the_versions_it_read(spark, tmp_path):
     assert input_stamps(read_classes(spark, base, ["Apple"])) == {"Apple": "third"}
     write_table(_rows(spark, [("c1", "Cherry", "Test", 1)]), str(tmp_path / "table"), "whole")
     assert input_stamps(read_table(spark, str(tmp_path / "table"))) == {"all": "whole"}
+
+
+def test_classes_written_with_fewer_columns_are_read_beside_newer_ones(spark, tmp_path):
+    """An index class written by older code (no content hash) and one written since: one read, nulls for the old."""
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    newer = spark.createDataFrame(
+        [("b1", "Banana", "Training", 2, "h")],
+        "path string, label string, split string, value int, content_hash string",
+    )
+    write_classes(newer, base, ["Banana"])
+    rows = {row["path"]: row["content_hash"] for row in read_classes(spark, base, ["Apple", "Banana"]).collect()}
+    assert rows == {"a1": None, "b1": "h"}
