@@ -147,7 +147,7 @@ def _stage_seconds(instance: DagsterInstance, results: list[ExecuteInProcessResu
     return {step: round(end - start, 1) for step, (start, end) in spans.items() if step}
 
 
-def _first_error(result: ExecuteInProcessResult, failed_checks: set[str]) -> str | None:
+def _first_error(result: ExecuteInProcessResult) -> str | None:
     """The first failed step and why, in one line a person can act on."""
     for event in result.all_events:
         if not (event.is_step_failure and event.step_failure_data):
@@ -313,7 +313,6 @@ def _summary(
     """The summary of what is published for the run's classes, and of what this run did."""
     results = runner.results
     checks = {e.check_name: e.passed for result in results for e in result.get_asset_check_evaluations()}
-    failed_checks = {name for name, passed in checks.items() if not passed}
 
     def latest(asset: str) -> dict[str, Any]:
         return _metadata(results, asset) or _published_metadata(instance, asset, output_path(root, asset))
@@ -346,7 +345,7 @@ def _summary(
         output_root=root,
         outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
         checks=checks,
-        error=_first_error(failed, failed_checks) if failed else None,
+        error=_first_error(failed) if failed else None,
         quality_gate_failed=failed is None and failed_checks == {ACCURACY_CHECK.name},
         steps=runner.steps,
         stage_seconds=_stage_seconds(instance, results),
