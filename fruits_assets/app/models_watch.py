@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -52,20 +53,37 @@ def _blank_photo() -> bytes:
     return buffer.getvalue()
 
 
+def _evaluated_and_floor(stamp: str) -> tuple[str, float | None]:
+    """The classifier version an evaluation's stamp starts with, and the accuracy floor its last field holds
+    (`version:floor`, or `version:<settings digest>:floor`); None for a stamp whose last field is no floor, as
+    `version:<settings digest>` (a floor is written by str(float), so it has a '.'; a hex digest never does)."""
+    evaluated, _, rest = stamp.partition(":")
+    last = rest.rpartition(":")[2]
+    try:
+        floor = float(last)
+    except ValueError:
+        return evaluated, None
+    return evaluated, floor if "." in last and math.isfinite(floor) else None
+
+
 def evaluation_verdict(output_root: str, classifier_version: str | None) -> tuple[str | None, bool]:
     """(None, _) when the classifier's published evaluation reached its floor; else (why it may not be served,
-    whether that is final: evaluated and failed, rather than not evaluated yet)."""
+    whether that is final: evaluated and failed, rather than not evaluated yet or evaluated without a floor).
+
+    The one quality gate of the app: `fruits serve` (ModelWatcher) and `fruits predict` both ask it."""
     base = join_uri(output_root, "classifier_evaluation")
     stamp = published_stamps(base).get(WHOLE, {}).get("stamp") or ""
-    evaluated, _, floor = stamp.rpartition(":")
+    evaluated, floor = _evaluated_and_floor(stamp)
     if not evaluated or evaluated != classifier_version:
         return f"classifier {classifier_version} has no published evaluation yet", False
+    if floor is None:  # judged again at the next poll: an evaluation published with its floor may replace it
+        return f"classifier {classifier_version}: its published evaluation does not say its accuracy floor", False
     table = read_arrow(base)
     if (published_stamps(base).get(WHOLE, {}).get("stamp") or "") != stamp:  # published again while read
         return f"classifier {classifier_version}: its evaluation was being replaced", False
     accuracy = pc.mean(pc.equal(table["label"], table["predicted"]).cast("int8")).as_py() if table.num_rows else 0.0
-    if accuracy < float(floor):
-        return f"classifier {classifier_version}: accuracy {accuracy:.4f} is below its floor {float(floor):.4f}", True
+    if accuracy < floor:
+        return f"classifier {classifier_version}: accuracy {accuracy:.4f} is below its floor {floor:.4f}", True
     return None, False
 
 

@@ -40,12 +40,21 @@ def _facts_lines(label: str) -> list[str]:
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    from fruits_assets.app.models_watch import evaluation_verdict
     from fruits_assets.app.predictor import FruitPredictor  # TensorFlow is imported only when predicting
+    from spark_code.ml_models import VERSION
 
+    output_root = chosen_output_root(args.output_root)
     try:
-        predictor = FruitPredictor(chosen_output_root(args.output_root), top=args.top)
+        predictor = FruitPredictor(output_root, top=args.top)
     except (FileNotFoundError, PermanentError) as exc:  # no models yet, or a PCA and classifier that do not match
         print(f"fruits: error: {exc}", file=sys.stderr)
+        return 2
+    # The quality gate of `fruits serve` (the same function), on the very classifier loaded: no answer from one
+    # whose evaluation is below its floor, or not published yet.
+    refusal, _ = evaluation_verdict(output_root, predictor.notes.get(VERSION))
+    if refusal is not None:
+        print(f"fruits: error: not answering with the published classifier: {refusal}", file=sys.stderr)
         return 2
     failed = 0
     for photo in args.photos:

@@ -1,0 +1,75 @@
+"""`fruits predict` answers only with a classifier that `fruits serve` would serve: one quality gate for both
+(models_watch.evaluation_verdict), on the classifier's published evaluation."""
+
+import json
+import shutil
+from pathlib import Path
+
+from fruits_assets.app.models_watch import ModelWatcher
+from fruits_assets.cli import main
+from spark_code import publish
+from spark_code.parquet_store import STAMPS_FILE
+
+REFUSED = "fruits: error: not answering with the published classifier: "
+
+
+def _output_copy(source: Path, target: Path) -> Path:
+    """The models and the evaluation of a trained output, in a folder of this test's own."""
+    for name in ("pca_model", "fruit_classifier", "classifier_evaluation"):
+        shutil.copytree(source / name, target / name)
+    return target
+
+
+def _stamp_evaluation(root: Path, floor: float | None) -> None:
+    """Re-stamp the published evaluation `version:<settings digest>:floor`, as a run with that accuracy floor
+    stamps it, or `version:<settings digest>` alone (floor None)."""
+    base = root / "classifier_evaluation"
+    stamps_file = base / publish.version_of(publish.pointers(str(base))[publish.WHOLE]) / STAMPS_FILE
+    stamps = json.loads(stamps_file.read_text())
+    version, digest = stamps[publish.WHOLE]["stamp"].split(":")[:2]
+    stamps[publish.WHOLE]["stamp"] = f"{version}:{digest}" + ("" if floor is None else f":{floor}")
+    stamps_file.write_text(json.dumps(stamps))
+
+
+def _served_verdict(root: Path) -> str | None:
+    """Why `fruits serve` does not serve the published classifier, or None when it serves it."""
+    watcher = ModelWatcher(str(root))
+    return None if watcher.refresh() else watcher.problem
+
+
+def _predict(root: Path, photo: Path, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()  # what came before (the watcher's log line) is not predict's
+    code = main(["predict", str(photo), "--output-root", str(root), "--json"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_refuses_a_classifier_below_its_floor_as_serve_does(trained_run, small_root, tmp_path, capsys):
+    root = _output_copy(trained_run[1], tmp_path / "out")
+    photo = next((small_root / "Test" / "Kiwi").iterdir())
+
+    _stamp_evaluation(root, 1.01)  # its accuracy, 1.0, is below this floor
+    refusal = _served_verdict(root)
+    assert refusal is not None and refusal.endswith("accuracy 1.0000 is below its floor 1.0100")
+    assert _predict(root, photo, capsys) == (2, "", f"{REFUSED}{refusal}\n")
+
+    _stamp_evaluation(root, 0.9)  # the same classifier and evaluation, above this floor: served, and answered
+    assert _served_verdict(root) is None
+    code, out, err = _predict(root, photo, capsys)
+    assert code == 0 and json.loads(out)["top"][0]["label"] == "Kiwi" and err == ""
+
+
+def test_predict_refuses_a_classifier_not_evaluated_yet(trained_run, small_root, tmp_path, capsys):
+    root = _output_copy(trained_run[1], tmp_path / "out")
+    shutil.rmtree(root / "classifier_evaluation")  # a run stopped between the classifier and its evaluation
+    refusal = _served_verdict(root)
+    assert refusal is not None and refusal.endswith("has no published evaluation yet")
+    assert _predict(root, next((small_root / "Test" / "Kiwi").iterdir()), capsys) == (2, "", f"{REFUSED}{refusal}\n")
+
+
+def test_an_evaluation_stamped_without_its_floor_is_refused_not_a_crash(trained_run, small_root, tmp_path, capsys):
+    root = _output_copy(trained_run[1], tmp_path / "out")
+    _stamp_evaluation(root, None)  # `version:<settings digest>`: nothing says which floor the run applied
+    refusal = _served_verdict(root)
+    assert refusal is not None and refusal.endswith("its published evaluation does not say its accuracy floor")
+    assert _predict(root, next((small_root / "Test" / "Kiwi").iterdir()), capsys) == (2, "", f"{REFUSED}{refusal}\n")
