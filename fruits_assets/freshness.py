@@ -106,8 +106,9 @@ def classifier_inputs(reduced: dict[str, str | None], settings: FruitsSettings) 
 
 def evaluation_stamp(classifier_version: str | None, settings: FruitsSettings) -> str:
     """What an evaluation is computed from: the classifier, and its settings (the photos it evaluates on, the
-    accuracy floor its check applies)."""
-    return f"{classifier_version}:{settings_digest('classifier_evaluation', settings)}"
+    accuracy floor its check applies). The floor ends it, as the app's quality gate reads it
+    (fruits_assets.app.models_watch.evaluation_verdict)."""
+    return f"{classifier_version}:{settings_digest('classifier_evaluation', settings)}:{settings.min_accuracy}"
 
 
 def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, Any]:

@@ -203,8 +203,8 @@ def test_no_model_yet_is_503_until_one_is_published(tmp_path):
 
 
 def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run, small_root, tmp_path, spark, capsys):
-    """Clients send photos while the main job publishes a classifier on two classes, then one whose evaluation
-    fails: no request fails, each answer is exactly what its model gives (never a new PCA with an old classifier),
+    """Clients send photos while the main job publishes a new PCA and classifier (another k), then a classifier
+    whose evaluation fails: no request fails, each answer is exactly what its model gives (never a new PCA with an old classifier),
     the new model answers within seconds of its evaluation's publication, and the failed one never answers."""
     root = tmp_path / "out"
     shutil.copytree(trained_run[1], root)
@@ -230,7 +230,7 @@ def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run
         base = f"{root}/classifier_evaluation"
         while not stop.is_set():
             with contextlib.suppress(OSError, ValueError):  # read while being written: read again
-                stamp = (published_stamps(base).get("all", {}).get("stamp") or "").rpartition(":")[0]
+                stamp = (published_stamps(base).get("all", {}).get("stamp") or "").partition(":")[0]
                 evaluated.setdefault(stamp, time.monotonic())
             time.sleep(0.02)
 
@@ -241,14 +241,14 @@ def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run
         for thread in threads:
             thread.start()
         settings = {"images_root": str(small_root), "min_accuracy": 0.0}
-        assert run_main_job(settings, ["Banana", "Kiwi"], str(root)).success
+        assert run_main_job({**settings, "pca_k": 5}, None, str(root)).success
         new = FruitPredictor(str(root))
         second = new.notes["model_version"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(a["model"]["version"] == second for *_, a in answers[-4:]):
             time.sleep(0.1)
         # A classifier published with an evaluation below its floor is never served.
-        refused = run_main_job({**settings, "min_accuracy": 1.01}, None, str(root))
+        refused = run_main_job({**settings, "pca_k": 4, "min_accuracy": 1.01}, None, str(root))
         assert refused.quality_gate_failed
         third = published_notes(f"{root}/fruit_classifier")["model_version"]
         time.sleep(3)
@@ -267,7 +267,6 @@ def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run
     delay = switched - evaluated[second]
     assert delay < 5, f"served {delay:.1f} s after its evaluation was published (poll every 0.5 s)"
     assert all(a["model"]["version"] == second for t, *_, a in answers if t > switched + 1)  # +1: answers in flight
-    assert {g["label"] for *_, a in answers if a["model"]["version"] == second for g in a["top"]} <= {"Banana", "Kiwi"}
     with capsys.disabled():
         print(
             f"\nhot swap: served {delay:.2f} s after the evaluation was published, {len(answers)} requests, none failed"
