@@ -69,6 +69,24 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     serve.add_argument("--requests", type=int, default=2000, help="requests under load (default 2000)")
     serve.add_argument("--limit", type=int, default=200, help="at most this many distinct photos (default 200)")
+    overload = bench.add_parser(
+        "overload",
+        help="fruits serve under more clients than it can answer (127.0.0.1, bounded): memory over time, 200/503, "
+        "requests lost, answers afterwards",
+    )
+    overload.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
+    overload.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
+    overload.add_argument("--clients", type=int, default=300, help="concurrent clients, at most 1000 (default 300)")
+    overload.add_argument("--seconds", type=float, default=30.0, help="seconds of load, at most 120 (default 30)")
+    overload.add_argument("--limit", type=int, default=200, help="at most this many distinct photos (default 200)")
+    overload.add_argument(
+        "--large-every", type=int, default=10, help="one client in N sends a 1-2 MB photo (0: none; default 10)"
+    )
+    overload.add_argument("--max-queue", type=int, help="fruits serve --max-queue (default: its own)")
+    overload.add_argument("--max-inflight-bytes", type=int, help="fruits serve --max-inflight-bytes (default: its own)")
+    overload.add_argument(
+        "--service-dir", help="run the fruits serve of this checkout instead (an older commit's worktree: before/after)"
+    )
     refit = bench.add_parser(
         "pca-refit", help="accuracy when the PCA was fitted without a share of the training photos (refit rule)"
     )
@@ -145,6 +163,24 @@ def run_bench(args: argparse.Namespace) -> int:
         from fruits_assets.bench.serve import bench_serve
 
         print(json.dumps(bench_serve(chosen_output_root(args.output_root), _photos(args), args.clients, args.requests)))
+        return 0
+    if args.bench == "overload":
+        from fruits_assets.bench.overload import bench_overload
+
+        serve_args = [
+            *(["--max-queue", str(args.max_queue)] if args.max_queue is not None else []),
+            *(["--max-inflight-bytes", str(args.max_inflight_bytes)] if args.max_inflight_bytes is not None else []),
+        ]
+        result = bench_overload(
+            chosen_output_root(args.output_root),
+            _photos(args),
+            args.clients,
+            args.seconds,
+            args.large_every,
+            serve_args,
+            Path(args.service_dir) if args.service_dir else None,
+        )
+        print(json.dumps(result))
         return 0
     if args.bench == "pca-refit":
         from fruits_assets.bench.common import bench_session
