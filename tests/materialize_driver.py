@@ -64,7 +64,8 @@ def main(argv: list[str]) -> int:
     # On disk (DAGSTER_HOME) only when asked: drivers of one test may run side by side.
     on_disk = os.environ.get("FRUITS_DRIVER_ON_DISK") == "1"
     instance = DagsterInstance.get() if on_disk else DagsterInstance.ephemeral()
-    classes = use_classes(instance, sorted(args.classes))
+    wanted = set(args.classes)
+    classes = [name for name in use_classes(instance, sorted(wanted), settings.layout()) if name in wanted]
     result = materialize(
         [asset for name in ASSETS for asset in ASSETS[name]],
         selection=[AssetKey(key) for name in args.assets for key in KEYS[name]],
