@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import requests
 from pyspark.sql import SparkSession
 
 from spark_code.embeddings import accepted, embed_images, ship_weights, spread
@@ -23,6 +24,19 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def wait_until_healthy(url: str, seconds: float = 180) -> None:
+    """Wait for a `fruits serve` started by a bench to answer /healthz with 200 (it loads its model first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"fruits serve did not become healthy in {seconds:.0f} s")
 
 
 def sample_files(images_root: Path, count: int) -> list[Path]:

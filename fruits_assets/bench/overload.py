@@ -28,7 +28,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from fruits_assets.bench.common import loadavg
+from fruits_assets.bench.common import loadavg, wait_until_healthy
 
 HOST = "127.0.0.1"
 """The only address this benchmark sends to."""
@@ -189,16 +189,7 @@ def bench_overload(
         "photos": len(photos),
     }
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("fruits serve did not become ready in 180 s")
+        wait_until_healthy(url)
         before = _answers(url, photos[:20])
         rss_before = _rss_mb(server.pid)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from fruits_assets.bench.common import loadavg
+from fruits_assets.bench.common import loadavg, wait_until_healthy
 from fruits_assets.bench.featurize import bare_model
 from fruits_assets.bench.predict import bench_predict
 from spark_code.ml_models import published_notes
@@ -92,16 +92,7 @@ def bench_serve(output_root: str, photo_files: list[Path], clients: int, count: 
     command = [sys.executable, "-m", "fruits_assets.cli", "serve", "--output-root", output_root, "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("fruits serve did not become healthy in 180 s")
+        wait_until_healthy(url)
         photos = [path.read_bytes() for path in photo_files]
         _load(url, photos, clients, min(count, 4 * clients))  # warm-up
         loaded = _load(url, photos, clients, count)
