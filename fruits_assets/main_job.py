@@ -34,7 +34,7 @@ from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import resolved_settings, with_changes
 from spark_code.layout import ImagesLayout, discover_layout
-from spark_code.parquet_store import withdraw_classes
+from spark_code.parquet_store import withdraw_classes_except
 from spark_code.settings import chosen_output_root
 
 OUTPUT_FOLDERS = (
@@ -199,11 +199,10 @@ def use_classes(instance: DagsterInstance, classes: list[str], layout: ImagesLay
 
 def withdraw_deleted_classes(root: str, layout: ImagesLayout) -> list[str]:
     """Unpublish, from every per-class output, the classes whose folder is gone from the images root."""
-    gone: set[str] = set()
-    for asset in CLASS_OUTPUTS:
-        published = published_classes(root, asset)
-        gone |= set(withdraw_classes(output_path(root, asset), published - set(layout.classes)))
-    return sorted(gone)
+    present = set(layout.classes)
+    return sorted(
+        {name for asset in CLASS_OUTPUTS for name in withdraw_classes_except(output_path(root, asset), present)}
+    )
 
 
 def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, str]]:

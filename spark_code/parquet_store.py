@@ -74,11 +74,11 @@ def published_stamps(base: str) -> dict[str, dict]:
     return _entries_of(base.rstrip("/"), names)
 
 
-def withdraw_classes(base: str, classes: set[str]) -> list[str]:
-    """Unpublish these classes (their photos are gone), so that no reader finds them; returns those that were
-    published."""
+def withdraw_classes_except(base: str, kept: set[str]) -> list[str]:
+    """Unpublish every class not in `kept` (their photos are gone), so that no reader finds them; returns those
+    withdrawn. Reads only the pointers."""
     parts = {part: _name_of(part) for part in publish.pointers(base.rstrip("/")) if part != publish.WHOLE}
-    gone = {part: name for part, name in parts.items() if name in classes}
+    gone = {part: name for part, name in parts.items() if name not in kept}
     publish.withdraw(base, sorted(gone))
     return sorted(gone.values())
 

@@ -151,6 +151,8 @@ def commit(base: str, version: str, parts: list[str]) -> None:
 def withdraw(base: str, parts: list[str]) -> None:
     """Unpublish parts (a class whose photos are gone): each one's version records when, then its pointer goes, so
     that a reader that followed it keeps it for the grace period; `recover` deletes it after that."""
+    if not parts:
+        return
     base = base.rstrip("/")
     withdrawn_at = f"{time.time():.3f}\n"
     for part in parts:

@@ -10,7 +10,7 @@ from spark_code.parquet_store import (
     read_arrow,
     read_classes,
     read_table,
-    withdraw_classes,
+    withdraw_classes_except,
     write_classes,
     write_table,
 )
@@ -97,7 +97,8 @@ def test_a_withdrawn_class_is_gone_for_readers_and_its_files_after_the_grace_per
     base = str(tmp_path / "asset")
     rows = [("a1", "Apple", "Training", 1), ("b1", "Banana 'x' é", "Training", 3)]
     write_classes(_rows(spark, rows), base, ["Apple", "Banana 'x' é"])
-    assert withdraw_classes(base, {"Banana 'x' é", "Cherry"}) == ["Banana 'x' é"]
+    assert withdraw_classes_except(base, {"Apple", "Cherry"}) == ["Banana 'x' é"]
+    assert withdraw_classes_except(base, {"Apple"}) == []
     assert set(published_stamps(base)) == {"Apple"}
     assert read_arrow(base).column("label").to_pylist() == ["Apple"]
     with pytest.raises(MissingClassError):
