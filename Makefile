@@ -1,7 +1,9 @@
-# `make run` and `make test` install everything they need into .venv first.
+# `make run` and `make ui` install what the main job needs into .venv first (the package alone); `make test`,
+# `make check` and `make lint` add the test tools and the bench extra (Ray, Playwright, moto, schemathesis).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # EMR's environment: Spark 3.5 and exactly the packages the bootstrap action installs on every node (plus the
 # test tools: pytest, and moto for the S3 tests).
 EMR_VENV := .venv-emr
@@ -10,8 +12,12 @@ EMR_STAMP := $(EMR_VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -c requirements.lock -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev,bench]'
+	touch $(DEV_STAMP)
 
 $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
 	test -x $(EMR_VENV)/bin/python || $(PYTHON) -m venv $(EMR_VENV)
@@ -20,8 +26,9 @@ $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
 	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest 'moto[server]'
 	touch $(EMR_STAMP)
 
-.PHONY: install run ui test test-emr-spark lint
+.PHONY: install install-dev run ui test test-emr-spark lint
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/fruits run $(ARGS)
@@ -31,7 +38,7 @@ ui: $(STAMP)
 	mkdir -p $${DAGSTER_HOME:-$(CURDIR)/.dagster_home}
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
 
-test: $(STAMP) $(EMR_STAMP)
+test: $(DEV_STAMP) $(EMR_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-emr-spark
@@ -40,5 +47,5 @@ test: $(STAMP) $(EMR_STAMP)
 test-emr-spark: $(EMR_STAMP)
 	$(EMR_VENV)/bin/python -m pytest -p no:cacheprovider tests/spark_code
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
