@@ -2,10 +2,11 @@
 change of code or settings as staleness in the UI.
 
 - The discovery sensor registers each new class folder as a partition and records, per class, an observation of
-  `class_photos` whose data version is the listing's (spark_code.listing): new, changed or deleted photos change it.
+  `class_photos` whose data version is the listing's (spark_code.photos.listing): new, changed or deleted photos
+  change it.
 - raw_images and image_embeddings of a class run when the class is new or its photos' data version changed (eager).
 - pca_model runs the tick after any class's embeddings changed, once every class has them; it refits by the rule
-  of spark_code.pca_refit, else keeps the published PCA and records why (no materialization, so nothing
+  of spark_code.models.pca_refit, else keeps the published PCA and records why (no materialization, so nothing
   downstream is recomputed for it).
 - reduced_features of a class run when its embeddings or the PCA changed, the classifier and its evaluation when
   any reduced features changed. The PCA and everything after it wait while one of their upstream steps is
@@ -21,7 +22,7 @@ from dagster import AssetSelection, AutomationCondition, AutomationConditionSens
 
 from fruits_assets.freshness import settings_digest
 from fruits_assets.resources import FruitsSettings, resolved_settings
-from spark_code.images import PREPROCESSING_VERSION
+from spark_code.photos.images import PREPROCESSING_VERSION
 
 CHANGED_UPSTREAM = AutomationCondition.eager()
 """New partition, or an upstream update, and nothing upstream missing or in progress."""

@@ -1,15 +1,16 @@
 """What is up to date under an output root, decided from the output root itself and the images' listing.
 
-Every class output records, with its rows, a stamp saying what it was computed from (spark_code.parquet_store):
-- raw_images: the class's data version (spark_code.listing: its files' names, sizes, times or ETags, listed before
-  its files are read) and the index's format;
+Every class output records, with its rows, a stamp saying what it was computed from
+(spark_code.storage.parquet_store):
+- raw_images: the class's data version (spark_code.photos.listing: its files' names, sizes, times or ETags, listed
+  before its files are read) and the index's format;
 - image_embeddings and rejected_images: the stamp of the index rows they embedded and the embedding settings'
   fingerprint;
 - reduced_features: the stamp of the embeddings they projected and the version of the PCA that projected them.
 The classifier's notes record a digest of the stamps of the reduced features it was trained on and of its settings,
 and the evaluation's stamp the classifier it evaluated. Each stage's stamp comes from its inputs (the stamps
-published with the rows it read: spark_code.parquet_store.input_stamps), never from a second look at the photos, so
-a photo that arrives or leaves during a run leaves every later stage stale.
+published with the rows it read: spark_code.storage.parquet_store.input_stamps), never from a second look at the
+photos, so a photo that arrives or leaves during a run leaves every later stage stale.
 A stamp that differs from what the current listing and settings would give means the output is stale: another images
 root, another output root, a deleted output or changed photos all show as stale, whatever the Dagster instance
 remembers. Random weights have no fingerprint: their outputs are never up to date.
@@ -24,14 +25,14 @@ from dataclasses import asdict
 from typing import Any
 
 from fruits_assets.resources import FruitsSettings
-from spark_code import publish
-from spark_code.embedding_store import settings_fingerprint
-from spark_code.image_files import INDEX_FORMAT
-from spark_code.layout import ImagesLayout
-from spark_code.listing import class_versions
-from spark_code.ml_models import VERSION, published_notes
-from spark_code.parquet_store import published_stamps
-from spark_code.pca_refit import FIT_SETTINGS, TRAINING_ROWS
+from spark_code.features.embedding_store import settings_fingerprint
+from spark_code.models.ml_models import VERSION, published_notes
+from spark_code.models.pca_refit import FIT_SETTINGS, TRAINING_ROWS
+from spark_code.photos.image_files import INDEX_FORMAT
+from spark_code.photos.layout import ImagesLayout
+from spark_code.photos.listing import class_versions
+from spark_code.storage import publish
+from spark_code.storage.parquet_store import published_stamps
 
 COMPUTED_FROM = "computed_from"
 """Output metadata key: {class (or "all"): its stamp}, which the IO manager publishes with the rows."""
@@ -112,7 +113,7 @@ def evaluation_stamp(classifier_version: str | None, settings: FruitsSettings) -
 
 
 def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, Any]:
-    """What a PCA fit depends on besides the photos (see spark_code.pca_refit), as its notes hold it (JSON): its
+    """What a PCA fit depends on besides the photos (see spark_code.models.pca_refit), as its notes hold it (JSON): its
     settings and the split roles they resolve to."""
     return {**asset_settings("pca_model", settings), "roles": json.loads(json.dumps(roles))}
 

@@ -8,9 +8,9 @@ from pyspark.sql import DataFrame
 from fruits_assets.failures import permanent_failures
 from fruits_assets.freshness import COMPUTED_FROM
 from fruits_assets.resources import DEFAULT_OUTPUT_ROOT
-from spark_code.ml_models import ModelArtifact, load_model, save_model
-from spark_code.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
-from spark_code.publish import WHOLE
+from spark_code.models.ml_models import ModelArtifact, load_model, save_model
+from spark_code.storage.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
+from spark_code.storage.publish import WHOLE
 
 PUBLISHED_CLASSES_ONLY = "fruits/published_classes_only"
 """AssetIn metadata of the models' inputs: read the registered classes that are published, leaving out (with a
@@ -34,8 +34,8 @@ class _OutputRootIOManager(ConfigurableIOManager):
 class ClassParquetIOManager(_OutputRootIOManager):
     """Spark DataFrames as Parquet under `<output_root>/<asset>/`, one folder per fruit class in each version.
 
-    Materializing some classes publishes a new version of exactly those classes (see spark_code.parquet_store); an
-    unpartitioned asset's table is replaced as a whole.
+    Materializing some classes publishes a new version of exactly those classes (see
+    spark_code.storage.parquet_store); an unpartitioned asset's table is replaced as a whole.
     """
 
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:

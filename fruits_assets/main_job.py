@@ -6,7 +6,7 @@ planned from the output root and the images' listing (fruits_assets.freshness), 
 1. raw_images and image_embeddings for the classes whose photos or embedding settings changed (or whose outputs are
    missing); the embedding store spares the photos already embedded;
 2. pca_model, when a class changed or came or went, or its settings changed; it refits by the rule of
-   spark_code.pca_refit, else keeps the published PCA;
+   spark_code.models.pca_refit, else keeps the published PCA;
 3. reduced_features for the classes not projected by the current PCA from their current embeddings;
 4. fruit_classifier and classifier_evaluation when their inputs changed.
 Each step with stale classes is one Dagster run over a partition range (one Spark job per stage, not per class);
@@ -33,9 +33,9 @@ from fruits_assets.freshness import Freshness, published_classes
 from fruits_assets.io_managers import output_path
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import resolved_settings, with_changes
-from spark_code.layout import ImagesLayout, discover_layout
-from spark_code.parquet_store import withdraw_classes_except
+from spark_code.photos.layout import ImagesLayout, discover_layout
 from spark_code.settings import chosen_output_root
+from spark_code.storage.parquet_store import withdraw_classes_except
 
 OUTPUT_FOLDERS = (
     "raw_images",

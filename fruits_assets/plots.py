@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from dagster import MetadataValue  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from spark_code.images import ImageDecodeError, load_rgb  # noqa: E402
+from spark_code.photos.images import ImageDecodeError, load_rgb  # noqa: E402
 
 THUMBNAIL_SIZE = 96
 """Side of one thumbnail tile, in pixels: Fruits-360 photos are 100x100, so this keeps them sharp and small."""

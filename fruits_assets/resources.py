@@ -10,13 +10,13 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
 from fruits_assets.local_spark import local_spark_conf
-from spark_code.classifier import ClassifierSettings
-from spark_code.embedding_store import STORE_FOLDER
-from spark_code.layout import ImagesLayout, discover_layout, is_remote, local_path
-from spark_code.pca_refit import DEFAULT_REFIT_SHARE
-from spark_code.penalty_search import DEFAULT_SEARCH_SHARE
+from spark_code.features.embedding_store import STORE_FOLDER
+from spark_code.models.classifier import ClassifierSettings
+from spark_code.models.pca_refit import DEFAULT_REFIT_SHARE
+from spark_code.models.penalty_search import DEFAULT_SEARCH_SHARE
+from spark_code.photos.layout import ImagesLayout, discover_layout, is_remote, local_path
+from spark_code.photos.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings
-from spark_code.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 
 
 class FruitsSettings(ConfigurableResource):
@@ -99,7 +99,8 @@ class FruitsSettings(ConfigurableResource):
         return ClassifierSettings(max_iter=self.classifier_max_iter)
 
     def roles(self, splits: list[str]) -> SplitRoles:
-        """The role of each split among these (see spark_code.splits); a named split that is missing is an error."""
+        """The role of each split among these (see spark_code.photos.splits); a named split that is missing is an
+        error."""
         return resolve_roles(
             splits, self.training_split, self.validation_split, self.evaluation_split, self.holdout_fraction
         )
@@ -188,7 +189,7 @@ class PublishedOutputs(ConfigurableResource):
 
 
 class EmbeddingStore(ConfigurableResource):
-    """Where each photo's embedding is kept by content and settings (spark_code.embedding_store), beside the
+    """Where each photo's embedding is kept by content and settings (spark_code.features.embedding_store), beside the
     outputs, so that a photo is embedded once."""
 
     output_root: str = Field(default=DEFAULT_OUTPUT_ROOT, description="Folder or s3:// prefix of all outputs.")

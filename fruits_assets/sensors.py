@@ -18,8 +18,8 @@ from dagster_aws.s3 import S3Resource
 
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
-from spark_code.layout import LayoutError
-from spark_code.listing import class_versions
+from spark_code.photos.layout import LayoutError
+from spark_code.photos.listing import class_versions
 
 PHOTOS_ASSET = "class_photos"
 

@@ -59,7 +59,9 @@ def test_the_rooms_exist():
     assert {"fruits_assets.cli.main", "fruits_assets.app.predictor", "fruits_assets.bench.standalone_cluster"} <= set(
         MODULES
     )
-    assert {"fruits_assets.emr.resources", "fruits_assets.definitions", "spark_code.embeddings"} <= set(MODULES)
+    assert {"fruits_assets.emr.resources", "fruits_assets.definitions", "spark_code.features.embeddings"} <= set(
+        MODULES
+    )
 
 
 @pytest.mark.parametrize(

@@ -32,19 +32,19 @@ from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.plots import confusion_matrix_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
-from spark_code.classifier import (
+from spark_code.models.classifier import (
     NotEnoughClassesError,
     evaluate,
     labels_of,
     score,
     train_classifier,
 )
-from spark_code.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, published_notes
-from spark_code.parquet_store import input_stamps
-from spark_code.pca import classes_not_projected_by
-from spark_code.penalty_search import SEARCH, search_reason
-from spark_code.publish import WHOLE
-from spark_code.splits import EVALUATE, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
+from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, published_notes
+from spark_code.models.pca import classes_not_projected_by
+from spark_code.models.penalty_search import SEARCH, search_reason
+from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
+from spark_code.storage.parquet_store import input_stamps
+from spark_code.storage.publish import WHOLE
 
 ACCURACY_CHECK = AssetCheckSpec(
     "accuracy_above_floor",

@@ -22,9 +22,9 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 
 from fruits_assets.resources import FruitsSettings
-from spark_code.layout import ImagesLayout, is_remote, validate_class_name
+from spark_code.photos.layout import ImagesLayout, is_remote, validate_class_name
+from spark_code.photos.splits import SplitRoles, split_names
 from spark_code.settings import EMBEDDING_WIDTH
-from spark_code.splits import SplitRoles, split_names
 
 # Single-run backfill policies are stable in use but still flagged beta; the flag is noise in every log.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)

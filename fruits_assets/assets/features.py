@@ -34,7 +34,7 @@ from fruits_assets.freshness import COMPUTED_FROM, embedding_stamps, reduced_sta
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import EmbeddingStore, FruitsSettings
 from fruits_assets.stages import logged_stage
-from spark_code.embedding_store import (
+from spark_code.features.embedding_store import (
     KEY,
     append_to_store,
     empty_store_rows,
@@ -44,12 +44,12 @@ from spark_code.embedding_store import (
     with_content_keys,
     with_stored_embeddings,
 )
-from spark_code.embeddings import accepted, embed_images, rejected, ship_weights, spread
-from spark_code.image_files import with_contents
-from spark_code.ml_models import VERSION, ModelArtifact
-from spark_code.parquet_store import input_stamps
-from spark_code.pca import apply_pca, pca_k
+from spark_code.features.embeddings import accepted, embed_images, rejected, ship_weights, spread
+from spark_code.models.ml_models import VERSION, ModelArtifact
+from spark_code.models.pca import apply_pca, pca_k
+from spark_code.photos.image_files import with_contents
 from spark_code.progress import Progress
+from spark_code.storage.parquet_store import input_stamps
 
 
 @multi_asset(

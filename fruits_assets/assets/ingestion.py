@@ -21,9 +21,9 @@ from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.plots import image_markdown, thumbnail_strip
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
-from spark_code.image_files import INDEX_COLUMNS, READ_NOW, list_image_files, reindex, with_contents
-from spark_code.listing import class_versions
-from spark_code.parquet_store import class_dir, read_classes
+from spark_code.photos.image_files import INDEX_COLUMNS, READ_NOW, list_image_files, reindex, with_contents
+from spark_code.photos.listing import class_versions
+from spark_code.storage.parquet_store import class_dir, read_classes
 
 THUMBNAILS = 6
 """Images shown in the UI per materialization: enough to recognise the fruit, few enough to collect to the driver."""

@@ -22,10 +22,10 @@ from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.plots import cumulative_variance_plot
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.stages import logged_stage
-from spark_code.ml_models import ModelArtifact, published_notes
-from spark_code.pca import fit_pca
-from spark_code.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
-from spark_code.splits import ROLE, TRAIN, rows_with_role, with_roles
+from spark_code.models.ml_models import ModelArtifact, published_notes
+from spark_code.models.pca import fit_pca
+from spark_code.models.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
+from spark_code.photos.splits import ROLE, TRAIN, rows_with_role, with_roles
 
 
 @asset(
@@ -50,7 +50,7 @@ def pca_model(
     """PCA (pyspark.ml) on the training images of every class, never the evaluation hold-out; k reaches the target
     variance, at most pca_max_k."""
     # k is also at most the training images' rank (photos - 1); the metadata says when that cap applied.
-    # Fitted again only by the refit rule (spark_code.pca_refit): otherwise the published PCA is kept, nothing is
+    # Fitted again only by the refit rule (spark_code.models.pca_refit): otherwise the published PCA is kept, nothing is
     # materialized and the reason is recorded. (The docstring is the UI's description: kept short for its catalog.)
     check_settings(settings)
     group_jobs(image_embeddings.sparkSession, "pca_model")

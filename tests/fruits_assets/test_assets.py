@@ -9,8 +9,8 @@ from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.assets.models import pca_model
 from fruits_assets.definitions import all_assets
 from fruits_assets.resources import FruitsSettings, PublishedOutputs
-from spark_code.ml_models import MismatchedModelsError
-from spark_code.parquet_store import read_arrow, read_classes
+from spark_code.models.ml_models import MismatchedModelsError
+from spark_code.storage.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files

@@ -9,8 +9,8 @@ from dagster import AssetKey, materialize
 
 from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
-from spark_code.parquet_store import read_classes
-from spark_code.storage import qualify
+from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.storage import qualify
 from tests.conftest import copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HIDDEN_FILES, ODD_NAMES, write_files

@@ -9,9 +9,9 @@ from pyspark.sql import functions as F
 from fruits_assets.checks import BLOCKED
 from fruits_assets.freshness import Freshness
 from fruits_assets.resources import FruitsSettings
-from spark_code.embedding_store import STORE_SCHEMA, append_to_store, settings_fingerprint
-from spark_code.parquet_store import published_stamps, read_classes, write_classes
+from spark_code.features.embedding_store import STORE_SCHEMA, append_to_store, settings_fingerprint
 from spark_code.settings import EMBEDDING_WIDTH
+from spark_code.storage.parquet_store import published_stamps, read_classes, write_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import materialize_for
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from fruits_assets.bench.standalone_cluster import free_ports
-from spark_code.embeddings import PHOTOS_PER_TASK_CONF, accepted, embed_images, ship_weights
-from spark_code.image_files import read_image_files
-from spark_code.layout import discover_layout
-from spark_code.parquet_store import read_arrow
+from spark_code.features.embeddings import PHOTOS_PER_TASK_CONF, accepted, embed_images, ship_weights
+from spark_code.photos.image_files import read_image_files
+from spark_code.photos.layout import discover_layout
+from spark_code.storage.parquet_store import read_arrow
 from tests.conftest import REPO, copy_sample, driver_command
 
 CLASS = "Apple Braeburn"

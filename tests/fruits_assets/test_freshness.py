@@ -7,10 +7,10 @@ import pyarrow.dataset as ds
 
 from fruits_assets.freshness import Freshness
 from fruits_assets.resources import FruitsSettings
-from spark_code.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
-from spark_code.layout import discover_layout
+from spark_code.features.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
+from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings
-from spark_code.storage import filesystem
+from spark_code.storage.storage import filesystem
 from tests.conftest import WEIGHTS
 
 BUCKET = "fruits-outputs"

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from fruits_assets.main_job import contiguous_ranges, run_main_job
-from spark_code.ml_models import VERSION, published_notes
-from spark_code.parquet_store import published_stamps, read_arrow
+from spark_code.models.ml_models import VERSION, published_notes
+from spark_code.storage.parquet_store import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
 
 FLOOR = 0.8

@@ -11,8 +11,8 @@ from dagster import AssetKey, materialize
 
 from fruits_assets.assets.features import image_embeddings
 from fruits_assets.assets.ingestion import raw_images
-from spark_code.parquet_store import read_classes
-from spark_code.publish import leftovers, pointers, recover, version_of
+from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.publish import leftovers, pointers, recover, version_of
 from tests.conftest import REPO, copy_sample, driver_command
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
@@ -82,7 +82,7 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_
     old, new = ({row[0]: row[3] for row in rows} for rows in (before["image_embeddings"], after["image_embeddings"]))
     assert all(new[path] == features for path, features in old.items())
     # The killed run's versions are deleted at once (a dead process of this host); the versions the last run replaced
-    # are kept for readers for the grace period (tests/spark_code/test_publish.py), then deleted.
+    # are kept for readers for the grace period (tests/spark_code/storage/test_publish.py), then deleted.
     assert {name: leftovers(str(output_root / name)) for name in OUTPUTS} == published
     assert all(recover(str(output_root / name), grace=0) == published[name] for name in OUTPUTS)
     assert [location for name in OUTPUTS for location in leftovers(str(output_root / name))] == []

@@ -10,7 +10,7 @@ from fruits_assets.main_job import persistent_instance, run_main_job
 from fruits_assets.partitions import fruit_class_partitions
 from fruits_assets.resources import FruitsSettings
 from fruits_assets.sensors import fruit_class_sensor
-from spark_code.ml_models import published_notes
+from spark_code.models.ml_models import published_notes
 from tests.images_factory import write_image
 
 CLASSES = 300

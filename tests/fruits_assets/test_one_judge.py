@@ -20,9 +20,9 @@ from fruits_assets.freshness import (
     stale,
 )
 from fruits_assets.resources import FruitsSettings, with_changes
-from spark_code import storage
-from spark_code.ml_models import NOTES_FILE, VERSION
-from spark_code.pca_refit import TRAINING_ROWS
+from spark_code.models.ml_models import NOTES_FILE, VERSION
+from spark_code.models.pca_refit import TRAINING_ROWS
+from spark_code.storage import storage
 from tests.conftest import WEIGHTS
 from tests.images_factory import GOOD_IMAGES, write_files
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fruits_assets.freshness import Freshness, stale
 from fruits_assets.resources import FruitsSettings
-from spark_code.parquet_store import input_stamps, published_stamps, read_classes
+from spark_code.storage.parquet_store import input_stamps, published_stamps, read_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import materialize_for
 

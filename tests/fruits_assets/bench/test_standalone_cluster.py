@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from spark_code.parquet_store import read_classes
+from spark_code.storage.parquet_store import read_classes
 from tests.conftest import WEIGHTS
 
 CLASS = "Kiwi"

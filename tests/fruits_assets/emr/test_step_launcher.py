@@ -21,7 +21,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
-from spark_code.parquet_store import read_classes
+from spark_code.storage.parquet_store import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
 from tests.fruits_assets.conftest import make_instance, make_resources
 

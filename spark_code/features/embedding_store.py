@@ -8,7 +8,7 @@ settings: a renamed or copied photo costs nothing, a photo whose bytes changed i
 settings back and forth costs nothing twice. Batch size is not part of the key: features do not depend on it.
 
 Layout, under `<output_root>/embedding_store/`: each write is a new version holding one segment (the rows it adds)
-published by pointer (`spark_code.publish`) as the part `<fingerprint>-<id>`; readers union their fingerprint's
+published by pointer (`spark_code.storage.publish`) as the part `<fingerprint>-<id>`; readers union their fingerprint's
 segments. A segment is never replaced, so no reader loses a key. A writer adds only keys that no published segment
 holds, once each; two writers racing on the same photos may both add a key, and readers keep one row per key (the
 rows are equal: same bytes, same settings).
@@ -25,10 +25,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from spark_code import publish, storage
-from spark_code.image_files import CONTENT_KEY, literal
-from spark_code.images import PREPROCESSING_VERSION
+from spark_code.photos.image_files import CONTENT_KEY, literal
+from spark_code.photos.images import PREPROCESSING_VERSION
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
+from spark_code.storage import publish, storage
 
 STORE_FOLDER = "embedding_store"
 """The store's folder under the output root."""

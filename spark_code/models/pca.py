@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_code.errors import PermanentError
-from spark_code.ml_models import PCA_VERSION
+from spark_code.models.ml_models import PCA_VERSION
 from spark_code.settings import EMBEDDING_WIDTH
 
 

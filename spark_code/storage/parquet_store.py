@@ -1,7 +1,7 @@
 """Class-partitioned Parquet outputs where rewriting a class replaces only that class, published by pointer.
 
 A write puts all its rows in a new version folder (`<base>/_versions/<tag>/label=<class>/`, one Spark job) and
-then points each class at it (spark_code.publish). A reader follows each class's pointer, so it always finds a
+then points each class at it (spark_code.storage.publish). A reader follows each class's pointer, so it always finds a
 complete version of a class, the new one or the previous one, even when the writer is killed half-way, on local disk
 and on S3. A class whose new output is empty is published as an empty (but present) folder.
 
@@ -23,9 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from spark_code import publish, storage
 from spark_code.errors import MissingOutputError
-from spark_code.layout import validate_class_name
+from spark_code.photos.layout import validate_class_name
+from spark_code.storage import publish, storage
 
 PARTITION_COLUMN = "label"
 STAMPS_FILE = "_stamps.json"

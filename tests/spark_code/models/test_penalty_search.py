@@ -1,4 +1,4 @@
-from spark_code.penalty_search import SEARCH, search_reason
+from spark_code.models.penalty_search import SEARCH, search_reason
 
 CONTEXT = {"classifier": {"reg_params": [0.01, 1e-7]}, "roles": {"train": "Training"}}
 SEARCHED = {"training_rows": {"Banana": 100, "Kiwi": 100}, "context": CONTEXT, "reg_param": 1e-7}

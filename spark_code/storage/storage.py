@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
-from spark_code.layout import is_remote, local_path
+from spark_code.photos.layout import is_remote, local_path
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code.pca import apply_pca, choose_k, classes_not_projected_by, fit_pca, pca_k
+from spark_code.models.pca import apply_pca, choose_k, classes_not_projected_by, fit_pca, pca_k
 from spark_code.settings import EMBEDDING_WIDTH
 
 

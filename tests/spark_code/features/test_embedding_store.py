@@ -7,7 +7,7 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code.embedding_store import (
+from spark_code.features.embedding_store import (
     KEY,
     STORE_SCHEMA,
     append_to_store,

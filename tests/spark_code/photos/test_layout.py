@@ -3,7 +3,7 @@ import socket
 import boto3
 import pytest
 
-from spark_code.layout import NO_SPLIT, LayoutError, discover_layout, empty_files, validate_class_name
+from spark_code.photos.layout import NO_SPLIT, LayoutError, discover_layout, empty_files, validate_class_name
 
 
 def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):

@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from spark_code.layout import LayoutError
-from spark_code.parquet_store import (
+from spark_code.photos.layout import LayoutError
+from spark_code.storage.parquet_store import (
     MissingClassError,
     input_stamps,
     published_stamps,
@@ -14,7 +14,7 @@ from spark_code.parquet_store import (
     write_classes,
     write_table,
 )
-from spark_code.publish import leftovers, pointers, recover
+from spark_code.storage.publish import leftovers, pointers, recover
 
 
 def _rows(spark, data):

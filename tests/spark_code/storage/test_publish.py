@@ -24,9 +24,9 @@ import pytest
 from pyspark.ml.feature import StandardScaler
 from pyspark.ml.linalg import Vectors
 
-from spark_code import publish, storage
-from spark_code.ml_models import NOTES_FILE, VERSION, ModelArtifact, load_model, save_model
-from spark_code.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
+from spark_code.models.ml_models import NOTES_FILE, VERSION, ModelArtifact, load_model, save_model
+from spark_code.storage import publish, storage
+from spark_code.storage.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
 from tests.conftest import REPO
 
 
@@ -216,7 +216,7 @@ def test_owner_of_a_version(monkeypatch):
 S3_WRITER = """
 import sys, time
 import pyarrow as pa, pyarrow.parquet as pq
-from spark_code import publish, storage
+from spark_code.storage import publish, storage
 
 base, count = sys.argv[1], int(sys.argv[2])
 version = publish.new_version(base)

@@ -1,8 +1,8 @@
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code.layout import NO_SPLIT
-from spark_code.splits import EVALUATE, ROLE, TRAIN, VALIDATE, SplitError, SplitRoles, resolve_roles, with_roles
+from spark_code.photos.layout import NO_SPLIT
+from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, VALIDATE, SplitError, SplitRoles, resolve_roles, with_roles
 
 
 @pytest.mark.parametrize(

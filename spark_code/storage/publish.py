@@ -42,7 +42,7 @@ import socket
 import time
 import uuid
 
-from spark_code import storage
+from spark_code.storage import storage
 
 VERSIONS = "_versions"
 POINTERS = "_current"

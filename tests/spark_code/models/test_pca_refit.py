@@ -1,4 +1,4 @@
-from spark_code.pca_refit import FIT_SETTINGS, TRAINING_ROWS, refit_reason
+from spark_code.models.pca_refit import FIT_SETTINGS, TRAINING_ROWS, refit_reason
 
 CONTEXT = {"embedding": {"alpha": 0.35}, "roles": {"train": ["Training"]}, FIT_SETTINGS: {"variance": 0.95}}
 PREVIOUS = {**CONTEXT, TRAINING_ROWS: {"Banana": 100, "Kiwi": 100}, "model_version": "v1"}

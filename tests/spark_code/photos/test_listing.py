@@ -1,8 +1,8 @@
 import os
 import shutil
 
-from spark_code.layout import discover_layout
-from spark_code.listing import class_versions
+from spark_code.photos.layout import discover_layout
+from spark_code.photos.listing import class_versions
 
 
 def _write(path, data=b"photo"):

@@ -1,4 +1,4 @@
-"""Saving and loading Spark ML models by path, whatever their class, published by pointer (spark_code.publish).
+"""Saving and loading Spark ML models by path, whatever their class, published by pointer (spark_code.storage.publish).
 
 Each model is saved with `notes.json` beside it: what a reader needs besides the model itself (the embedding
 settings the features came from, k, the class labels), readable without Spark (the app's predictor). The notes also
@@ -17,8 +17,8 @@ from typing import Any
 from pyspark.ml.util import DefaultParamsReader, MLWritable
 from pyspark.sql import SparkSession
 
-from spark_code import publish, storage
 from spark_code.errors import MissingOutputError, PermanentError
+from spark_code.storage import publish, storage
 
 NOTES_FILE = "notes.json"
 VERSION = "model_version"

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from spark_code.images import ImageDecodeError, check_image, load_rgb, preprocess
+from spark_code.photos.images import ImageDecodeError, check_image, load_rgb, preprocess
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, encoded, fruit_like
 
-# References below are computed from the arrays the images are built from, by formula, never by spark_code.images;
-# the files are lossless (PNG, TIFF, GIF), so what is decoded is exactly what was written.
+# References below are computed from the arrays the images are built from, by formula, never by
+# spark_code.photos.images; the files are lossless (PNG, TIFF, GIF), so what is decoded is exactly what was written.
 
 
 @pytest.mark.parametrize("name", sorted(GOOD_IMAGES))

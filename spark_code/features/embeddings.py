@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from spark_code.images import ImageDecodeError, preprocess
-from spark_code.layout import is_remote, local_path
+from spark_code.photos.images import ImageDecodeError, preprocess
+from spark_code.photos.layout import is_remote, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 _EMBED_SCHEMA = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])

@@ -14,7 +14,7 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from spark_code.layout import ImagesLayout, is_remote, local_path
+from spark_code.photos.layout import ImagesLayout, is_remote, local_path
 
 
 def _hidden(relative: str) -> bool:

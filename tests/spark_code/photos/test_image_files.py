@@ -5,7 +5,7 @@ import boto3
 import pandas as pd
 from pyspark.sql import functions as F
 
-from spark_code.image_files import (
+from spark_code.photos.image_files import (
     CONTENT_KEY,
     INDEX_COLUMNS,
     READ_NOW,
@@ -16,7 +16,7 @@ from spark_code.image_files import (
     reindex,
     with_contents,
 )
-from spark_code.layout import discover_layout
+from spark_code.photos.layout import discover_layout
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files
 
 

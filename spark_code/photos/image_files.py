@@ -17,10 +17,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
-from spark_code import storage
-from spark_code.images import ImageDecodeError, check_image
-from spark_code.layout import NO_SPLIT, ImagesLayout, empty_files, is_remote
-from spark_code.storage import qualify
+from spark_code.photos.images import ImageDecodeError, check_image
+from spark_code.photos.layout import NO_SPLIT, ImagesLayout, empty_files, is_remote
+from spark_code.storage import storage
+from spark_code.storage.storage import qualify
 
 CONTENT_KEY = "content_hash"
 """The SHA-256 of a file's bytes (hex): what the embedding store keys embeddings by."""

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from spark_code.errors import PermanentError
-from spark_code.splits import ROLE, TRAIN, VALIDATE
+from spark_code.photos.splits import ROLE, TRAIN, VALIDATE
 
 FEATURES = "pca_vector"
 LABEL_INDEX = "label_index"
@@ -165,7 +165,8 @@ def train_classifier(
     """Fit label index + classifier on rows of path, label, split, pca_features and `role` (TRAIN and VALIDATE rows
     are used): the penalty is chosen on validation data, then refitted on all of them; a candidate that does not
     converge or stays at chance is refused and the next best is tried. With `kept_reg_param` (the penalty of an
-    earlier search, see spark_code.penalty_search) that penalty is refitted without a search, unless it is refused."""
+    earlier search, see spark_code.models.penalty_search) that penalty is refitted without a search, unless it is
+    refused."""
     candidates = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).withColumn(FEATURES, array_to_vector("pca_features"))
     indexer = StringIndexer(
         inputCol="label", outputCol=LABEL_INDEX, stringOrderType="alphabetAsc", handleInvalid="skip"
@@ -205,7 +206,7 @@ def train_classifier(
         largest = indexed.groupBy(LABEL_INDEX).count().agg(F.max("count"), F.sum("count")).first()
         chance = largest[0] / largest[1]
         if kept_reg_param is not None:
-            kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.penalty_search)")
+            kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.models.penalty_search)")
             if kept is not None:
                 return kept
         metrics = _search(indexed, validated, settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_code.layout import NO_SPLIT, LayoutError
+from spark_code.photos.layout import NO_SPLIT, LayoutError
 
 ROLE = "role"
 TRAIN = "train"

@@ -6,7 +6,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_code.classifier import (
+from spark_code.models.classifier import (
     ClassifierSettings,
     DegenerateClassifierError,
     NotEnoughClassesError,
@@ -17,7 +17,7 @@ from spark_code.classifier import (
     train_classifier,
     with_folds,
 )
-from spark_code.splits import SplitRoles, with_roles
+from spark_code.photos.splits import SplitRoles, with_roles
 
 
 @pytest.fixture(scope="module")

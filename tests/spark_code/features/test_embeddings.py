@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 from pyspark.sql import functions as F
 
-from spark_code import embeddings
-from spark_code.embeddings import (
+from spark_code.features import embeddings
+from spark_code.features.embeddings import (
     PHOTOS_PER_TASK,
     PHOTOS_PER_TASK_CONF,
     accepted,
@@ -18,9 +18,9 @@ from spark_code.embeddings import (
     ship_weights,
     spread,
 )
-from spark_code.image_files import _check_images, read_image_files
-from spark_code.images import MissingCodecError, preprocess
-from spark_code.layout import discover_layout
+from spark_code.photos.image_files import _check_images, read_image_files
+from spark_code.photos.images import MissingCodecError, preprocess
+from spark_code.photos.layout import discover_layout
 from spark_code.settings import EMBEDDING_WIDTH, ModelSettings
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
 
