@@ -59,7 +59,7 @@ def test_the_rooms_exist():
     assert {"fruits_assets.cli.main", "fruits_assets.app.predictor", "fruits_assets.bench.standalone_cluster"} <= set(
         MODULES
     )
-    assert {"fruits_assets.emr.resources", "fruits_assets.definitions", "spark_code.features.embeddings"} <= set(
+    assert {"fruits_assets.defs.emr_resources", "fruits_assets.definitions", "spark_code.features.embeddings"} <= set(
         MODULES
     )
 
@@ -72,11 +72,11 @@ def test_the_rooms_exist():
         (
             [m for m in _in("fruits_assets") if not _within(m, *ROOMS)],
             ROOMS,
-            ("fruits_assets.emr.resources", "fruits_assets.emr"),  # definitions picks the prod deployment's resources
+            (),
         ),
         (_in("fruits_assets.main_job"), tuple(r for r in ROOMS if r != "fruits_assets.main_job"), ()),
         (_in("fruits_assets.bench", "fruits_assets.emr", "fruits_assets.app"), ("fruits_assets.cli",), ()),
-        (["fruits_assets.emr.resources", "fruits_assets.emr.cluster"], ("fruits_assets.emr.cli",), ()),
+        (["fruits_assets.emr.cluster"], ("fruits_assets.emr.cli",), ()),
     ],
     ids=["spark_code", "app", "dagster code location", "main job", "rooms below the command line", "emr"],
 )

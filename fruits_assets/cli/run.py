@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from fruits_assets.local_spark import start_in_background
+from fruits_assets.defs.local_spark import start_in_background
 from spark_code.photos.layout import LayoutError
 
 QUALITY_GATE_EXIT = 3

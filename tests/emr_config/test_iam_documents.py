@@ -16,7 +16,7 @@ from fruits_assets.emr import cli as emr_cli
 from fruits_assets.emr.cluster import EMR_CONFIG, INSTANCE_PROFILE, INSTANCE_ROLE, render_document
 from spark_code.storage.publish import POINTERS, PUBLISHED, VERSIONS, WHOLE
 from tests.conftest import WEIGHTS
-from tests.fruits_assets.emr.test_step_launcher import CLASS, LAUNCH, moto_step
+from tests.fruits_assets.defs.test_step_launcher import CLASS, LAUNCH, moto_step
 
 VALUES = {"bucket": "fruits-bucket", "account_id": "123456789012", "region": "eu-west-1"}
 PREFIXES = ("images/", "outputs/", "staging/", "code/", "models/", "logs/")

@@ -120,7 +120,7 @@ def test_a_run_over_some_classes_trains_on_every_published_class(images, shared_
     unpublished everywhere and leaves the models."""
     from dagster import DagsterInstance
 
-    from fruits_assets.partitions import fruit_class_partitions
+    from fruits_assets.defs.partitions import fruit_class_partitions
 
     out = tmp_path / "out"
     first = _run(images, out)

@@ -2,7 +2,7 @@
 delete what dead writers left, on local disk (with Spark) and on S3 (a real S3 API on loopback, without Spark).
 
 The states a killed writer leaves are made here with the writer's own steps, under the tag of a process that really
-ran and ended; tests/fruits_assets/test_interrupted_runs.py kills real runs, and the S3 test below kills a real
+ran and ended; tests/fruits_assets/defs/test_interrupted_runs.py kills real runs, and the S3 test below kills a real
 writer process.
 """
 

@@ -21,8 +21,7 @@ from dagster_aws.emr import emr_pyspark_step_launcher
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 
-from fruits_assets.emr import BUCKET_ENV, CLUSTER_ENV
-from fruits_assets.emr.cluster import DEFAULT_REGION
+from fruits_assets.defs.prod_env import BUCKET_ENV, CLUSTER_ENV, region
 from spark_code.settings import ModelSettings, spark_conf
 
 PACKAGES = ("fruits_assets", "spark_code")
@@ -36,10 +35,6 @@ REMOTE_ENV_NAMES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 class ProdSettingsError(RuntimeError):
     """A setting the prod deployment cannot do without is missing."""
-
-
-def region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
 
 def required_env(name: str) -> str:

@@ -4,11 +4,11 @@ from dagster import AssetCheckResult, AssetKey, DagsterEventType, Output, build_
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.app.predictor import FruitPredictor
-from fruits_assets.assets.features import image_embeddings, reduced_features
-from fruits_assets.assets.ingestion import raw_images
-from fruits_assets.assets.models import pca_model
 from fruits_assets.definitions import all_assets
-from fruits_assets.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.defs.assets.features import image_embeddings, reduced_features
+from fruits_assets.defs.assets.ingestion import raw_images
+from fruits_assets.defs.assets.models import pca_model
+from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
 from spark_code.models.ml_models import MismatchedModelsError
 from spark_code.storage.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k

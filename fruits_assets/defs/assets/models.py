@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetObservation, MetadataVa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import (
+from fruits_assets.defs.assets.common import (
     SPARK_RETRY,
     StepLauncherParam,
     check_settings,
@@ -15,13 +15,13 @@ from fruits_assets.assets.common import (
     skipped,
     split_roles,
 )
-from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
-from fruits_assets.failures import fail_at_once_when_permanent
-from fruits_assets.freshness import pca_context
-from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
-from fruits_assets.plots import cumulative_variance_plot
-from fruits_assets.resources import FruitsSettings, PublishedOutputs
-from fruits_assets.stages import logged_stage
+from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
+from fruits_assets.defs.failures import fail_at_once_when_permanent
+from fruits_assets.defs.io_managers import PUBLISHED_CLASSES_ONLY
+from fruits_assets.defs.plots import cumulative_variance_plot
+from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.defs.staleness import pca_context
+from fruits_assets.defs.steps import logged_stage
 from spark_code.models.ml_models import ModelArtifact, published_notes
 from spark_code.models.pca import fit_pca
 from spark_code.models.pca_refit import TRAINING_ROWS, kept_reason, refit_reason

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, materialize
 
-from fruits_assets.assets.features import image_embeddings
-from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.defs.assets.features import image_embeddings
+from fruits_assets.defs.assets.ingestion import raw_images
 from spark_code.storage.parquet_store import read_classes
 from spark_code.storage.storage import qualify
 from tests.conftest import copy_sample

@@ -8,8 +8,8 @@ from tests.conftest import REPO
 # In a process of its own: the test session's Spark session would otherwise be the one found.
 STARTED_AHEAD = """
 import json, os, subprocess
-from fruits_assets.local_spark import start_in_background
-from fruits_assets.resources import local_spark
+from fruits_assets.defs.local_spark import start_in_background
+from fruits_assets.defs.resources import local_spark
 
 thread = start_in_background()
 session = local_spark().spark_session  # asked while the background start is under way: waits for it
@@ -38,6 +38,6 @@ def test_the_session_started_ahead_is_the_one_the_steps_get():
 
 
 def test_a_process_that_needs_no_spark_exits_while_it_starts():
-    code = "from fruits_assets.local_spark import start_in_background; start_in_background(); print('bye')"
+    code = "from fruits_assets.defs.local_spark import start_in_background; start_in_background(); print('bye')"
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0 and completed.stdout.strip() == "bye", completed.stderr[-2000:]

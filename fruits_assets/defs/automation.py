@@ -20,8 +20,8 @@ import os
 
 from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from fruits_assets.freshness import settings_digest
-from fruits_assets.resources import FruitsSettings, resolved_settings
+from fruits_assets.defs.resources import FruitsSettings, resolved_settings
+from fruits_assets.defs.staleness import settings_digest
 from spark_code.photos.images import PREPROCESSING_VERSION
 
 CHANGED_UPSTREAM = AutomationCondition.eager()
@@ -56,7 +56,7 @@ fruits_automation_sensor = AutomationConditionSensorDefinition(
     else DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     emit_backfills=False,
-    description="Materializes new classes, changed photos and what depends on them (fruits_assets.automation).",
+    description="Materializes new classes, changed photos and what depends on them (fruits_assets.defs.automation).",
 )
 
 CODE_VERSIONS = {
@@ -72,7 +72,7 @@ CODE_VERSIONS = {
 
 
 def code_version(asset: str, settings: FruitsSettings | None = None) -> str:
-    """The asset's code version and a digest of the settings it depends on (fruits_assets.freshness.asset_settings,
+    """The asset's code version and a digest of the settings it depends on (fruits_assets.defs.staleness.asset_settings,
     the planner's source too), as the environment sets them by default (the UI's settings): changing either shows
     the asset as stale in the UI."""
     digest = settings_digest(asset, settings or resolved_settings({}))

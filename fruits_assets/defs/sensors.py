@@ -16,8 +16,8 @@ from dagster import (
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster_aws.s3 import S3Resource
 
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import FruitsSettings
 from spark_code.photos.layout import LayoutError
 from spark_code.photos.listing import class_versions
 

@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from fruits_assets.plots import image_markdown, thumbnail_strip
+from fruits_assets.defs.plots import image_markdown, thumbnail_strip
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES
 
 

@@ -9,7 +9,7 @@ from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
-from fruits_assets.local_spark import local_spark_conf
+from fruits_assets.defs.local_spark import local_spark_conf
 from spark_code.features.embedding_store import STORE_FOLDER
 from spark_code.models.classifier import ClassifierSettings
 from spark_code.models.pca_refit import DEFAULT_REFIT_SHARE
@@ -200,6 +200,6 @@ class EmbeddingStore(ConfigurableResource):
 
 
 def local_spark() -> LazyPySparkResource:
-    """Spark driven from this process, with the settings of fruits_assets.local_spark (a session started ahead of
+    """Spark driven from this process, with the settings of fruits_assets.defs.local_spark (a session started ahead of
     time with them is the one this resource gets)."""
     return LazyPySparkResource(spark_config=local_spark_conf())

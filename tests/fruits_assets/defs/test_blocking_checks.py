@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from fruits_assets.checks import BLOCKED
-from fruits_assets.freshness import Freshness
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.checks import BLOCKED
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.staleness import Staleness
 from spark_code.features.embedding_store import STORE_SCHEMA, append_to_store, settings_fingerprint
 from spark_code.settings import EMBEDDING_WIDTH
 from spark_code.storage.parquet_store import published_stamps, read_classes, write_classes
@@ -29,9 +29,9 @@ def _refused(result, check: str, step: str) -> None:
     assert failures[0].step_failure_data.user_failure_data.description == f"{BLOCKED}: {check}"
 
 
-def _state(root: Path, out: Path, classes: list[str], **settings: object) -> Freshness:
+def _state(root: Path, out: Path, classes: list[str], **settings: object) -> Staleness:
     config = FruitsSettings(images_root=str(root), model_weights=str(WEIGHTS), model_alpha=0.35, **settings)
-    return Freshness(str(out), config, config.layout(), classes)
+    return Staleness(str(out), config, config.layout(), classes)
 
 
 def _ingestion_refused_twice(root: Path, out: Path, name: str, check: str, **settings: object) -> None:

@@ -4,8 +4,8 @@ stale, never marked up to date while it misses the photo."""
 import shutil
 from pathlib import Path
 
-from fruits_assets.freshness import Freshness, stale
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.staleness import Staleness, stale
 from spark_code.storage.parquet_store import input_stamps, published_stamps, read_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import materialize_for
@@ -14,9 +14,9 @@ CLASSES = ["Banana", "Kiwi"]
 INGESTION = ["raw_images", "image_embeddings", "rejected_images"]
 
 
-def _state(root: Path, out: Path) -> Freshness:
+def _state(root: Path, out: Path) -> Staleness:
     settings = FruitsSettings(images_root=str(root), model_weights=str(WEIGHTS), model_alpha=0.35, pca_k=2)
-    return Freshness(str(out), settings, settings.layout(), CLASSES)
+    return Staleness(str(out), settings, settings.layout(), CLASSES)
 
 
 def _add_photo(root: Path, name: str, count: list[int]) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from dagster import AssetKey, materialize
 
-from fruits_assets.assets.features import image_embeddings
-from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.defs.assets.features import image_embeddings
+from fruits_assets.defs.assets.ingestion import raw_images
 from spark_code.storage.parquet_store import read_classes
 from spark_code.storage.publish import leftovers, pointers, recover, version_of
 from tests.conftest import REPO, copy_sample, driver_command

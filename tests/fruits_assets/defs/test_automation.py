@@ -5,7 +5,7 @@ from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterIns
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from fruits_assets.definitions import defs
-from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.defs.partitions import fruit_class_partitions
 
 INGESTION = {"raw_images", "image_embeddings", "rejected_images"}
 PER_CLASS = INGESTION | {"reduced_features"}

@@ -5,8 +5,8 @@ from dataclasses import replace
 import boto3
 import pyarrow.dataset as ds
 
-from fruits_assets.freshness import Freshness
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.staleness import Staleness
 from spark_code.features.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
 from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings
@@ -16,13 +16,13 @@ from tests.conftest import WEIGHTS
 BUCKET = "fruits-outputs"
 
 
-def _state(root: str, images) -> Freshness:
+def _state(root: str, images) -> Staleness:
     settings = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35)
     layout = discover_layout(str(images))
-    return Freshness(root, settings, layout, layout.classes)
+    return Staleness(root, settings, layout, layout.classes)
 
 
-def _summary(state: Freshness) -> dict:
+def _summary(state: Staleness) -> dict:
     return {
         "ingestion": state.stale_ingestion(),
         "pca": state.pca_may_be_stale(),

@@ -3,9 +3,9 @@ from dagster import DagsterInstance, SkipReason, build_sensor_context
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster_aws.s3 import S3Resource
 
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import FruitsSettings
-from fruits_assets.sensors import fruit_class_sensor
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.sensors import fruit_class_sensor
 from tests.images_factory import write_image
 
 

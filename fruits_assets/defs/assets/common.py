@@ -21,7 +21,7 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.resources import FruitsSettings
 from spark_code.photos.layout import ImagesLayout, is_remote, validate_class_name
 from spark_code.photos.splits import SplitRoles, split_names
 from spark_code.settings import EMBEDDING_WIDTH
@@ -95,7 +95,7 @@ def check_settings(settings: FruitsSettings) -> None:
 
 def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tuple[ImagesLayout, list[str]]:
     """The images layout and this run's classes; bad settings, a bad root or an unknown class fail fast (no
-    retries: they are PermanentErrors, see fruits_assets.failures) with a clear message."""
+    retries: they are PermanentErrors, see fruits_assets.defs.failures) with a clear message."""
     check_settings(settings)
     classes = sorted(context.partition_keys)
     for name in classes:

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
-from fruits_assets.automation import code_version
 from fruits_assets.definitions import defs
-from fruits_assets.freshness import (
+from fruits_assets.defs.automation import code_version
+from fruits_assets.defs.resources import FruitsSettings, with_changes
+from fruits_assets.defs.staleness import (
     INPUTS,
-    Freshness,
+    Staleness,
     classifier_inputs,
     evaluation_stamp,
     pca_context,
     reduced_stamps,
     stale,
 )
-from fruits_assets.resources import FruitsSettings, with_changes
 from spark_code.models.ml_models import NOTES_FILE, VERSION
 from spark_code.models.pca_refit import TRAINING_ROWS
 from spark_code.storage import storage
@@ -61,7 +61,7 @@ def _publish(out: Path, asset: str, stamps: dict[str, str], notes: dict | None =
 
 def _up_to_date_root(out: Path, settings: FruitsSettings) -> Path:
     """An output root of hand-made stamps, as a run with these settings publishes them."""
-    planner = Freshness(str(out), settings, settings.layout(), CLASSES)
+    planner = Staleness(str(out), settings, settings.layout(), CLASSES)
     _publish(out, "raw_images", planner.indexed)
     _publish(out, "image_embeddings", planner.embedded)
     _publish(out, "rejected_images", planner.embedded)
@@ -76,7 +76,7 @@ def _up_to_date_root(out: Path, settings: FruitsSettings) -> Path:
 
 
 def _planner_stale(out: Path, settings: FruitsSettings) -> set[str]:
-    state = Freshness(str(out), settings, settings.layout(), CLASSES)
+    state = Staleness(str(out), settings, settings.layout(), CLASSES)
     found = {
         asset
         for asset, expected in (

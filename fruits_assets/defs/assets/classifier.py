@@ -19,19 +19,19 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
-from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, code_version
-from fruits_assets.failures import fail_at_once_when_permanent
-from fruits_assets.freshness import (
+from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
+from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
+from fruits_assets.defs.failures import fail_at_once_when_permanent
+from fruits_assets.defs.io_managers import PUBLISHED_CLASSES_ONLY
+from fruits_assets.defs.plots import confusion_matrix_plot
+from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.defs.staleness import (
     COMPUTED_FROM,
     INPUTS,
     classifier_inputs,
     evaluation_stamp,
 )
-from fruits_assets.io_managers import PUBLISHED_CLASSES_ONLY
-from fruits_assets.plots import confusion_matrix_plot
-from fruits_assets.resources import FruitsSettings, PublishedOutputs
-from fruits_assets.stages import logged_stage
+from fruits_assets.defs.steps import logged_stage
 from spark_code.models.classifier import (
     NotEnoughClassesError,
     evaluate,

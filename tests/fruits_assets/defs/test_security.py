@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, materialize
 
-from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.defs.assets.ingestion import raw_images
 from tests.conftest import REPO, copy_sample, driver_command
 from tests.fruits_assets.conftest import make_instance, make_resources
 

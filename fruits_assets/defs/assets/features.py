@@ -16,9 +16,9 @@ from dagster import (
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 
-from fruits_assets.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
-from fruits_assets.automation import AFTER_UPSTREAM_DECISIONS, CHANGED_UPSTREAM, code_version
-from fruits_assets.checks import (
+from fruits_assets.defs.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
+from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, CHANGED_UPSTREAM, code_version
+from fruits_assets.defs.checks import (
     EMBEDDINGS_WIDTH_CHECK,
     NOTHING_LOST_CHECK,
     REDUCED_WIDTH_CHECK,
@@ -29,11 +29,11 @@ from fruits_assets.checks import (
     check_rejected_share,
     refuse_when_blocked,
 )
-from fruits_assets.failures import fail_at_once_when_permanent
-from fruits_assets.freshness import COMPUTED_FROM, embedding_stamps, reduced_stamps
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import EmbeddingStore, FruitsSettings
-from fruits_assets.stages import logged_stage
+from fruits_assets.defs.failures import fail_at_once_when_permanent
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
+from fruits_assets.defs.staleness import COMPUTED_FROM, embedding_stamps, reduced_stamps
+from fruits_assets.defs.steps import logged_stage
 from spark_code.features.embedding_store import (
     KEY,
     append_to_store,

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
 from spark_code.storage.parquet_store import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
@@ -221,7 +221,7 @@ BUILD_PROD_RESOURCES = """
 import sys, tempfile
 from pathlib import Path
 from fruits_assets.definitions import resources_for
-from fruits_assets.emr.resources import code_package
+from fruits_assets.defs.emr_resources import code_package
 
 for _ in range(4):
     resources_for("prod")

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.resources import FruitsSettings
 from spark_code.features.embedding_store import settings_fingerprint
 from spark_code.models.ml_models import VERSION, published_notes
 from spark_code.models.pca_refit import FIT_SETTINGS, TRAINING_ROWS
@@ -76,7 +76,7 @@ def embedding_settings(settings: FruitsSettings) -> dict[str, Any]:
 def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
     """The settings an asset's output depends on: the one source of what a change of settings makes stale, for the
     planner (its stamps and notes, below: what `fruits run` recomputes) and for the UI (the assets' code versions,
-    fruits_assets.automation). The embeddings' stamp names the weights by content (their fingerprint), the UI by
+    fruits_assets.defs.automation). The embeddings' stamp names the weights by content (their fingerprint), the UI by
     name; every other setting is the same value in both."""
     photos = {name: getattr(settings, name) for name in PHOTO_SETTINGS}
     embedding = {"embedding": embedding_settings(settings)}
@@ -131,7 +131,7 @@ def published_classes(root: str, asset: str = "image_embeddings") -> set[str]:
     return set(published_stamps(_output(root, asset))) - {publish.WHOLE}
 
 
-class Freshness:
+class Staleness:
     """The state of one output root against one listing of the images and one set of settings.
 
     `classes` are those the models are trained on; `refresh` (default: all of them) those whose photos are listed

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 
-from fruits_assets.assets.features import image_embeddings
-from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.definitions import all_assets
-from fruits_assets.partitions import fruit_class_partitions
+from fruits_assets.defs.assets.features import image_embeddings
+from fruits_assets.defs.assets.ingestion import raw_images
+from fruits_assets.defs.partitions import fruit_class_partitions
 from spark_code.storage.parquet_store import read_classes
 from tests.conftest import copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources
