@@ -5,9 +5,9 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from fruits_assets.defs.failures import permanent_failures
 from fruits_assets.defs.resources import DEFAULT_OUTPUT_ROOT
 from fruits_assets.defs.staleness import COMPUTED_FROM
+from fruits_assets.defs.steps import permanent_failures
 from spark_code.models.ml_models import ModelArtifact, load_model, save_model
 from spark_code.storage.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
 from spark_code.storage.publish import WHOLE

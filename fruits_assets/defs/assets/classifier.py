@@ -21,7 +21,6 @@ from pyspark.sql import functions as F
 
 from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
 from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
-from fruits_assets.defs.failures import fail_at_once_when_permanent
 from fruits_assets.defs.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.defs.plots import confusion_matrix_plot
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
@@ -31,7 +30,7 @@ from fruits_assets.defs.staleness import (
     classifier_inputs,
     evaluation_stamp,
 )
-from fruits_assets.defs.steps import logged_stage
+from fruits_assets.defs.steps import asset_step
 from spark_code.models.classifier import (
     NotEnoughClassesError,
     evaluate,
@@ -73,8 +72,7 @@ def require_projected_by(reduced: DataFrame, version: str | None, which: str) ->
     automation_condition=AFTER_UPSTREAM_DECISIONS,
     code_version=code_version("fruit_classifier"),
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def fruit_classifier(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -156,8 +154,7 @@ def fruit_classifier(
     automation_condition=AFTER_UPSTREAM_DECISIONS,
     code_version=code_version("classifier_evaluation"),
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def classifier_evaluation(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

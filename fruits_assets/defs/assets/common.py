@@ -95,7 +95,7 @@ def check_settings(settings: FruitsSettings) -> None:
 
 def run_layout(context: AssetExecutionContext, settings: FruitsSettings) -> tuple[ImagesLayout, list[str]]:
     """The images layout and this run's classes; bad settings, a bad root or an unknown class fail fast (no
-    retries: they are PermanentErrors, see fruits_assets.defs.failures) with a clear message."""
+    retries: they are PermanentErrors, see fruits_assets.defs.steps) with a clear message."""
     check_settings(settings)
     classes = sorted(context.partition_keys)
     for name in classes:

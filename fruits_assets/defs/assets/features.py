@@ -29,11 +29,10 @@ from fruits_assets.defs.checks import (
     check_rejected_share,
     refuse_when_blocked,
 )
-from fruits_assets.defs.failures import fail_at_once_when_permanent
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
 from fruits_assets.defs.staleness import COMPUTED_FROM, embedding_stamps, reduced_stamps
-from fruits_assets.defs.steps import logged_stage
+from fruits_assets.defs.steps import asset_step
 from spark_code.features.embedding_store import (
     KEY,
     append_to_store,
@@ -76,8 +75,7 @@ from spark_code.storage.parquet_store import input_stamps
     check_specs=[EMBEDDINGS_WIDTH_CHECK, NOTHING_LOST_CHECK, REJECTED_SHARE_CHECK],
     retry_policy=SPARK_RETRY,
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def image_embeddings(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
@@ -153,8 +151,7 @@ def image_embeddings(
     automation_condition=AFTER_UPSTREAM_DECISIONS,
     code_version=code_version("reduced_features"),
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def reduced_features(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

@@ -15,12 +15,11 @@ from pyspark.sql import functions as F
 
 from fruits_assets.defs.assets.common import SINGLE_RUN, SPARK_RETRY, StepLauncherParam, fresh_spark, run_layout
 from fruits_assets.defs.automation import CHANGED_UPSTREAM, code_version
-from fruits_assets.defs.failures import fail_at_once_when_permanent
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.plots import image_markdown, thumbnail_strip
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.defs.staleness import COMPUTED_FROM, index_stamps
-from fruits_assets.defs.steps import logged_stage
+from fruits_assets.defs.steps import asset_step
 from spark_code.photos.image_files import INDEX_COLUMNS, READ_NOW, list_image_files, reindex, with_contents
 from spark_code.photos.listing import class_versions
 from spark_code.storage.parquet_store import class_dir, read_classes
@@ -74,8 +73,7 @@ def class_photos(context) -> DataVersionsByPartition:  # noqa: ANN001 (an OpExec
     automation_condition=CHANGED_UPSTREAM,
     code_version=code_version("raw_images"),
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def raw_images(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,

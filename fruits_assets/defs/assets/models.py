@@ -16,12 +16,11 @@ from fruits_assets.defs.assets.common import (
     split_roles,
 )
 from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
-from fruits_assets.defs.failures import fail_at_once_when_permanent
 from fruits_assets.defs.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.defs.plots import cumulative_variance_plot
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.defs.staleness import pca_context
-from fruits_assets.defs.steps import logged_stage
+from fruits_assets.defs.steps import asset_step
 from spark_code.models.ml_models import ModelArtifact, published_notes
 from spark_code.models.pca import fit_pca
 from spark_code.models.pca_refit import TRAINING_ROWS, kept_reason, refit_reason
@@ -38,8 +37,7 @@ from spark_code.photos.splits import ROLE, TRAIN, rows_with_role, with_roles
     automation_condition=AFTER_UPSTREAM_DECISIONS,
     code_version=code_version("pca_model"),
 )
-@fail_at_once_when_permanent
-@logged_stage
+@asset_step
 def pca_model(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
