@@ -2,11 +2,11 @@
 
 This is the same asset graph the UI shows, run in-process on the persistent Dagster instance (DAGSTER_HOME, by
 default `.dagster_home` in the current folder, which `make ui` uses too), so the UI lists its runs. What runs is
-planned from the output root and the images' listing (fruits_assets.freshness), never from the instance's history:
+planned from the output root and the images' listing (fruits_assets.defs.staleness), never from the instance's history:
 1. raw_images and image_embeddings for the classes whose photos or embedding settings changed (or whose outputs are
    missing); the embedding store spares the photos already embedded;
 2. pca_model, when a class changed or came or went, or its settings changed; it refits by the rule of
-   spark_code.pca_refit, else keeps the published PCA;
+   spark_code.models.pca_refit, else keeps the published PCA;
 3. reduced_features for the classes not projected by the current PCA from their current embeddings;
 4. fruit_classifier and classifier_evaluation when their inputs changed.
 Each step with stale classes is one Dagster run over a partition range (one Spark job per stage, not per class);
@@ -26,16 +26,16 @@ from typing import Any
 from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from fruits_assets.assets.classifier import ACCURACY_CHECK
-from fruits_assets.assets.common import SKIPPED, settings_problems
 from fruits_assets.definitions import all_assets, resources_for
-from fruits_assets.freshness import Freshness, published_classes
-from fruits_assets.io_managers import output_path
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import resolved_settings, with_changes
-from spark_code.layout import ImagesLayout, discover_layout
-from spark_code.parquet_store import withdraw_classes_except
+from fruits_assets.defs.assets.classifier import ACCURACY_CHECK
+from fruits_assets.defs.assets.common import SKIPPED, settings_problems
+from fruits_assets.defs.io_managers import output_path
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import resolved_settings, with_changes
+from fruits_assets.defs.staleness import Staleness, published_classes
+from spark_code.photos.layout import ImagesLayout, discover_layout
 from spark_code.settings import chosen_output_root
+from spark_code.storage.parquet_store import withdraw_classes_except
 
 OUTPUT_FOLDERS = (
     "raw_images",
@@ -188,7 +188,7 @@ def use_classes(instance: DagsterInstance, classes: list[str], layout: ImagesLay
     """Register `classes` as `fruit_class` partitions, and forget those whose folder is not under the images root
     (deleted classes, another root's): the discovery sensor of this root never adds them back. Partitions of other
     classes under the root stay (the sensor may have just added them): the models read only the classes published
-    (fruits_assets.io_managers). Returns the partitions in the instance's order, the order of partition ranges."""
+    (fruits_assets.defs.io_managers). Returns the partitions in the instance's order, the order of partition ranges."""
     name = fruit_class_partitions.name
     known = instance.get_dynamic_partitions(name)
     for extra in sorted(set(known) - set(layout.classes)):
@@ -285,7 +285,7 @@ def run_main_job(
     trained = sorted(set(selected) | published_classes(root))
     instance = persistent_instance()
     ordered = use_classes(instance, trained, layout)
-    state = Freshness(root, effective, layout, trained, refresh=selected)
+    state = Staleness(root, effective, layout, trained, refresh=selected)
     ingest = selected if full else [name for name in state.stale_ingestion() if name in set(selected)]
     settings = with_changes(effective, **REFIT_ALWAYS) if full else effective
     runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
@@ -307,7 +307,7 @@ def run_main_job(
 
 
 def _summary(
-    runner: _Runner, instance: DagsterInstance, state: Freshness, root: str, withdrawn: list[str]
+    runner: _Runner, instance: DagsterInstance, state: Staleness, root: str, withdrawn: list[str]
 ) -> RunSummary:
     """The summary of what is published for the run's classes, and of what this run did."""
     results = runner.results

@@ -7,7 +7,7 @@ With --hang-after-publishing, the driver writes MARKER_FILE once ASSET's output 
 test can kill it at exactly that point (between two outputs of one step, for example).
 
 The Dagster instance is DAGSTER_HOME's when set (event log and compute logs on disk), else an ephemeral one; Spark
-is `fruits_assets.resources.local_spark()` (FRUITS_SPARK_MASTER, FRUITS_SPARK_CONF).
+is `fruits_assets.defs.resources.local_spark()` (FRUITS_SPARK_MASTER, FRUITS_SPARK_CONF).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance, OutputContext, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from fruits_assets.assets.features import image_embeddings
-from fruits_assets.assets.ingestion import raw_images
 from fruits_assets.definitions import resources_for
-from fruits_assets.io_managers import ClassParquetIOManager
+from fruits_assets.defs.assets.features import image_embeddings
+from fruits_assets.defs.assets.ingestion import raw_images
+from fruits_assets.defs.io_managers import ClassParquetIOManager
+from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.main_job import use_classes
-from fruits_assets.resources import FruitsSettings
 
 ASSETS = {"raw_images": [raw_images], "image_embeddings": [image_embeddings]}
 KEYS = {"raw_images": ["raw_images"], "image_embeddings": ["image_embeddings", "rejected_images"]}

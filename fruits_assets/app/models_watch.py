@@ -20,10 +20,10 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from fruits_assets.app.predictor import FruitPredictor
-from spark_code.layout import join_uri
-from spark_code.ml_models import PCA_VERSION, SAVED_AT, VERSION, published_notes
-from spark_code.parquet_store import published_stamps, read_arrow
-from spark_code.publish import WHOLE, current
+from spark_code.models.ml_models import PCA_VERSION, SAVED_AT, VERSION, published_notes
+from spark_code.photos.layout import join_uri
+from spark_code.storage.parquet_store import published_stamps, read_arrow
+from spark_code.storage.publish import WHOLE, current
 
 log = logging.getLogger("fruits.serve")
 WATCH_ERROR = "model watch: "

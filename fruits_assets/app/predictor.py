@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spark_code.embeddings import Embedder, build_embedder
-from spark_code.images import ImageDecodeError, preprocess
-from spark_code.layout import is_remote, join_uri, local_path
-from spark_code.ml_models import NOTES_FILE, check_pair
-from spark_code.publish import current, pid_alive
+from spark_code.features.embeddings import Embedder, build_embedder
+from spark_code.models.ml_models import NOTES_FILE, check_pair
+from spark_code.photos.images import ImageDecodeError, preprocess
+from spark_code.photos.layout import is_remote, join_uri, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
-from spark_code.storage import filesystem
+from spark_code.storage.publish import current, pid_alive
+from spark_code.storage.storage import filesystem
 
 
 def _read_bytes(uri: str) -> bytes:

@@ -39,7 +39,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from fruits_assets.app.fruit_facts import FruitFacts, facts_for
 from fruits_assets.app.models_watch import ModelWatcher, ServedModel
-from spark_code.images import ImageDecodeError
+from spark_code.photos.images import ImageDecodeError
 
 log = logging.getLogger("fruits.serve")
 

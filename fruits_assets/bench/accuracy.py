@@ -26,14 +26,14 @@ from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
 from fruits_assets.bench.common import loadavg, sample_files
 from fruits_assets.bench.featurize import bare_model
-from spark_code.classifier import evaluate, labels_of, score, train_classifier
-from spark_code.embeddings import cached_embedder, pad_batch, ship_weights, spread
-from spark_code.image_files import read_image_files
-from spark_code.images import preprocess
-from spark_code.layout import discover_layout
-from spark_code.pca import apply_pca, fit_pca
+from spark_code.features.embeddings import cached_embedder, pad_batch, ship_weights, spread
+from spark_code.models.classifier import evaluate, labels_of, score, train_classifier
+from spark_code.models.pca import apply_pca, fit_pca
+from spark_code.photos.image_files import read_image_files
+from spark_code.photos.images import preprocess
+from spark_code.photos.layout import discover_layout
+from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names, with_roles
 from spark_code.settings import ModelSettings
-from spark_code.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names, with_roles
 
 HOLDOUT = "holdout"
 """The role of the training photos kept out of every fit (a hash of the path decides, the same for every setting)."""

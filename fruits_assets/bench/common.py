@@ -12,9 +12,9 @@ from pathlib import Path
 import requests
 from pyspark.sql import SparkSession
 
-from spark_code.embeddings import accepted, embed_images, ship_weights, spread
-from spark_code.image_files import read_image_files
-from spark_code.layout import discover_layout
+from spark_code.features.embeddings import accepted, embed_images, ship_weights, spread
+from spark_code.photos.image_files import read_image_files
+from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf
 
 

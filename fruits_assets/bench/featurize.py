@@ -9,10 +9,10 @@ from typing import Any
 
 from fruits_assets.bench.common import bench_session, loadavg, sample_root, spark_featurize, timed
 from fruits_assets.bench.naive import naive_featurize
-from spark_code.embeddings import cached_embedder, embed_contents, pad_batch
-from spark_code.image_files import read_image_files
-from spark_code.images import preprocess
-from spark_code.layout import discover_layout
+from spark_code.features.embeddings import cached_embedder, embed_contents, pad_batch
+from spark_code.photos.image_files import read_image_files
+from spark_code.photos.images import preprocess
+from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings
 
 WARMUP_CALLS = 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from fruits_assets.bench.common import loadavg
 from fruits_assets.bench.featurize import bare_model
-from spark_code.layout import discover_layout
+from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings
 
 SAMPLE_INTERVAL_S = 0.5

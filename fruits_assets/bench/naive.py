@@ -2,7 +2,7 @@
 
 A pandas UDF that builds MobileNetV2 again for every partition, decodes with Pillow, calls `model.predict` on each
 Arrow batch and leaves TensorFlow's thread pools at their defaults in every Spark task. It is what the project's
-`spark_code.embeddings` is measured against, so it is kept as plain as the notebooks it stands for.
+`spark_code.features.embeddings` is measured against, so it is kept as plain as the notebooks it stands for.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from urllib.parse import unquote
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_code.classifier import Evaluation, evaluate, labels_of, score, train_classifier
-from spark_code.parquet_store import read_classes
-from spark_code.pca import apply_pca, fit_pca
-from spark_code.publish import pointers
-from spark_code.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names, with_roles
+from spark_code.models.classifier import Evaluation, evaluate, labels_of, score, train_classifier
+from spark_code.models.pca import apply_pca, fit_pca
+from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names, with_roles
+from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.publish import pointers
 
 
 def _held_out_classes(classes: list[str], count: int) -> list[str]:

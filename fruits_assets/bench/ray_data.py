@@ -3,7 +3,7 @@ batch-inference guide writes it.
 
 The guide's shape: read the files into a Dataset, preprocess with `map_batches` (stateless tasks), then run the model
 with `map_batches` over a pool of actors, one model per actor, each loaded once in its constructor, and write the
-results. Here the preprocessing and the model are the project's own (`spark_code.images.preprocess`, the padded
+results. Here the preprocessing and the model are the project's own (`spark_code.photos.images.preprocess`, the padded
 `Embedder`, mirror averaging as set), so that the comparison measures the engines, not the code they run. One actor
 per core, each given one CPU and one TensorFlow thread, as the project's Spark tasks are; reading the files and
 writing Parquet are I/O and ask for no CPU, else the actors holding every core would leave the reads none and the
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from spark_code.embeddings import cached_embedder
-from spark_code.images import preprocess
+from spark_code.features.embeddings import cached_embedder
+from spark_code.photos.images import preprocess
 from spark_code.settings import ModelSettings
 
 

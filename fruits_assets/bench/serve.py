@@ -26,7 +26,7 @@ import requests
 from fruits_assets.bench.common import loadavg, wait_until_healthy
 from fruits_assets.bench.featurize import bare_model
 from fruits_assets.bench.predict import bench_predict
-from spark_code.ml_models import published_notes
+from spark_code.models.ml_models import published_notes
 from spark_code.settings import ModelSettings
 
 

@@ -42,7 +42,7 @@ def _facts_lines(label: str) -> list[str]:
 def predict_command(args: argparse.Namespace) -> int:
     from fruits_assets.app.models_watch import evaluation_verdict
     from fruits_assets.app.predictor import FruitPredictor  # TensorFlow is imported only when predicting
-    from spark_code.ml_models import VERSION
+    from spark_code.models.ml_models import VERSION
 
     output_root = chosen_output_root(args.output_root)
     try:

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from fruits_assets.local_spark import start_in_background
-from spark_code.layout import LayoutError
+from fruits_assets.defs.local_spark import start_in_background
+from spark_code.photos.layout import LayoutError
 
 QUALITY_GATE_EXIT = 3
 """`fruits run`'s exit code when every stage ran but the classifier is below the accuracy floor (1: a failure)."""

@@ -1,8 +1,4 @@
-"""The `prod` deployment: the EMR step launcher and its resources (`resources`), the cluster and its IAM as code
-(`cluster`, from `emr_config/`), and `fruits emr setup|up|status|down` (`cli`). Definitions import `resources`; the
-command line imports `cli`; nothing here imports the command line."""
-
-BUCKET_ENV = "FRUITS_S3_BUCKET"
-"""The project bucket: staging, code, images and outputs."""
-CLUSTER_ENV = "FRUITS_EMR_CLUSTER_ID"
-"""The running cluster the step launcher sends steps to."""
+"""EMR operations for the `prod` deployment: the cluster and its IAM as code (`cluster`, from `emr_config/`), and
+`fruits emr setup|up|status|down` (`cli`). The step launcher's resources that run each asset step on the cluster
+belong to the code location (`fruits_assets.defs.emr_resources`, with the deployment's environment names in
+`fruits_assets.defs.prod_env`). The command line imports `cli`; nothing here imports the command line."""

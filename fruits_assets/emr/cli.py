@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from fruits_assets.emr import BUCKET_ENV, CLUSTER_ENV
+from fruits_assets.defs.prod_env import BUCKET_ENV, CLUSTER_ENV, region
 
 
 def add_emr_parser(commands: argparse._SubParsersAction) -> None:
@@ -48,10 +48,7 @@ def add_emr_parser(commands: argparse._SubParsersAction) -> None:
 def _session(args: argparse.Namespace):
     import boto3
 
-    from fruits_assets.emr.cluster import DEFAULT_REGION
-
-    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-    return boto3.session.Session(region_name=region)
+    return boto3.session.Session(region_name=args.region or region())
 
 
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:

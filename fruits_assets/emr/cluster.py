@@ -18,8 +18,6 @@ import boto3
 from botocore.exceptions import ClientError
 
 EMR_CONFIG = Path(__file__).resolve().parents[2] / "emr_config"
-DEFAULT_REGION = "eu-west-1"
-"""Users' photos stay in the EU unless told otherwise."""
 
 CODE_PREFIX = "code/"
 CODE_FILES = ("bootstrap.sh", "requirements-emr.txt")

@@ -14,9 +14,9 @@ import pytest
 from fruits_assets.cli import main
 from fruits_assets.emr import cli as emr_cli
 from fruits_assets.emr.cluster import EMR_CONFIG, INSTANCE_PROFILE, INSTANCE_ROLE, render_document
-from spark_code.publish import POINTERS, PUBLISHED, VERSIONS, WHOLE
+from spark_code.storage.publish import POINTERS, PUBLISHED, VERSIONS, WHOLE
 from tests.conftest import WEIGHTS
-from tests.fruits_assets.emr.test_step_launcher import CLASS, LAUNCH, moto_step
+from tests.fruits_assets.defs.test_step_launcher import CLASS, LAUNCH, moto_step
 
 VALUES = {"bucket": "fruits-bucket", "account_id": "123456789012", "region": "eu-west-1"}
 PREFIXES = ("images/", "outputs/", "staging/", "code/", "models/", "logs/")
@@ -105,8 +105,8 @@ MISSING_KEY_READS = {
         "logs/j-CLUSTER/steps/s-STEP/stdout.gz",
     ],
     "iam/instance-role.policy.json": [
-        # spark_code.publish on the driver: a part's pointer before its first publication (storage.read_text is None
-        # only on a 404), the marker of a version not yet published (storage.exists).
+        # spark_code.storage.publish on the driver: a part's pointer before its first publication (storage.read_text
+        # is None only on a 404), the marker of a version not yet published (storage.exists).
         f"outputs/features/{POINTERS}/{WHOLE}",
         f"outputs/features/{VERSIONS}/tag.1@host/{PUBLISHED}",
         # Spark/EMRFS/Hadoop's existence check of an output path before writing (a HEAD of the key).

@@ -7,8 +7,8 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materiali
 
 from fruits_assets.bench.standalone_cluster import StandaloneCluster, standalone_cluster
 from fruits_assets.definitions import resources_for
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import FruitsSettings
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import FruitsSettings
 from tests.conftest import WEIGHTS
 
 

@@ -1,10 +1,10 @@
 import pytest
 from dagster import AssetKey, AssetsDefinition
 
-from fruits_assets.assets.common import SPARK_RETRY
 from fruits_assets.definitions import all_assets, defs, resources_for
-from fruits_assets.local_spark import extra_spark_conf
-from fruits_assets.resources import resolved_settings, settings_from_env, with_changes
+from fruits_assets.defs.assets.common import SPARK_RETRY
+from fruits_assets.defs.local_spark import extra_spark_conf
+from fruits_assets.defs.resources import resolved_settings, settings_from_env, with_changes
 
 
 def test_the_asset_graph_has_every_stage_with_its_lineage():
@@ -56,8 +56,8 @@ def test_the_automation_sensors_are_on_by_default():
 
 
 def test_the_code_versions_follow_the_settings_the_environment_sets(monkeypatch):
-    """The UI's settings are the FRUITS_* variables (every setting: tests/fruits_assets/test_one_judge.py)."""
-    from fruits_assets.automation import code_version
+    """The UI's settings are the FRUITS_* variables (every setting: tests/fruits_assets/defs/test_one_judge.py)."""
+    from fruits_assets.defs.automation import code_version
 
     before = {asset: code_version(asset) for asset in ("raw_images", "image_embeddings", "fruit_classifier")}
     monkeypatch.setenv("FRUITS_MODEL_ALPHA", "0.5")
@@ -72,7 +72,7 @@ def test_an_unknown_deployment_is_refused():
 
 
 def test_prod_needs_its_bucket(monkeypatch):
-    from fruits_assets.emr.resources import ProdSettingsError
+    from fruits_assets.defs.emr_resources import ProdSettingsError
 
     monkeypatch.delenv("FRUITS_S3_BUCKET", raising=False)
     with pytest.raises(ProdSettingsError, match="FRUITS_S3_BUCKET"):

@@ -5,7 +5,7 @@ import io
 import json
 
 from fruits_assets.cli import main
-from spark_code.parquet_store import read_arrow
+from spark_code.storage.parquet_store import read_arrow
 
 
 def _rows(folder: str, column: str) -> dict[str, list[float]]:

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from fruits_assets.main_job import contiguous_ranges, run_main_job
-from spark_code.ml_models import VERSION, published_notes
-from spark_code.parquet_store import published_stamps, read_arrow
+from spark_code.models.ml_models import VERSION, published_notes
+from spark_code.storage.parquet_store import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
 
 FLOOR = 0.8
@@ -120,7 +120,7 @@ def test_a_run_over_some_classes_trains_on_every_published_class(images, shared_
     unpublished everywhere and leaves the models."""
     from dagster import DagsterInstance
 
-    from fruits_assets.partitions import fruit_class_partitions
+    from fruits_assets.defs.partitions import fruit_class_partitions
 
     out = tmp_path / "out"
     first = _run(images, out)

@@ -11,9 +11,9 @@ import pytest
 
 from fruits_assets.cli import main
 from fruits_assets.cli.run import summary_lines
-from spark_code.ml_models import NOTES_FILE
-from spark_code.parquet_store import read_arrow
-from spark_code.publish import current
+from spark_code.models.ml_models import NOTES_FILE
+from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.publish import current
 
 EVERY_CHECK = {
     "embeddings_are_1280_wide_without_nan": True,

@@ -6,11 +6,11 @@ import time
 from dagster import build_sensor_context
 from dagster_aws.s3 import S3Resource
 
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.sensors import fruit_class_sensor
 from fruits_assets.main_job import persistent_instance, run_main_job
-from fruits_assets.partitions import fruit_class_partitions
-from fruits_assets.resources import FruitsSettings
-from fruits_assets.sensors import fruit_class_sensor
-from spark_code.ml_models import published_notes
+from spark_code.models.ml_models import published_notes
 from tests.images_factory import write_image
 
 CLASSES = 300

@@ -18,13 +18,13 @@ from PIL import Image
 from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseMatrix, SparseVector, Vectors
 
 from fruits_assets.app.predictor import FruitPredictor, _matrix, _read_rows, _vector
-from spark_code import publish
-from spark_code.classifier import FEATURES
-from spark_code.embeddings import build_embedder
-from spark_code.images import ImageDecodeError, preprocess
-from spark_code.ml_models import NOTES_FILE, load_model
-from spark_code.parquet_store import read_arrow
+from spark_code.features.embeddings import build_embedder
+from spark_code.models.classifier import FEATURES
+from spark_code.models.ml_models import NOTES_FILE, load_model
+from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.settings import ModelSettings
+from spark_code.storage import publish
+from spark_code.storage.parquet_store import read_arrow
 from tests.conftest import REAL_CLASSES, WEIGHTS
 from tests.images_factory import BAD_IMAGES, encoded
 

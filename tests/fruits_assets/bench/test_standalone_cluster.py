@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from spark_code.parquet_store import read_classes
+from spark_code.storage.parquet_store import read_classes
 from tests.conftest import WEIGHTS
 
 CLASS = "Kiwi"
@@ -15,8 +15,8 @@ MATERIALIZE = """
 import sys
 from dagster import materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from fruits_assets.assets.features import image_embeddings
-from fruits_assets.assets.ingestion import raw_images
+from fruits_assets.defs.assets.features import image_embeddings
+from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.definitions import resources_for
 from tests.fruits_assets.conftest import make_instance
 

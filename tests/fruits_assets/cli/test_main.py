@@ -12,11 +12,11 @@ import pytest
 
 from fruits_assets.cli import main
 from fruits_assets.cli.run import summary_lines
-from spark_code.embeddings import build_embedder
-from spark_code.images import preprocess
-from spark_code.parquet_store import read_arrow
-from spark_code.publish import current
+from spark_code.features.embeddings import build_embedder
+from spark_code.photos.images import preprocess
 from spark_code.settings import ModelSettings
+from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.publish import current
 from tests.conftest import REAL_CLASSES, WEIGHTS, copy_sample, numpy_pca_k
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files
 

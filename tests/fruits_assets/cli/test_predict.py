@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fruits_assets.app.models_watch import ModelWatcher
 from fruits_assets.cli import main
-from spark_code import publish
-from spark_code.parquet_store import STAMPS_FILE
+from spark_code.storage import publish
+from spark_code.storage.parquet_store import STAMPS_FILE
 
 REFUSED = "fruits: error: not answering with the published classifier: "
 

@@ -1,0 +1,139 @@
+"""Each photo embedded once: a store of embeddings keyed by the photo's content and by the embedding settings.
+
+An embedding is a function of a photo's bytes and of the settings that make it (the weights file's content, alpha,
+input size, mirror averaging, the preprocessing code's version); the photo's name, folder and class play no part.
+The store keeps `content_hash` (SHA-256 of the bytes), `features` and `error` (why the photo was rejected) per
+settings fingerprint, so materializing a class runs the model only on contents the store has not seen with these
+settings: a renamed or copied photo costs nothing, a photo whose bytes changed is embedded again, and switching
+settings back and forth costs nothing twice. Batch size is not part of the key: features do not depend on it.
+
+Layout, under `<output_root>/embedding_store/`: each write is a new version holding one segment (the rows it adds)
+published by pointer (`spark_code.storage.publish`) as the part `<fingerprint>-<id>`; readers union their fingerprint's
+segments. A segment is never replaced, so no reader loses a key. A writer adds only keys that no published segment
+holds, once each; two writers racing on the same photos may both add a key, and readers keep one row per key (the
+rows are equal: same bytes, same settings).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import uuid
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from spark_code.photos.image_files import CONTENT_KEY, literal
+from spark_code.photos.images import PREPROCESSING_VERSION
+from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
+from spark_code.storage import publish, storage
+
+STORE_FOLDER = "embedding_store"
+"""The store's folder under the output root."""
+KEY = CONTENT_KEY
+STORE_SCHEMA = StructType(
+    [
+        StructField(KEY, StringType(), False),
+        StructField("features", ArrayType(FloatType())),
+        StructField("error", StringType()),
+    ]
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _content_digest(uri: str, size: int, mtime_ns: int | None) -> str:
+    """SHA-256 of a file's bytes, computed once per version of the file (its size and modification time)."""
+    fs, path = storage.filesystem(uri)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_identity(weights: str) -> str:
+    """What the weights are, by content: a weights file's SHA-256 (wherever it lies), or Keras's ImageNet release."""
+    if weights == "imagenet":
+        return "keras-imagenet"
+    fs, path = storage.filesystem(weights)
+    info = fs.get_file_info(path)
+    if info.size is None:
+        raise FileNotFoundError(f"MobileNetV2 weights file not found: {weights}")
+    return "sha256:" + _content_digest(weights, info.size, info.mtime_ns)
+
+
+def settings_fingerprint(settings: ModelSettings) -> str | None:
+    """The store key of these embedding settings; None for untrained random weights, whose features differ between
+    processes and must never be stored."""
+    if settings.weights == RANDOM_WEIGHTS:
+        return None
+    described = {
+        "model": "MobileNetV2, average pooling",
+        "weights": _weights_identity(settings.weights),
+        "alpha": settings.alpha,
+        "image_size": settings.image_size,
+        "flip_average": settings.flip_average,
+        "preprocessing": PREPROCESSING_VERSION,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_content_keys(files: DataFrame) -> DataFrame:
+    """Add each file's KEY, the SHA-256 of its content."""
+    return files.withColumn(KEY, F.sha2("content", 256))
+
+
+def segments(base: str, fingerprint: str) -> list[str]:
+    """The published segments of one fingerprint, as folders."""
+    base = base.rstrip("/")
+    return [
+        f"{base}/{location}" for part, location in sorted(publish.pointers(base).items()) if _is_of(part, fingerprint)
+    ]
+
+
+def _is_of(part: str, fingerprint: str) -> bool:
+    return part.startswith(f"{fingerprint}-")
+
+
+def empty_store_rows(spark: SparkSession) -> DataFrame:
+    """No row, with the store's columns."""
+    return spark.createDataFrame([], STORE_SCHEMA)
+
+
+def read_store(spark: SparkSession, base: str, fingerprint: str | None) -> DataFrame:
+    """KEY, features, error of every photo stored with these settings, one row per key (none for None)."""
+    folders = segments(base, fingerprint) if fingerprint else []
+    if not folders:
+        return empty_store_rows(spark)
+    return spark.read.schema(STORE_SCHEMA).parquet(*map(literal, folders)).dropDuplicates([KEY])
+
+
+def append_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
+    """Publish `rows` (KEY, features, error: one per key, none of them stored yet) as a new segment of the
+    fingerprint; readers see all of it or none of it. Persist `rows` first: the write packs them into one file per
+    core, which would otherwise narrow their computation (the model's) to as many tasks."""
+    base = base.rstrip("/")
+    publish.recover(base)
+    version = publish.new_version(base)
+    part = f"{fingerprint}-{uuid.uuid4().hex[:12]}"
+    try:
+        # A few files per segment (one per core), not one per partition of the join that found the new photos.
+        cores = rows.sparkSession.sparkContext.defaultParallelism
+        rows.select(*STORE_SCHEMA.fieldNames()).coalesce(cores).write.parquet(f"{version}/{part}")
+    except BaseException:
+        publish.discard(version)
+        raise
+    publish.commit(base, version, [part])
+
+
+def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:
+    """KEY, path of the files whose content the store lacks, one file per distinct content."""
+    return keyed_files.select(KEY, "path").join(stored.select(KEY), KEY, "left_anti").dropDuplicates([KEY])
+
+
+def with_stored_embeddings(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:
+    """path, label, split (+ KEY) -> path, label, split, features, error: each file's embedding by its content."""
+    joined = keyed_files.select("path", "label", "split", KEY).join(stored, KEY, "left")
+    return joined.select("path", "label", "split", "features", "error")

@@ -1,0 +1,86 @@
+"""What is up to date, read from an output root on local disk and on S3 (moto's server): the same answers."""
+
+from dataclasses import replace
+
+import boto3
+import pyarrow.dataset as ds
+
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.staleness import Staleness
+from spark_code.features.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
+from spark_code.photos.layout import discover_layout
+from spark_code.settings import ModelSettings
+from spark_code.storage.storage import filesystem
+from tests.conftest import WEIGHTS
+
+BUCKET = "fruits-outputs"
+
+
+def _state(root: str, images) -> Staleness:
+    settings = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35)
+    layout = discover_layout(str(images))
+    return Staleness(root, settings, layout, layout.classes)
+
+
+def _summary(state: Staleness) -> dict:
+    return {
+        "ingestion": state.stale_ingestion(),
+        "pca": state.pca_may_be_stale(),
+        "reduced": state.stale_reduced(),
+        "classifier": state.classifier_stale(),
+        "evaluation": state.evaluation_stale(),
+        "featurized": state.counts("image_embeddings"),
+    }
+
+
+def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, small_root, aws):
+    summary, output_root = trained_run
+    local = _summary(_state(str(output_root), small_root))
+    assert local == {
+        "ingestion": [],
+        "pca": False,
+        "reduced": [],
+        "classifier": False,
+        "evaluation": False,
+        "featurized": summary["images_featurized"],
+    }
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for path in sorted(output_root.rglob("*")):
+        if path.is_file() and "embedding_store" not in path.parts:
+            s3.put_object(Bucket=BUCKET, Key=f"out/{path.relative_to(output_root)}", Body=path.read_bytes())
+    remote = f"s3://{BUCKET}/out"
+    assert _summary(_state(remote, small_root)) == local
+
+    s3.delete_object(Bucket=BUCKET, Key="out/reduced_features/_current/label=Kiwi")  # an output deleted
+    assert _state(remote, small_root).stale_reduced() == ["Kiwi"]
+    (small_root / "Training" / "Banana" / ".hidden").write_bytes(b"not a photo")  # hidden: changes nothing
+    assert _state(remote, small_root).stale_ingestion() == []
+    (small_root / "Training" / "Banana" / ".hidden").unlink()
+
+
+def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, aws):
+    """The store read from S3 (its pointers, segments and rows, as EMR's Spark reads them) holds what the local one
+    holds, and weights uploaded to S3 key the same embeddings as the local file: the key is their content."""
+    _, output_root = trained_run
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for path in sorted((output_root / STORE_FOLDER).rglob("*")):
+        if path.is_file():
+            s3.put_object(Bucket=BUCKET, Key=f"out/{path.relative_to(output_root)}", Body=path.read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="models/weights.h5", Body=WEIGHTS.read_bytes())
+    local = ModelSettings(weights=str(WEIGHTS), alpha=0.35)
+    fingerprint = settings_fingerprint(local)
+    assert settings_fingerprint(replace(local, weights=f"s3://{BUCKET}/models/weights.h5")) == fingerprint
+    assert settings_fingerprint(replace(local, image_size=local.image_size + 32)) != fingerprint
+
+    def rows(base: str) -> dict[str, list[float]]:
+        found = {}
+        for folder in segments(base, fingerprint):
+            fs, path = filesystem(folder)
+            table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
+            found |= dict(zip(table[KEY].to_pylist(), table["features"].to_pylist(), strict=True))
+        return found
+
+    local_rows = rows(str(output_root / STORE_FOLDER))
+    assert len(local_rows) > 0 and rows(f"s3://{BUCKET}/out/{STORE_FOLDER}") == local_rows

@@ -1,0 +1,70 @@
+"""Each stage stamps its output with what it read: a photo that arrives between two stages leaves every later stage
+stale, never marked up to date while it misses the photo."""
+
+import shutil
+from pathlib import Path
+
+from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.staleness import Staleness, stale
+from spark_code.storage.parquet_store import input_stamps, published_stamps, read_classes
+from tests.conftest import WEIGHTS, copy_sample
+from tests.fruits_assets.conftest import materialize_for
+
+CLASSES = ["Banana", "Kiwi"]
+INGESTION = ["raw_images", "image_embeddings", "rejected_images"]
+
+
+def _state(root: Path, out: Path) -> Staleness:
+    settings = FruitsSettings(images_root=str(root), model_weights=str(WEIGHTS), model_alpha=0.35, pca_k=2)
+    return Staleness(str(out), settings, settings.layout(), CLASSES)
+
+
+def _add_photo(root: Path, name: str, count: list[int]) -> None:
+    """Another photo of the class (a copy of one of its own, under a new name)."""
+    folder = root / "Training" / name
+    count[0] += 1
+    shutil.copy(sorted(folder.iterdir())[0], folder / f"arrived-{count[0]}.jpg")
+
+
+def _run(root: Path, out: Path, classes: list[str], selection: list[str]) -> None:
+    assert materialize_for(root, out, classes, selection, pca_k=2).success
+
+
+def test_a_photo_added_between_two_stages_leaves_the_later_stage_stale(small_root, tmp_path):
+    root = copy_sample(small_root, tmp_path / "images", CLASSES, {"Training": 4})
+    out, added = tmp_path / "out", [0]
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], ["raw_images"])
+    _add_photo(root, "Kiwi", added)  # after the index, before the embeddings
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], INGESTION[1:])
+    state = _state(root, out)
+    assert stale(state.stamps("image_embeddings"), state.embedded) == ["Kiwi"]
+
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], INGESTION)
+    _run(root, out, CLASSES, ["pca_model"])
+    _add_photo(root, "Kiwi", added)  # after the embeddings, before the projection
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], ["reduced_features"])
+    state = _state(root, out)
+    assert state.stale_reduced() == ["Kiwi"]
+
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], INGESTION)
+    _run(root, out, CLASSES, ["pca_model"])
+    for name in CLASSES:
+        _run(root, out, [name, *CLASSES], ["reduced_features"])
+    assert _state(root, out).stale_reduced() == []
+    _add_photo(root, "Banana", added)  # after the projection, before the classifier
+    _run(root, out, CLASSES, ["fruit_classifier"])
+    assert _state(root, out).classifier_stale()
+
+
+def test_a_read_carries_the_stamps_published_with_its_rows(small_root, tmp_path, spark):
+    root = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 2})
+    out = tmp_path / "out"
+    _run(root, out, ["Kiwi"], ["raw_images"])
+    base = str(out / "raw_images")
+    rows = read_classes(spark, base, ["Kiwi"])
+    assert input_stamps(rows) == {"Kiwi": published_stamps(base)["Kiwi"]["stamp"]}

@@ -1,0 +1,141 @@
+import socket
+
+import boto3
+import pytest
+
+from spark_code.photos.layout import NO_SPLIT, LayoutError, discover_layout, empty_files, validate_class_name
+
+
+def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):
+    layout = discover_layout(str(shared_root))
+    assert sorted(layout.classes_by_split) == ["Test", "Training"]
+    assert len(layout.classes) == 95
+    assert "Apple Red Yellow 1" in layout.classes
+
+
+def test_class_dirs_span_all_splits(small_root):
+    layout = discover_layout(str(small_root))
+    assert layout.class_dirs(["Kiwi"]) == [f"{small_root}/Test/Kiwi", f"{small_root}/Training/Kiwi"]
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(LayoutError, match="does not exist"):
+        discover_layout(str(tmp_path / "nowhere"))
+
+
+def test_empty_root_is_a_clear_error(tmp_path):
+    (tmp_path / "Training").mkdir()
+    with pytest.raises(LayoutError, match="holds no class folders"):
+        discover_layout(str(tmp_path))
+
+
+def test_unset_root_is_a_clear_error():
+    with pytest.raises(LayoutError, match="FRUITS_IMAGES_ROOT"):
+        discover_layout("")
+
+
+def test_unknown_class_is_a_clear_error(small_root):
+    with pytest.raises(LayoutError, match="unknown class.*'Durian'"):
+        discover_layout(str(small_root)).class_dirs(["Kiwi", "Durian"])
+
+
+def test_hidden_folders_are_not_classes(small_root, tmp_path):
+    (tmp_path / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Training" / ".cache").mkdir()
+    (tmp_path / "Training" / "_tmp").mkdir()
+    assert discover_layout(str(tmp_path)).classes == ["Kiwi"]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "..\\x", ".hidden", "_private"])
+def test_class_names_that_could_escape_or_hide_are_refused(name):
+    with pytest.raises(LayoutError):
+        validate_class_name(name)
+
+
+def test_ordinary_class_names_pass():
+    assert validate_class_name("Pêche 'plate' 2") == "Pêche 'plate' 2"
+
+
+def test_a_class_folder_linked_outside_the_root_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"private")
+    root = tmp_path / "images"
+    (root / "Training" / "Kiwi").mkdir(parents=True)
+    (root / "Training" / "Evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(LayoutError, match="Training/Evil .* leads outside the images root"):
+        discover_layout(str(root))
+
+
+def test_a_split_linked_outside_the_root_is_refused(tmp_path):
+    (tmp_path / "elsewhere" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Training").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(LayoutError, match="leads outside the images root"):
+        discover_layout(str(tmp_path / "images"))
+
+
+def test_links_inside_the_root_are_fine(tmp_path):
+    (tmp_path / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Test").symlink_to(tmp_path / "Training", target_is_directory=True)
+    assert discover_layout(str(tmp_path)).classes_by_split == {"Test": ["Kiwi"], "Training": ["Kiwi"]}
+
+
+def test_class_folders_holding_images_are_the_classes_without_splits(tmp_path):
+    for name in ("apple_braeburn_1", "Kiwi fruit é", "007"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "photo.jpg").write_bytes(b"jpeg")
+    (tmp_path / "Kiwi fruit é" / "nested").mkdir()  # a deeper folder keeps its class
+    (tmp_path / "empty").mkdir()  # a class with no photo yet is still a class
+    layout = discover_layout(str(tmp_path))
+    assert not layout.has_splits and layout.splits == [NO_SPLIT]
+    assert layout.classes == ["007", "Kiwi fruit é", "apple_braeburn_1", "empty"]
+    assert layout.class_dirs(["007"]) == [f"{tmp_path}/007"]
+
+
+def test_split_folders_with_any_names(tmp_path):
+    for split in ("train", "val", "holdout"):
+        (tmp_path / split / "Kiwi").mkdir(parents=True)
+        (tmp_path / split / "Kiwi" / "photo.jpg").write_bytes(b"jpeg")
+    layout = discover_layout(str(tmp_path))
+    assert layout.has_splits and layout.splits == ["holdout", "train", "val"]
+    assert layout.classes == ["Kiwi"]
+
+
+def test_a_root_of_loose_images_names_both_layouts(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"jpeg")
+    with pytest.raises(LayoutError, match=r"<root>/<split>/<class>/<image> or <root>/<class>/<image>"):
+        discover_layout(str(tmp_path))
+
+
+def test_both_layouts_on_s3(aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="fruits-layouts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    keys = [
+        "flat/Kiwi/1.jpg",
+        "flat/apple_red_2/2.jpg",
+        "flat/.cache/x",
+        "split/train/Kiwi/1.jpg",
+        "split/test/Fig/2.jpg",
+    ]
+    for key in keys:
+        s3.put_object(Bucket="fruits-layouts", Key=key, Body=b"jpeg")
+    flat = discover_layout("s3://fruits-layouts/flat")
+    assert flat.classes_by_split == {NO_SPLIT: ["Kiwi", "apple_red_2"]}
+    assert flat.class_dirs(["Kiwi"]) == ["s3://fruits-layouts/flat/Kiwi"]
+    split = discover_layout("s3://fruits-layouts/split")
+    assert split.classes_by_split == {"test": ["Fig"], "train": ["Kiwi"]}
+
+
+def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
+    s3 = boto3.client("s3", endpoint_url=aws)
+    s3.create_bucket(Bucket="fruits-empty", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for key, body in {"Kiwi/a.jpg": b"jpeg", "Kiwi/empty.jpg": b"", "Kiwi/deep/none.png": b"", "Kiwi/.x": b""}.items():
+        s3.put_object(Bucket="fruits-empty", Key=key, Body=body)
+    # The environment's default endpoint now leads nowhere: only the given client reaches the objects.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert empty_files("s3://fruits-empty/Kiwi", s3) == ["deep/none.png", "empty.jpg"]

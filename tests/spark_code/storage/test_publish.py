@@ -1,0 +1,327 @@
+"""Publishing by pointer: readers find a complete version whatever point a writer was killed at, and later writers
+delete what dead writers left, on local disk (with Spark) and on S3 (a real S3 API on loopback, without Spark).
+
+The states a killed writer leaves are made here with the writer's own steps, under the tag of a process that really
+ran and ended; tests/fruits_assets/defs/test_interrupted_runs.py kills real runs, and the S3 test below kills a real
+writer process.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.ml.feature import StandardScaler
+from pyspark.ml.linalg import Vectors
+
+from spark_code.models.ml_models import NOTES_FILE, VERSION, ModelArtifact, load_model, save_model
+from spark_code.storage import publish, storage
+from spark_code.storage.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
+from tests.conftest import REPO
+
+
+def _dead_tag() -> str:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return f"0dead.{process.pid}@{socket.gethostname()}"
+
+
+def _rows(spark, data):
+    return spark.createDataFrame(data, "path string, label string, split string, value int")
+
+
+def _values(df) -> dict[str, int]:
+    return {r["path"]: r["value"] for r in df.collect()}
+
+
+def test_a_writer_killed_before_publishing_changes_nothing_and_its_version_is_deleted(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
+    _rows(spark, [("half", "Apple", "Training", 7)]).write.partitionBy("label").parquet(dead)
+    assert _values(read_classes(spark, base, ["Apple"])) == {"a1": 1}
+    assert publish.leftovers(base) == [dead[len(base) + 1 :]]
+    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
+    assert _values(read_classes(spark, base, ["Apple", "Cherry"])) == {"a1": 1, "c1": 5}
+    assert publish.leftovers(base) == [] and not os.path.exists(dead)
+
+
+def test_a_writer_killed_after_publishing_leaves_the_new_class_and_the_old_one_is_deleted_later(
+    spark, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "600")
+    base = str(tmp_path / "asset")
+    write_classes(
+        _rows(spark, [("a1", "Apple", "Training", 1), ("b1", "Banana", "Training", 2)]), base, ["Apple", "Banana"]
+    )
+    first = publish.current(base, "label=Apple").rsplit("/", 1)[0]
+    # The dead writer wrote its version and replaced Apple's pointer, then died before marking and cleaning up.
+    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
+    _rows(spark, [("a2", "Apple", "Training", 3)]).write.partitionBy("label").parquet(dead)
+    storage.write_text(f"{base}/{publish.POINTERS}/label=Apple", f"{dead[len(base) + 1 :]}/label=Apple")
+    assert _values(read_classes(spark, base, ["Apple", "Banana"])) == {"a2": 3, "b1": 2}
+    replaced = f"{first[len(base) + 1 :]}/label=Apple"
+    assert publish.leftovers(base) == [replaced]
+    # It died before recording when Apple was replaced: the next writer records it, and keeps it the grace period.
+    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
+    assert publish.leftovers(base) == [replaced] and os.path.isdir(f"{first}/label=Apple")
+    assert publish.recover(base, now=time.time() + 700) == [replaced]
+    assert publish.leftovers(base) == [] and not os.path.exists(f"{first}/label=Apple")
+    assert _values(read_classes(spark, base, ["Apple", "Banana", "Cherry"])) == {"a2": 3, "b1": 2, "c1": 5}
+
+
+def test_a_running_writers_version_is_left_alone(spark, tmp_path):
+    base = tmp_path / "asset"
+    alive = base / publish.VERSIONS / f"0live.{os.getpid()}@{socket.gethostname()}" / "_temporary"
+    alive.mkdir(parents=True)
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), str(base), ["Apple"])
+    assert alive.is_dir()
+
+
+def test_a_table_version_never_published_is_ignored_then_deleted(spark, tmp_path):
+    base = str(tmp_path / "evaluation")
+    write_table(_rows(spark, [("a1", "Apple", "Test", 1)]), base)
+    first = publish.current(base)
+    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
+    _rows(spark, [("half", "Apple", "Test", 7)]).write.partitionBy("label").parquet(dead)
+    assert _values(read_table(spark, base)) == {"a1": 1}
+    write_table(_rows(spark, [("a2", "Apple", "Test", 2)]), base)
+    assert _values(read_table(spark, base)) == {"a2": 2}
+    assert not os.path.exists(dead), "a dead process of this host: deleted at once"
+    assert publish.leftovers(base) == [first[len(base) + 1 :]], "the replaced version waits for its grace period"
+    assert len(os.listdir(f"{base}/{publish.VERSIONS}")) == 2
+
+
+def test_a_model_version_never_published_is_ignored_then_deleted(spark, tmp_path):
+    data = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (Vectors.dense([3.0, 6.0]),)], ["x"])
+    model = StandardScaler(inputCol="x", outputCol="y", withMean=True).fit(data)
+    path = str(tmp_path / "model")
+    save_model(spark, ModelArtifact(model, {"version": 1}), path)
+    first = publish.current(path)
+    dead = f"{path}/{publish.VERSIONS}/{_dead_tag()}"
+    model.write().save(dead)  # killed before its notes and its pointer
+    loaded = load_model(spark, path)
+    assert loaded.notes["version"] == 1 and loaded.model.mean.toArray().tolist() == [2.0, 4.0]
+    assert loaded.notes[VERSION] == first.rsplit("/", 1)[1]  # the notes name the version folder they are in
+    save_model(spark, ModelArtifact(model, {"version": 2}), path)
+    assert load_model(spark, path).notes["version"] == 2
+    assert not os.path.exists(dead) and publish.leftovers(path) == [first[len(path) + 1 :]]
+    assert publish.recover(path, grace=0) == [first[len(path) + 1 :]]
+    assert publish.leftovers(path) == [] and len(os.listdir(f"{path}/{publish.VERSIONS}")) == 1
+
+
+def test_the_model_just_saved_is_loaded_without_reading_it_back_unless_another_was_published(spark, tmp_path):
+    data = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (Vectors.dense([3.0, 6.0]),)], ["x"])
+    model = StandardScaler(inputCol="x", outputCol="y", withMean=True).fit(data)
+    path = str(tmp_path / "model")
+    save_model(spark, ModelArtifact(model, {"k": (1, 2)}), path)
+    same = load_model(spark, path)
+    assert same.model is model and same.notes["k"] == [1, 2], "the notes as a reader of the JSON file sees them"
+    shutil.copytree(path, tmp_path / "copy")
+    read_back = load_model(spark, str(tmp_path / "copy"))
+    assert read_back.model is not model and read_back.model.mean.toArray().tolist() == [2.0, 4.0]
+    assert read_back.notes == same.notes
+    # Another process publishes another model there: that one is read.
+    shifted = spark.createDataFrame([(Vectors.dense([3.0, 6.0]),), (Vectors.dense([3.0, 6.0]),)], ["x"])
+    other = StandardScaler(inputCol="x", outputCol="y", withMean=True).fit(shifted)
+    version = publish.new_version(path)
+    other.write().save(version)
+    storage.write_text(f"{version}/{NOTES_FILE}", json.dumps({VERSION: version.rsplit("/", 1)[1]}))
+    publish.commit(path, version, [publish.WHOLE])
+    assert load_model(spark, path).model.mean.toArray().tolist() == [3.0, 6.0]
+
+
+def _age(folder: Path, seconds: float) -> None:
+    """Make everything under a folder (itself included) look last written `seconds` ago."""
+    past = time.time() - seconds
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (past, past))
+
+
+def test_a_version_of_another_host_is_deleted_once_abandoned_and_kept_while_young(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRUITS_ABANDONED_AFTER_SECONDS", "3600")
+    base = str(tmp_path / "asset")
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    # Two writers of an EMR driver on another node: its pid means nothing here. One was killed long ago, the other
+    # has been writing for a while and is still running.
+    versions = tmp_path / "asset" / publish.VERSIONS
+    old, young = (versions / f"{uuid.uuid4().hex}.123@other-host" for _ in range(2))
+    for folder in (old, young):
+        _rows(spark, [("half", "Apple", "Training", 7)]).write.partitionBy("label").parquet(str(folder))
+    _age(old, 3700)
+    _age(young, 3500)
+    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
+    assert not old.exists() and young.is_dir()
+    assert publish.leftovers(base) == [f"{publish.VERSIONS}/{young.name}"]
+    assert _values(read_classes(spark, base, ["Apple", "Cherry"])) == {"a1": 1, "c1": 5}
+    assert publish.recover(base, now=time.time() + 200) == [f"{publish.VERSIONS}/{young.name}"]
+
+
+def test_a_replaced_class_stays_readable_by_a_lazy_reader_and_is_deleted_after_the_grace_period(
+    spark, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "600")
+    base = str(tmp_path / "asset")
+    write_classes(
+        _rows(spark, [("a1", "Apple", "Training", 1), ("b1", "Banana", "Training", 2)]), base, ["Apple", "Banana"]
+    )
+    first = publish.current(base, "label=Apple")
+    reader = read_classes(spark, base, ["Apple"])  # Spark lists the files now and reads them when collected
+    write_classes(_rows(spark, [("a2", "Apple", "Training", 3)]), base, ["Apple"])
+    assert _values(reader) == {"a1": 1}, "a reader that followed the old pointer still reads the replaced class"
+    assert _values(read_classes(spark, base, ["Apple", "Banana"])) == {"a2": 3, "b1": 2}
+    replaced = first[len(base) + 1 :]
+    assert publish.leftovers(base) == [replaced]
+    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
+    assert publish.recover(base, now=time.time() + 500) == [] and os.path.isdir(first)
+    assert publish.recover(base, now=time.time() + 700) == [replaced]
+    assert not os.path.exists(first) and publish.leftovers(base) == []
+    assert _values(read_classes(spark, base, ["Apple", "Banana", "Cherry"])) == {"a2": 3, "b1": 2, "c1": 5}
+
+
+def test_limits_from_the_environment(monkeypatch):
+    monkeypatch.delenv("FRUITS_REPLACED_GRACE_SECONDS", raising=False)
+    monkeypatch.delenv("FRUITS_ABANDONED_AFTER_SECONDS", raising=False)
+    assert publish.limits() == (publish.REPLACED_GRACE_SECONDS, publish.ABANDONED_AFTER_SECONDS)
+    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "0")
+    monkeypatch.setenv("FRUITS_ABANDONED_AFTER_SECONDS", "90.5")
+    assert publish.limits() == (0.0, 90.5)
+    monkeypatch.setenv("FRUITS_ABANDONED_AFTER_SECONDS", "-1")
+    with pytest.raises(ValueError, match="FRUITS_ABANDONED_AFTER_SECONDS"):
+        publish.limits()
+
+
+def test_owner_of_a_version(monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-1.example.com")
+    alive, dead = os.getpid(), int(_dead_tag().split(".")[1].split("@")[0])
+    assert publish.owner_is_dead(f"0abc.{dead}@node-1.example.com")
+    assert not publish.owner_is_dead(f"0abc.{alive}@node-1.example.com")
+    assert not publish.owner_is_dead(f"0abc.{dead}@other-host")  # another machine's writer may still run
+    assert not publish.owner_is_dead("0abc")
+
+
+# On S3: the same protocol through the S3 API of a loopback server. Spark cannot reach S3 here (no Hadoop S3
+# connector offline), so pyarrow writes the Parquet files Spark would write; everything else is the product's code.
+
+S3_WRITER = """
+import sys, time
+import pyarrow as pa, pyarrow.parquet as pq
+from spark_code.storage import publish, storage
+
+base, count = sys.argv[1], int(sys.argv[2])
+version = publish.new_version(base)
+fs, path = storage.filesystem(version)
+for i in range(count):
+    table = pa.table({"path": [f"new{i}"], "value": [100 + i]})
+    pq.write_table(table, f"{path}/label=Apple/part-{i:05d}.parquet", filesystem=fs)
+    print("wrote", i, flush=True)
+    time.sleep(0.5)
+publish.commit(base, version, ["label=Apple"])
+print("published", flush=True)
+"""
+
+
+def _s3_write(base: str, values: dict[str, int]) -> None:
+    version = publish.new_version(base)
+    fs, path = storage.filesystem(version)
+    table = pa.table({"path": list(values), "value": list(values.values())})
+    pq.write_table(table, f"{path}/label=Apple/part-00000.parquet", filesystem=fs)
+    publish.commit(base, version, ["label=Apple"])
+
+
+def _s3_values(base: str) -> dict[str, int]:
+    table = read_arrow(base)
+    assert set(table.column("label").to_pylist()) == {"Apple"}
+    return dict(zip(table.column("path").to_pylist(), table.column("value").to_pylist(), strict=True))
+
+
+def _s3_keys(bucket: str) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+@pytest.mark.usefixtures("aws")
+def test_on_s3_a_writer_killed_mid_write_changes_nothing_and_the_next_writer_cleans_up(tmp_path):
+    bucket = "fruits-publish-test"
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    base = f"s3://{bucket}/outputs/image_embeddings"
+    _s3_write(base, {"old0": 1, "old1": 2})
+    assert _s3_values(base) == {"old0": 1, "old1": 2}
+
+    with (tmp_path / "writer.log").open("w+") as log:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", S3_WRITER, base, "20"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 120
+        while "wrote 2" not in (tmp_path / "writer.log").read_text():
+            assert writer.poll() is None and time.monotonic() < deadline, (tmp_path / "writer.log").read_text()
+            time.sleep(0.1)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    written = [key for key in _s3_keys(bucket) if "/label=Apple/part-" in key and "/_current/" not in key]
+    assert len(written) >= 4, "the killed writer's files are on S3 (3 or more) besides the published one"
+    assert _s3_values(base) == {"old0": 1, "old1": 2}, "readers still see the published version, whole"
+    assert len(publish.leftovers(base)) == 1
+
+    killed = publish.leftovers(base)[0]
+    replaced = publish.version_of(publish.current(base, "label=Apple")[len(base) + 1 :])
+    _s3_write(base, {"new": 3})
+    assert _s3_values(base) == {"new": 3}
+    assert publish.leftovers(base) == [replaced], "the killed writer's version is deleted at once (dead, this host)"
+    assert publish.recover(base, now=time.time() + publish.limits()[0] + 60) == [replaced]
+    assert publish.leftovers(base) == []
+    prefix = "outputs/image_embeddings/_versions/"
+    versions = {key[len(prefix) :].split("/")[0] for key in _s3_keys(bucket) if key.startswith(prefix)}
+    assert len(versions - {""}) == 1, "the killed writer's version and the replaced one are deleted"  # "": a marker
+    assert killed.split("/")[1] not in versions
+
+
+@pytest.mark.usefixtures("aws")
+def test_on_s3_a_version_of_another_host_is_deleted_once_abandoned_not_before(monkeypatch):
+    monkeypatch.setenv("FRUITS_ABANDONED_AFTER_SECONDS", "3600")
+    bucket = "fruits-publish-test"
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    base = f"s3://{bucket}/outputs/image_embeddings"
+    _s3_write(base, {"old0": 1})
+    # A writer of an EMR driver on another node, killed after its first upload: its pid means nothing here.
+    tag = f"{uuid.uuid4().hex}.123@other-host"
+    fs, path = storage.filesystem(f"{base}/{publish.VERSIONS}/{tag}")
+    pq.write_table(pa.table({"path": ["half"], "value": [7]}), f"{path}/label=Apple/part-00000.parquet", filesystem=fs)
+    written = time.time()
+    assert publish.recover(base) == []
+    assert publish.recover(base, now=written + 3500) == [], "a writer may still be writing it"
+    assert publish.recover(base, now=written + 3700) == [f"{publish.VERSIONS}/{tag}"]
+    assert not [key for key in _s3_keys(bucket) if tag in key]
+    assert _s3_values(base) == {"old0": 1} and publish.leftovers(base) == []
+
+
+@pytest.mark.usefixtures("aws")
+def test_on_s3_a_replaced_version_is_kept_for_the_grace_period_then_deleted(monkeypatch):
+    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "600")
+    bucket = "fruits-publish-test"
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    base = f"s3://{bucket}/outputs/image_embeddings"
+    _s3_write(base, {"old": 1})
+    first = publish.current(base, "label=Apple")
+    _s3_write(base, {"new": 2})
+    assert _s3_values(base) == {"new": 2}
+    fs, path = storage.filesystem(first)
+    old = pq.read_table(path, filesystem=fs)
+    assert old.column("path").to_pylist() == ["old"], "a reader that followed the old pointer still reads it"
+    replaced = publish.version_of(first[len(base) + 1 :])
+    assert publish.leftovers(base) == [replaced]
+    replaced_at = time.time()
+    assert publish.recover(base) == [] and publish.recover(base, now=replaced_at + 500) == []
+    assert publish.recover(base, now=replaced_at + 700) == [replaced]
+    assert not [key for key in _s3_keys(bucket) if replaced in key]
+    assert _s3_values(base) == {"new": 2} and publish.leftovers(base) == []
