@@ -187,7 +187,7 @@ def test_options_tables_hold_to_help(commands, command, page, heading):
 def test_run_options_name_their_variables_and_defaults(commands):
     """Each row of `fruits run`'s table names the variable its option's setting is read from (none for options
     without one), every setting's variable has a row, and a default the table states is the setting's default."""
-    from fruits_assets.resources import ENV_SETTINGS, FruitsSettings
+    from fruits_assets.defs.resources import ENV_SETTINGS, FruitsSettings
     from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV
 
     actions = parser_options(commands["run"])

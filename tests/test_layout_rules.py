@@ -1,4 +1,4 @@
-"""The layout and its import rules (README, "Layout"), checked on every module's imports, function-level ones
+"""The layout and its import rules (`docs/layout.md`), checked on every module's imports, function-level ones
 included: command line -> main job, app, benchmarks, EMR operations -> Dagster code location (`fruits_assets/defs/`,
 merged by `fruits_assets/definitions.py`) -> spark_code (grouped by what it holds)."""
 
