@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings, chosen_output_root
@@ -118,6 +119,17 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     emr.add_argument("--vcpus-per-node", type=int, default=4, help="vCPUs of a core node (m5.xlarge: 4)")
     emr.add_argument("--core-speed", type=float, default=1.0, help="a node vCPU's speed over a core here (1.0)")
     emr.add_argument("--s3-gets-per-s", type=float, default=50.0, help="small GETs per second per vCPU (50)")
+    many = bench.add_parser(
+        "many-classes",
+        help="the sensor's tick, one main-job run and a rerun over N generated classes of 3 tiny photos: what grows "
+        "with the classes",
+    )
+    many.add_argument("--classes", type=int, default=300, help="generated classes (default 300)")
+    many.add_argument("--weights", help="a weights file or imagenet (default: $FRUITS_MODEL_WEIGHTS or imagenet)")
+    many.add_argument("--alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)")
+    many.add_argument(
+        "--work-dir", default="bench-many-classes", help="the generated images and the outputs (must not exist)"
+    )
     incremental = bench.add_parser(
         "incremental",
         help="fruits run, then a rerun with nothing new, then one with ~1%% new photos and a new class: wall time "
@@ -188,6 +200,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
         spark = bench_session("local[*]", ModelSettings.batch_size, {"spark.driver.memory": "6g"})
         print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares, args.new_classes)))
+        return 0
+    if args.bench == "many-classes":
+        from fruits_assets.bench.many_classes import bench_many_classes
+
+        overrides = {"model_weights": args.weights, "model_alpha": args.alpha}
+        work_dir = Path(args.work_dir)
+        if work_dir.exists():
+            print(f"fruits: error: --work-dir {work_dir} exists: give a new folder", file=sys.stderr)
+            return 2
+        result = bench_many_classes(work_dir, args.classes, {k: v for k, v in overrides.items() if v is not None})
+        print(json.dumps(result))
         return 0
     if args.bench == "emr-estimate":
         from fruits_assets.bench.emr_estimate import EmrAssumptions, Measured, estimate, peer_comparison
