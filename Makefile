@@ -26,7 +26,7 @@ $(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
 	$(EMR_VENV)/bin/pip install -q -c requirements.lock pytest 'moto[server]'
 	touch $(EMR_STAMP)
 
-.PHONY: install install-dev run ui test test-emr-spark lint
+.PHONY: install install-dev run ui test check test-emr-spark lint
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
@@ -42,6 +42,12 @@ test: $(DEV_STAMP) $(EMR_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-emr-spark
+
+# The inner loop's fast tier (about 2 minutes): lint, then every test not marked slow (tests/conftest.py marks
+# those that start Spark, a cluster, a server or the main job).
+check: $(DEV_STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python -m pytest -m "not slow and not ui" $(PYTEST_ARGS)
 
 # spark_code as it runs on the cluster: EMR 7's Spark 3.5 and the bootstrap's packages (no Dagster needed).
 test-emr-spark: $(EMR_STAMP)

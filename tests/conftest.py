@@ -30,6 +30,17 @@ REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
 REPO = Path(__file__).resolve().parents[1]
 
 
+SLOW_FIXTURES = {"spark", "trained_run", "cluster", "aws_server"}
+"""Fixtures that start Spark, train a model, start a cluster or an S3 server: a test using one is `slow`, left out of
+`make check`'s fast tier."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def driver_command(
     images_root: Path, output_root: Path, classes: list[str], *assets: str, hang_after: tuple[str, Path] | None = None
 ) -> list[str]:

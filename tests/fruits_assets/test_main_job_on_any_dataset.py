@@ -58,6 +58,7 @@ def classifier_labels(output_root: Path) -> list[str]:
     return json.loads((Path(published) / NOTES_FILE).read_text())["labels"]
 
 
+@pytest.mark.slow
 def test_no_split_folders_and_user_written_class_names(photos, tmp_path):
     names = {"apple_braeburn_1": "Apple Braeburn", "Kiwi fruit é": "Kiwi", "007": "Banana"}
     root = make_root(tmp_path / "images", {name: photos(fruit, 6) for name, fruit in names.items()})
@@ -77,6 +78,7 @@ def test_no_split_folders_and_user_written_class_names(photos, tmp_path):
     assert len(evaluated) == summary["evaluation_images"] < reduced.num_rows
 
 
+@pytest.mark.slow
 def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(photos, tmp_path):
     root = make_root(tmp_path / "images", {f"Training/{f}": photos(f, 6) for f in ("Banana", "Kiwi", "Lemon")})
     code, summary = run(root, tmp_path / "out")
@@ -91,6 +93,7 @@ def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(
     assert len(evaluated) == summary["evaluation_images"] and evaluated < set(reduced.column("path").to_pylist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [("Training", "Validation", "Test"), ("train", "val", "test")])
 def test_a_validation_split_chooses_the_penalty(photos, tmp_path, names):
     train, val, test = names
@@ -108,6 +111,7 @@ def test_a_validation_split_chooses_the_penalty(photos, tmp_path, names):
     assert summary["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_two_separable_classes(photos, tmp_path):
     folders = {"Training/Banana": photos("Banana", 4), "Training/Kiwi": photos("Kiwi", 4)}
     folders |= {"Test/Banana": photos("Banana", 2, start=4), "Test/Kiwi": photos("Kiwi", 2, start=4)}
@@ -117,6 +121,7 @@ def test_two_separable_classes(photos, tmp_path):
     assert classifier_labels(tmp_path / "out") == ["Banana", "Kiwi"]
 
 
+@pytest.mark.slow
 def test_one_class_produces_features_and_skips_the_classifier(photos, tmp_path):
     root = make_root(tmp_path / "images", {"Kiwi": photos("Kiwi", 4)})
     code, summary = run(root, tmp_path / "out")
@@ -132,6 +137,7 @@ def test_one_class_produces_features_and_skips_the_classifier(photos, tmp_path):
     assert "fruit_classifier skipped: 1 class(es) with training images: a classifier needs at least 2" in text
 
 
+@pytest.mark.slow
 def test_a_class_of_one_photo_is_trained(photos, tmp_path):
     folders = {"Banana": photos("Banana", 6), "Kiwi": photos("Kiwi", 6), "Lemon": photos("Lemon", 1)}
     code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
@@ -139,6 +145,7 @@ def test_a_class_of_one_photo_is_trained(photos, tmp_path):
     assert classifier_labels(tmp_path / "out") == ["Banana", "Kiwi", "Lemon"]
 
 
+@pytest.mark.slow
 def test_one_class_three_hundred_times_larger_than_another(photos, tmp_path):
     folders = {"Apple Braeburn": photos("Apple Braeburn", 300), "Banana": photos("Banana", 1)}
     code, summary = run(make_root(tmp_path / "images", folders), tmp_path / "out")
@@ -147,6 +154,7 @@ def test_one_class_three_hundred_times_larger_than_another(photos, tmp_path):
     assert summary["checks"] == EVERY_CHECK
 
 
+@pytest.mark.slow
 def test_a_classifier_that_does_not_converge_is_never_published(photos, tmp_path, monkeypatch):
     monkeypatch.setenv("FRUITS_CLASSIFIER_MAX_ITER", "1")
     root = make_root(tmp_path / "images", {"Banana": photos("Banana", 5), "Kiwi": photos("Kiwi", 5)})

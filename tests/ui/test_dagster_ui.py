@@ -185,6 +185,7 @@ def see_the_graph_after_the_run(visit: Visit) -> None:
     visit.checkpoint("08-asset-graph-after-run")
 
 
+@pytest.mark.slow
 @pytest.mark.ui
 def test_a_person_materializes_a_class_from_the_ui(page: Page, dagster_dev: DagsterDev, ui_artifacts: Path) -> None:
     visit = Visit(page, dagster_dev, ui_artifacts)

@@ -124,6 +124,7 @@ def test_featurize_figures_are_computed_from_their_timings(monkeypatch, tmp_path
     assert {key: result[key] for key in expected} == expected
 
 
+@pytest.mark.slow
 def test_bench_featurize_prints_figures_consistent_with_its_timings(shared_root, tmp_path):
     images = 20
     result = _fruits("featurize", "--images-root", str(shared_root), "--images", str(images), cwd=tmp_path)
@@ -172,6 +173,7 @@ def test_scale_rows_and_fit_come_from_each_runs_timing(monkeypatch, tmp_path):
     assert [(r["workers"], r["images"], r["seconds"]) for r in result["runs"]] == expected
 
 
+@pytest.mark.slow
 def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     result = _fruits(
         "scale",
@@ -201,6 +203,7 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     assert fit.predict(20, 1) == pytest.approx(seconds[1], abs=0.02)
 
 
+@pytest.mark.slow
 def test_main_job_bench_samples_the_driver_and_its_child_processes():
     """`run_sampled` (used by `fruits bench mainjob`) on a driver that allocates 200 MB and starts a child holding
     300 MB: both peaks are seen, and the driver's last JSON line is read."""

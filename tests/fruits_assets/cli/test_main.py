@@ -88,6 +88,7 @@ def test_predict_answers_the_good_photos_and_fails_on_bad_ones(trained_run, smal
     assert len(errors) == 2 and errors[0].startswith(f"fruits: {text}: ") and "not an image" in errors[0]
 
 
+@pytest.mark.slow
 def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, capsys):
     code = main(
         [
@@ -121,6 +122,7 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
     assert np.array_equal(np.asarray(first["features"], dtype=np.float32), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -161,6 +163,7 @@ def test_bench_predict_prints_latency_figures(trained_run, small_root, capsys):
     assert 0 < figures["median_ms"] <= figures["p90_ms"] <= figures["max_ms"]
 
 
+@pytest.mark.slow
 def test_a_classifier_below_the_floor_is_the_quality_gate_not_a_crash(small_root, output_root, capsys):
     """Every stage runs; only the accuracy check fails (no accuracy reaches a floor above 1): exit code 3."""
     args = ["run", "--images-root", str(small_root), "--output-root", str(output_root), "--classes", "Kiwi", "Banana"]
@@ -177,6 +180,7 @@ def test_a_classifier_below_the_floor_is_the_quality_gate_not_a_crash(small_root
 FAILED_CHECK = "rejected_share_within_limit"
 
 
+@pytest.mark.slow
 def test_a_failed_run_says_what_failed_and_exits_1(small_root, tmp_path, capsys):
     """A class whose files are all bad: the blocking rejected-share check fails, nothing downstream runs, the summary
     names the failed check and the first error, stderr says the run failed, exit code 1 (not 2 or 3)."""

@@ -1,6 +1,7 @@
 """Declarative automation, evaluated tick by tick with Dagster's own evaluator on an instance whose events the test
 records (runless): a new class, new photos in a class, and nothing new."""
 
+import pytest
 from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterInstance, evaluate_automation_conditions
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
@@ -42,6 +43,7 @@ class Ticks:
                 self.instance.report_runless_asset_event(AssetMaterialization(AssetKey(asset), partition=name))
 
 
+@pytest.mark.slow
 def test_new_class_new_photos_and_nothing_new():
     ticks = Ticks()
     assert ticks.tick() == {}  # the first tick only takes the state in
@@ -86,6 +88,7 @@ def test_new_class_new_photos_and_nothing_new():
     assert ticks.tick() == {"fruit_classifier": {None}}
 
 
+@pytest.mark.slow
 def test_the_pca_waits_for_every_class():
     ticks = Ticks()
     ticks.tick()

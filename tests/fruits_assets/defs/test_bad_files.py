@@ -90,6 +90,7 @@ def test_bad_file_corpus_every_file_embedded_once_or_rejected_with_a_reason(spar
     assert {row["label"] for row in rejected_rows} == {CLASS}
 
 
+@pytest.mark.slow
 def test_a_class_with_more_rejected_files_than_the_limit_fails_the_blocking_check(corpus, output_root):
     """Before this check, a regression rejecting good photos passed unseen: rejected + embedded still add up."""
     result = materialize(

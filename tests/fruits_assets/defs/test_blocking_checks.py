@@ -4,6 +4,7 @@ stale, and the next run computes it again and fails again the same way."""
 import hashlib
 from pathlib import Path
 
+import pytest
 from pyspark.sql import functions as F
 
 from fruits_assets.defs.checks import BLOCKED
@@ -43,12 +44,14 @@ def _ingestion_refused_twice(root: Path, out: Path, name: str, check: str, **set
         assert name in _state(root, out, [name], **settings).stale_ingestion()
 
 
+@pytest.mark.slow
 def test_rejected_share_over_the_limit_publishes_nothing(small_root, tmp_path):
     root = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 2})
     write_files(root / "Training" / "Kiwi", BAD_IMAGES)
     _ingestion_refused_twice(root, tmp_path / "out", "Kiwi", "rejected_share_within_limit")
 
 
+@pytest.mark.slow
 def test_a_file_rewritten_after_indexing_is_lost_and_publishes_nothing(small_root, tmp_path):
     root = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 3})
     out = tmp_path / "out"

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 # In a process of its own: the test session's Spark session would otherwise be the one found.
@@ -27,6 +29,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_the_session_started_ahead_is_the_one_the_steps_get():
     env = {**os.environ, "FRUITS_SPARK_CONF": '{"spark.fruits.test": "yes"}'}
     completed = subprocess.run(

@@ -110,6 +110,7 @@ def _failed_once_without_retries(result) -> str:
     return failures[0].step_failure_data.user_failure_data.description
 
 
+@pytest.mark.slow
 def test_an_unpartitioned_asset_reading_a_class_never_materialized_fails_at_once(small_root, kiwi_embedded):
     """pca_model reads the registered classes' embeddings that are published (a class registered but not yet
     materialized is left out, with a warning); the only one, Banana, was never embedded. Before: a plain
@@ -125,6 +126,7 @@ def test_an_unpartitioned_asset_reading_a_class_never_materialized_fails_at_once
     assert "no data for class(es) 'Banana'" in message and "materialize them first" in message
 
 
+@pytest.mark.slow
 def test_a_model_never_materialized_fails_its_readers_at_once(small_root, kiwi_embedded):
     result = materialize(
         all_assets,
@@ -138,6 +140,7 @@ def test_a_model_never_materialized_fails_its_readers_at_once(small_root, kiwi_e
     assert message.startswith("no saved model under") and "pca_model: materialize it first" in message
 
 
+@pytest.mark.slow
 def test_too_few_training_images_for_a_pca_fail_at_once(tmp_path, small_root, kiwi_embedded):
     """One class with a single training photo: a data problem, not a transient one."""
     root = copy_sample(small_root, tmp_path / "one", ["Kiwi"], {"Training": 1})

@@ -72,6 +72,7 @@ def _files_holding(folder: Path, needles: list[bytes]) -> dict[str, list[bytes]]
     return found
 
 
+@pytest.mark.slow
 def test_no_credential_reaches_logs_event_log_metadata_or_outputs(small_root, tmp_path):
     """A run in its own process with AWS credentials in its environment, on a Dagster instance on disk."""
     images = copy_sample(small_root, tmp_path / "images", ["Kiwi"], {"Training": 2, "Test": 1})

@@ -1,4 +1,5 @@
 import boto3
+import pytest
 from dagster import DagsterInstance, SkipReason, build_sensor_context
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster_aws.s3 import S3Resource
@@ -37,6 +38,7 @@ def test_class_folders_become_partitions_and_new_ones_are_added(tmp_path):
     assert list(_observed(result)) == ["Mango Red"]
 
 
+@pytest.mark.slow
 def test_changed_photos_get_a_new_data_version_and_nothing_else_does(tmp_path):
     root = tmp_path / "images"
     for name in ("Kiwi", "Banana"):

@@ -4,6 +4,8 @@ stale, never marked up to date while it misses the photo."""
 import shutil
 from pathlib import Path
 
+import pytest
+
 from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.defs.staleness import Staleness, stale
 from spark_code.storage.parquet_store import input_stamps, published_stamps, read_classes
@@ -30,6 +32,7 @@ def _run(root: Path, out: Path, classes: list[str], selection: list[str]) -> Non
     assert materialize_for(root, out, classes, selection, pca_k=2).success
 
 
+@pytest.mark.slow
 def test_a_photo_added_between_two_stages_leaves_the_later_stage_stale(small_root, tmp_path):
     root = copy_sample(small_root, tmp_path / "images", CLASSES, {"Training": 4})
     out, added = tmp_path / "out", [0]

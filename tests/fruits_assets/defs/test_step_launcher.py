@@ -232,6 +232,7 @@ print(len(list(Path(tempfile.gettempdir()).glob("fruits-emr-code-*"))), *package
 """
 
 
+@pytest.mark.slow
 def test_building_the_prod_resources_again_leaves_no_code_folder_behind(tmp_path):
     """The launcher zips a copy of the project's packages: one per process, gone when the process ends."""
     temp = tmp_path / "tmp"

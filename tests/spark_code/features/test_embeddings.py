@@ -96,6 +96,7 @@ def test_missing_weights_file_fails_fast(spark, tmp_path):
         ship_weights(spark, ModelSettings(weights=str(tmp_path / "absent.h5"), alpha=0.35))
 
 
+@pytest.mark.slow
 def test_a_photo_and_its_mirror_image_get_the_same_features(small_root, model_settings):
     """Mirror averaging: the features of a photo are those of its left-right mirror image, exactly; the plain model's
     features of the two differ."""
