@@ -15,6 +15,14 @@ from pyspark.sql import SparkSession
 
 from spark_code.photos.layout import is_remote, local_path
 
+S3_PATIENCE = {
+    "connect_timeout": 10.0,
+    "request_timeout": 60.0,
+    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8),
+}
+"""Timeouts and retries of the driver's S3 calls: the AWS SDK's defaults (1 s to connect, 3 s a request, 3
+attempts) fail a run on one slow answer from a busy endpoint; these ride out throttling and a loaded server."""
+
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of a local path, file: URI or s3:// (s3a://, s3n://) URI, and the path within it.
@@ -27,12 +35,13 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     path = uri.split("://", 1)[1]
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
-        return pafs.FileSystem.from_uri(f"s3://{path}")
+        region = pafs.resolve_s3_region(path.split("/", 1)[0])
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        return pafs.S3FileSystem(region=region), path
-    parsed = urlparse(endpoint)
-    return pafs.S3FileSystem(region=region, endpoint_override=parsed.netloc, scheme=parsed.scheme or "https"), path
+    where = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        where = {"endpoint_override": parsed.netloc, "scheme": parsed.scheme or "https"}
+    return pafs.S3FileSystem(region=region, **where, **S3_PATIENCE), path
 
 
 def exists(uri: str) -> bool:

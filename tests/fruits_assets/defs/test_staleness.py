@@ -54,9 +54,12 @@ def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, smal
 
     s3.delete_object(Bucket=BUCKET, Key="out/reduced_features/_current/label=Kiwi")  # an output deleted
     assert _state(remote, small_root).stale_reduced() == ["Kiwi"]
-    (small_root / "Training" / "Banana" / ".hidden").write_bytes(b"not a photo")  # hidden: changes nothing
-    assert _state(remote, small_root).stale_ingestion() == []
-    (small_root / "Training" / "Banana" / ".hidden").unlink()
+    hidden = small_root / "Training" / "Banana" / ".hidden"
+    hidden.write_bytes(b"not a photo")  # hidden: changes nothing
+    try:
+        assert _state(remote, small_root).stale_ingestion() == []
+    finally:
+        hidden.unlink()  # the session's small_root stays as the trained run indexed it
 
 
 def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, aws):
