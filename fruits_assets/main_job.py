@@ -20,11 +20,25 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    EventLogEntry,
+    ExecuteInProcessResult,
+    SourceAsset,
+    define_asset_job,
+)
+from dagster._core.definitions.materialize import EPHEMERAL_JOB_NAME
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.utils import make_new_run_id
 
 from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.defs.assets.classifier import ACCURACY_CHECK
@@ -223,12 +237,38 @@ def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, 
     return ranges
 
 
+EventListener = Callable[[EventLogEntry], None]
+"""Called with each event of the main job's runs as it happens (step started, log line, step succeeded...), on the
+thread that logs it: it must be quick and never raise."""
+
+
+def materialize_listened(
+    assets: Sequence[AssetsDefinition | AssetSpec | SourceAsset],
+    instance: DagsterInstance,
+    listener: EventListener | None = None,
+    selection: list[str] | None = None,
+    resources: dict[str, object] | None = None,
+    **execute: Any,
+) -> ExecuteInProcessResult:
+    """`dagster.materialize` (the same ephemeral asset job), with the run's id chosen beforehand so that `listener`
+    hears the run's events as they happen, not only in the result."""
+    job = define_asset_job(name=EPHEMERAL_JOB_NAME, selection=selection)
+    defs = Definitions(jobs=[job], assets=assets, resources=resources)
+    run_id = make_new_run_id()
+    if listener is not None:
+        instance.add_event_listener(run_id, listener)
+    return defs.resolve_job_def(EPHEMERAL_JOB_NAME).execute_in_process(instance=instance, run_id=run_id, **execute)
+
+
 class _Runner:
     """Runs asset selections on the instance, one Dagster run each, and keeps their results."""
 
-    def __init__(self, instance: DagsterInstance, resources: dict[str, object]) -> None:
+    def __init__(
+        self, instance: DagsterInstance, resources: dict[str, object], listener: EventListener | None = None
+    ) -> None:
         self.instance = instance
         self.resources = resources
+        self.listener = listener
         self.results: list[ExecuteInProcessResult] = []
         self.steps: list[str] = []
 
@@ -243,12 +283,13 @@ class _Runner:
         if classes:
             tags |= {ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[1]}
         started = time.perf_counter()
-        result = materialize(
+        result = materialize_listened(
             all_assets,
-            resources=self.resources,
-            instance=self.instance,
-            tags=tags,
+            self.instance,
+            self.listener,
             selection=list(assets) if assets else None,
+            resources=self.resources,
+            tags=tags,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
@@ -266,9 +307,11 @@ def run_main_job(
     classes: list[str] | None = None,
     output_root: str | None = None,
     full: bool = False,
+    listener: EventListener | None = None,
 ) -> RunSummary:
     """Materialize what is missing or stale, from raw images to the classifier's evaluation, for `classes`
-    (default: all); `full` recomputes every asset of every class and refits the PCA."""
+    (default: all); `full` recomputes every asset of every class and refits the PCA. `listener` hears the runs'
+    events as they happen (`fruits run`'s progress display)."""
     effective = resolved_settings(settings_overrides)
     problems = settings_problems(effective)
     if problems:
@@ -288,7 +331,7 @@ def run_main_job(
     state = Staleness(root, effective, layout, trained, refresh=selected)
     ingest = selected if full else [name for name in state.stale_ingestion() if name in set(selected)]
     settings = with_changes(effective, **REFIT_ALWAYS) if full else effective
-    runner = _Runner(instance, resources_for("local", settings=settings, output_root=root))
+    runner = _Runner(instance, resources_for("local", settings=settings, output_root=root), listener)
     if set(ingest) == set(ordered):  # every stage has work for every class
         runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(ordered)} class(es)")
     else:

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from fruits_assets.cli.console import RunConsole
 from fruits_assets.defs.local_spark import start_in_background
 from spark_code.photos.layout import LayoutError
 
@@ -38,7 +39,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "--alpha", dest="model_alpha", type=float, help="MobileNetV2 alpha (default: $FRUITS_MODEL_ALPHA or 1.0)"
     )
     run.add_argument("--pca-k", type=int, help="fixed number of PCA components (default: chosen by --pca-variance)")
-    run.add_argument("--image-size", type=int, help="model input size in pixels (default: see the README)")
+    run.add_argument("--image-size", type=int, help="model input size in pixels (default: $FRUITS_IMAGE_SIZE or 160)")
     run.add_argument("--pca-variance", type=float, help="target explained variance (default 0.95)")
     run.add_argument("--pca-max-k", type=int, help="most components --pca-variance may choose (default 100)")
     run.add_argument(
@@ -78,6 +79,12 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "what is missing or stale; embeddings still come from the embedding store)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Spark's and Dagster's logs live, Spark's progress bars among them, instead of one progress "
+        "display (default: they go to a log file under $DAGSTER_HOME/logs, whose path is printed)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +134,8 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
     if summary["stage_seconds"]:
         rows.append(("stage times", ", ".join(f"{name} {s:.1f} s" for name, s in summary["stage_seconds"].items())))
     rows += [("failed check", name) for name, passed in summary["checks"].items() if not passed]
+    if summary.get("log_file"):
+        rows.append(("log", summary["log_file"]))
     rows.append(("outputs under", summary["output_root"]))
     outputs = [(name, path) for name, path in summary["outputs"].items()]
     errors = [("error", summary["error"])] if summary["error"] else []
@@ -141,21 +150,34 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
     ]
 
 
-def run_command(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, console: RunConsole) -> tuple[dict[str, Any] | None, str | None]:
+    """The main job under the console: its summary, or the error that stopped it before it ran (bad input)."""
     try:
-        start_in_background()  # the session starts while Dagster is imported and the run planned
+        start_in_background(console_progress=args.verbose)  # the session starts while Dagster is imported
     except ValueError as exc:  # FRUITS_SPARK_CONF that is no JSON object of settings
-        print(f"fruits: error: {exc}", file=sys.stderr)
-        return 2
+        return None, str(exc)
     from fruits_assets.main_job import InvalidSettingsError, run_main_job  # heavy imports once arguments are valid
 
     started = time.perf_counter()
     try:
-        summary = run_main_job(_overrides(args), args.classes, args.output_root, full=args.full).as_dict()
+        result = run_main_job(
+            _overrides(args), args.classes, args.output_root, full=args.full, listener=console.listener
+        )
     except (LayoutError, FileNotFoundError, InvalidSettingsError) as exc:  # SplitError is a LayoutError
-        print(f"fruits: error: {exc}", file=sys.stderr)
-        return 2
+        return None, str(exc)
+    summary = result.as_dict()
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["log_file"] = str(console.log_path) if console.log_path else None
+    return summary, None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    with RunConsole(verbose=args.verbose) as console:  # the logs go to a file, the terminal shows the progress
+        summary, error = _run(args, console)
+        console.finish(error, ran=bool(summary and summary["steps"]))
+    if summary is None:
+        print(f"fruits: error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary))
     else:

@@ -34,17 +34,18 @@ def extra_spark_conf() -> dict[str, str]:
     return {str(key): str(value) for key, value in conf.items()}
 
 
-def local_spark_conf() -> dict[str, str]:
+def local_spark_conf(console_progress: bool = True) -> dict[str, str]:
     """Spark settings of the session driven from this process: local[*], or the master in FRUITS_SPARK_MASTER (e.g.
     spark://host:7077), then FRUITS_SPARK_CONF. Python workers run this interpreter so they see the same packages;
-    the JVM gets one BLAS thread per task."""
+    the JVM gets one BLAS thread per task. `console_progress`: Spark's own `[Stage 3:==>  (5 + 2) / 62]` bars on
+    stderr (off under `fruits run`'s progress display)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     one_blas_thread_here()
     return {
         "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
         "spark.app.name": "fruits",
         "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
-        "spark.ui.showConsoleProgress": "true",
+        "spark.ui.showConsoleProgress": str(console_progress).lower(),
         **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
         **extra_spark_conf(),
     }
@@ -62,10 +63,12 @@ def _start(conf: dict[str, str]) -> None:
         LOG.debug("starting Spark ahead of time failed", exc_info=True)
 
 
-def start_in_background() -> threading.Thread:
+def start_in_background(console_progress: bool = True) -> threading.Thread:
     """Start the local session in a daemon thread. Spark's builder holds its lock while the session starts, so a
     step asking for the session meanwhile waits for this one and gets it; a run with nothing to do exits without
-    waiting (the JVM ends with this process)."""
-    thread = threading.Thread(target=_start, args=(local_spark_conf(),), name="spark-start", daemon=True)
+    waiting (the JVM ends with this process). The session's static settings, Spark's console progress among them,
+    are this one's (the steps' later `getOrCreate` reuses it)."""
+    conf = local_spark_conf(console_progress)
+    thread = threading.Thread(target=_start, args=(conf,), name="spark-start", daemon=True)
     thread.start()
     return thread
