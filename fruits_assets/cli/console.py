@@ -261,7 +261,7 @@ class Board:
                     "total": stage.total,
                     "tasks": f"{stage.done:,}/{stage.total:,} tasks" if stage.total else "",
                     "rate": f"{rate:.1f} tasks/s"
-                    if stage.state in (RUNNING, RETRYING) and (rate := stage.rate(now)) is not None
+                    if stage.state in (RUNNING, RETRYING) and stage.total and (rate := stage.rate(now)) is not None
                     else "",
                     "elapsed": duration_text(elapsed) if (elapsed := stage.elapsed(now)) is not None else "",
                     "left": f"~{duration_text(left)} left" if (left := stage.left(now)) is not None else "",
@@ -422,8 +422,9 @@ def render(board: Board, now: float | None = None, spinner: Any = None) -> Rende
     now = time.time() if now is None else now
     spinner = spinner or Spinner("dots", style="cyan")
     table = Table.grid(padding=(0, 1), expand=True)
-    for justify in ("left", "left", "right", "left", "right", "right", "right", "right"):
-        table.add_column(justify=justify, no_wrap=True)
+    # state, stage, classes, bar, tasks, rate, elapsed, left: widths that hold still while the counts grow
+    for justify, width in zip("llrlrrrr", (1, 21, 0, BAR_WIDTH, 13, 12, 4, 11), strict=True):
+        table.add_column(justify={"l": "left", "r": "right"}[justify], no_wrap=True, min_width=width)
     table.add_column(ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
     for row in board.rows(now):
         state, done, total = row["state"], row["done"], row["total"]
