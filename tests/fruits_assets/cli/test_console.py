@@ -201,6 +201,7 @@ def fruits_run(*args: str, home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_fruits_run_prints_only_the_summary_and_logs_spark_and_dagster_to_a_file(tiny_root, tmp_path):
     """A real `fruits run` without a terminal: stdout is the summary (with the log file's row) and nothing else,
     stderr one line per stage; the log holds Spark's and Dagster's lines. --verbose: them live, and no log file."""
