@@ -21,6 +21,9 @@ from pathlib import Path
 import pyspark
 
 STARTUP_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 10.0
+"""How long the master and workers together get to exit on SIGTERM before SIGKILL (each waited for in turn, a JVM
+that ignored it cost 20 s apiece)."""
 
 
 class ClusterStartError(RuntimeError):
@@ -103,12 +106,15 @@ class StandaloneCluster:
         process.wait(timeout=30)
 
     def stop(self) -> None:
-        for process in [*self.workers, self.master]:
+        """SIGTERM to every process group, then SIGKILL to those still there STOP_TIMEOUT_S later."""
+        processes = [*self.workers, self.master]
+        for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in [*self.workers, self.master]:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dagster import ResourceDefinition
+from dagster import InitResourceContext, ResourceDefinition, resource
 from dagster_aws.emr import emr_pyspark_step_launcher
+from dagster_aws.emr.pyspark_step_launcher import EmrPySparkStepLauncher
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 
@@ -131,10 +132,57 @@ def step_spark_conf(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+POLL_ENV = "FRUITS_EMR_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 15.0
+"""dagster-aws's own interval between two looks at a running step (EMR rate-limits frequent polling)."""
+
+
+class PolledEmrStepLauncher(EmrPySparkStepLauncher):
+    """dagster-aws's launcher, looking at a running step every `poll_seconds` instead of its fixed 15 s: a step of a
+    few seconds (one small class) otherwise waits 15 s or more before its run learns it is done."""
+
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+    def wait_for_completion(
+        self,
+        step_context: Any,
+        s3: Any,
+        run_id: str,
+        step_key: str,
+        emr_step_id: str,
+        check_interval: float | None = None,
+    ) -> Any:
+        interval = self.poll_seconds if check_interval is None else check_interval
+        return super().wait_for_completion(step_context, s3, run_id, step_key, emr_step_id, interval)
+
+
+@resource(config_schema=emr_pyspark_step_launcher.config_schema, description=PolledEmrStepLauncher.__doc__)
+def polled_emr_step_launcher(context: InitResourceContext) -> PolledEmrStepLauncher:
+    """dagster-aws's own resource function builds the launcher (its reading of the config included); this one only
+    gives it the poll interval."""
+    launcher = emr_pyspark_step_launcher.resource_fn(context)
+    polled = PolledEmrStepLauncher.__new__(PolledEmrStepLauncher)
+    polled.__dict__.update(vars(launcher))
+    polled.poll_seconds = poll_seconds()
+    return polled
+
+
+def poll_seconds() -> float:
+    """FRUITS_EMR_POLL_SECONDS, else dagster-aws's 15 s; a value that is not a positive number is refused."""
+    value = os.environ.get(POLL_ENV, str(DEFAULT_POLL_SECONDS))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ProdSettingsError(f"{POLL_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def emr_step_launcher() -> ResourceDefinition:
     """dagster-aws's EMR PySpark step launcher for the cluster FRUITS_EMR_CLUSTER_ID, staging in the bucket."""
     bucket = required_env(BUCKET_ENV)
-    return emr_pyspark_step_launcher.configured(
+    return polled_emr_step_launcher.configured(
         {
             "cluster_id": {"env": CLUSTER_ENV},
             "region_name": region(),

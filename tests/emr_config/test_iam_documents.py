@@ -251,6 +251,7 @@ def launch_one_step(tmp_path: Path, cluster_id: str, calls: Path) -> tuple[str, 
         "DAGSTER_DEPLOYMENT": "prod",
         "FRUITS_S3_BUCKET": VALUES["bucket"],
         "FRUITS_EMR_CLUSTER_ID": cluster_id,
+        "FRUITS_EMR_POLL_SECONDS": "1",  # a look per second, not dagster-aws's 15 s: the step is short
         "FRUITS_IMAGES_ROOT": str(tmp_path / "images"),
         "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
         "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),

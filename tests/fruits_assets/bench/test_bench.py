@@ -174,13 +174,17 @@ def test_scale_rows_and_fit_come_from_each_runs_timing(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
+def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path, cluster):
+    """On the session's standalone cluster (`--master`, as on an existing cluster): each size is its own application."""
+    workers = str(len(cluster.workers))
     result = _fruits(
         "scale",
         "--images-root",
         str(shared_root),
+        "--master",
+        cluster.master_url,
         "--workers",
-        "1",
+        workers,
         "--sizes",
         "10",
         "20",
@@ -190,7 +194,7 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     )
     with open(tmp_path / "out" / "scaling.csv") as rows:
         runs = list(csv.DictReader(rows))
-    assert [(r["workers"], r["images"]) for r in runs] == [("1", "10"), ("1", "20")]
+    assert [(r["workers"], r["images"]) for r in runs] == [(workers, "10"), (workers, "20")]
     seconds = [float(r["seconds"]) for r in runs]
     assert all(s > 0 for s in seconds)
     for row, secs in zip(runs, seconds, strict=True):
@@ -199,8 +203,8 @@ def test_bench_scale_writes_csv_png_and_a_finite_fit(shared_root, tmp_path):
     assert math.isfinite(result["overhead_s"]) and math.isfinite(result["cost_ms_per_image"])
     # One worker count, two sizes: the reported fit is the line through the two measured points.
     fit = ScalingFit(result["overhead_s"], result["cost_ms_per_image"] / 1000)
-    assert fit.predict(10, 1) == pytest.approx(seconds[0], abs=0.02)
-    assert fit.predict(20, 1) == pytest.approx(seconds[1], abs=0.02)
+    assert fit.predict(10, int(workers)) == pytest.approx(seconds[0], abs=0.02)
+    assert fit.predict(20, int(workers)) == pytest.approx(seconds[1], abs=0.02)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pyspark
@@ -20,6 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.defs.assets.ingestion import raw_images
+from fruits_assets.defs.emr_resources import POLL_ENV, PolledEmrStepLauncher, ProdSettingsError, poll_seconds
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
 from spark_code.storage.parquet_store import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
@@ -149,6 +151,7 @@ def prod(aws, small_root, tmp_path, monkeypatch):
         "DAGSTER_DEPLOYMENT": "prod",
         "FRUITS_S3_BUCKET": BUCKET,
         "FRUITS_EMR_CLUSTER_ID": cluster_id,
+        "FRUITS_EMR_POLL_SECONDS": "1",  # a look per second, not dagster-aws's 15 s: the step is short
         "FRUITS_IMAGES_ROOT": str(small_root),
         "FRUITS_OUTPUT_ROOT": str(output_root),
         "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
@@ -253,3 +256,30 @@ def test_building_the_prod_resources_again_leaves_no_code_folder_behind(tmp_path
     assert len(packages) == 1 and Path(packages[0]).parent == temp, packages
     assert int(while_running) == 1  # definitions loaded and the resources built 5 times: one copy
     assert not any(temp.glob("fruits-emr-code-*")), "the copy outlived its process"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 15.0), ("2.5", 2.5)])
+def test_the_launcher_looks_at_a_running_step_as_often_as_set(monkeypatch, value, seconds):
+    """The step launcher's interval between looks at EMR: FRUITS_EMR_POLL_SECONDS, else dagster-aws's 15 s; each
+    look asks EMR and S3 once (recorded here on a launcher whose EMR answers "done" at the third look)."""
+    if value is None:
+        monkeypatch.delenv(POLL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(POLL_ENV, value)
+    launcher = PolledEmrStepLauncher.__new__(PolledEmrStepLauncher)  # no AWS client: only the loop is exercised
+    launcher.poll_seconds, launcher.cluster_id = poll_seconds(), "j-1"
+    slept: list[float] = []
+    looks = iter([False, False, True])
+    launcher.emr_job_runner = SimpleNamespace(is_emr_step_complete=lambda *_: next(looks))
+    launcher.read_events = lambda *_: []
+    monkeypatch.setattr("dagster_aws.emr.pyspark_step_launcher.time.sleep", slept.append)
+    context = SimpleNamespace(log=None)
+    assert list(launcher.wait_for_completion(context, None, "run", "step", "s-1")) == []
+    assert slept == [seconds] * 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_poll_interval_that_is_not_a_positive_number_is_refused(monkeypatch, value):
+    monkeypatch.setenv(POLL_ENV, value)
+    with pytest.raises(ProdSettingsError, match=f"FRUITS_EMR_POLL_SECONDS must be a positive number.*{value}"):
+        poll_seconds()

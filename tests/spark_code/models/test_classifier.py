@@ -43,7 +43,8 @@ def test_trains_on_the_training_split_and_names_the_classes(clustered):
     # The penalty with the lowest validation log-loss wins; the weaker the penalty on separable data, the lower.
     losses = trained.validation_metric
     assert trained.reg_param == min(losses, key=losses.get) == min(ClassifierSettings().reg_params)
-    assert trained.selection.startswith("CrossValidator by logLoss, two folds") and trained.rejected == []
+    assert trained.selection.startswith("fitted on half of the training photos, scored by logLoss")
+    assert trained.rejected == []
     scored = score(model, clustered.where("split = 'Test'"))
     assert scored.columns == ["path", "label", "split", "predicted", "confidence"]
     rows = scored.collect()
@@ -122,6 +123,21 @@ def test_the_penalty_is_chosen_on_the_validation_split_alone(spark):
     trained = train_classifier(with_roles(rows, SplitRoles("Training", "Val", "Test")), settings)
     assert trained.reg_param == 1e-6
     assert trained.validation_metric == pytest.approx(forward, abs=1e-3)
+
+
+def test_without_a_validation_split_candidates_are_fitted_on_one_half_and_scored_on_the_other(spark):
+    """Each candidate's score is the log-loss on FOLD 1 of a fit on FOLD 0 (one fit per candidate), computed here
+    independently of the search."""
+    rows = _fine_feature_in_noise(spark, {"Training": 30, "Test": 4})
+    training = rows.where("split = 'Training'").withColumn("label_index", F.ascii("label") - 65.0)
+    folded = with_folds(training)
+    halves = [folded.where(F.col("fold") == fold).drop("fold", "label_index") for fold in (0, 1)]
+    reg_params = (1e-2, 1e-6)
+    expected = {reg: _log_loss(halves[0], halves[1], reg) for reg in reg_params}
+    trained = train_classifier(with_roles(rows, ROLES), ClassifierSettings(reg_params=reg_params))
+    assert trained.selection.startswith("fitted on half of the training photos, scored by logLoss on the other half")
+    assert trained.validation_metric == pytest.approx(expected, abs=1e-3)
+    assert trained.reg_param == min(expected, key=expected.get)
 
 
 def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
