@@ -12,14 +12,15 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spark_code.settings import MAX_IMAGE_PIXELS
 
-PREPROCESSING_VERSION = 2
+PREPROCESSING_VERSION = 3
 """The version of what this module does to a photo's bytes: raise it with any change that alters the array a photo
 gives (decoding, colour conversion, resizing, scaling), so that stored embeddings of the old arrays are not reused.
-2: PNG colour-key transparency composited on white."""
+2: PNG colour-key transparency composited on white. 3: the EXIF orientation applied; a photo that is not square is
+cropped to its centre square instead of squashed (square photos, such as Fruits-360's, give the same arrays as 2)."""
 
 
 class ImageDecodeError(ValueError):
@@ -89,22 +90,46 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def centre_square(width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The box of a photo's centre square (left, top, right, bottom), or None for a square photo.
+
+    Phones frame the fruit in the middle: cropping keeps its shape and scale, where squashing a 3:4 photo to a square
+    made every fruit a third narrower than any training photo, and padding would shrink it in a border the studio
+    photos never have."""
+    if width == height:
+        return None
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def _turn_upright(img: Image.Image) -> None:
+    """Apply the EXIF orientation in place: phones store a photo as the sensor saw it and say in that tag how to turn
+    it. A photo whose EXIF block is unreadable keeps its pixels as stored (its pixels are still good)."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except (SyntaxError, struct.error, ValueError, KeyError, TypeError):
+        return
+
+
 def _decode(img: Image.Image, size: int | None) -> Image.Image:
     try:
         if size is not None and img.format == "JPEG":
-            # Large JPEGs decode at a reduced scale (still >= size): much faster, and a no-op for 100x100 images.
+            # Large JPEGs decode at a reduced scale (both sides still >= size): much faster, and a no-op for
+            # 100x100 images.
             img.draft("RGB", (size, size))
         img.load()
+        _turn_upright(img)
         rgb = _to_rgb(img)
     except _FILE_ERRORS as exc:
         raise _decoding_error(exc) from exc
     if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
+        rgb = rgb.resize((size, size), Image.BILINEAR, box=centre_square(*rgb.size))
     return rgb
 
 
 def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
-    """Decode bytes fully into an RGB image, resized to size x size when given.
+    """Decode bytes fully into an upright RGB image, its centre square resized to size x size when a size is given.
 
     Raises ImageDecodeError with a readable reason for anything that is not a decodable image.
     """
