@@ -22,8 +22,8 @@ import pyspark
 
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
-"""How long the master and workers together get to exit on SIGTERM before SIGKILL (each waited for in turn, a JVM
-that ignored it cost 20 s apiece)."""
+"""How long the master and workers together get to exit on SIGTERM before SIGKILL (20 s for each in turn before:
+up to a minute for three JVMs)."""
 
 
 class ClusterStartError(RuntimeError):

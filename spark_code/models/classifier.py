@@ -119,9 +119,9 @@ def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -
     Each candidate is fitted on the training photos and scored on the validation photos only
     (`Estimator.fitMultiple` and the evaluator, as `TrainValidationSplit` does internally: that class draws its own
     random split and cannot be given this one). The validation photos are the validation split's, or without one
-    FOLD 1 of the training photos (`with_folds`), the candidates then fitted on FOLD 0. One fit per candidate: a
-    2-fold `CrossValidator` cost twice the fits for a ranking that, on the shared sample, was the same (the
-    validation log-loss falls by orders of magnitude from each penalty to the next weaker one)."""
+    FOLD 1 of the training photos (`with_folds`), the candidates then fitted on FOLD 0. One fit per candidate: the
+    2-fold `CrossValidator` used before cost twice the fits and chose the same penalty on the shared sample
+    (BENCHMARKS.md, "One fit per candidate")."""
     estimator = _estimator(settings, settings.search_tol, min(settings.search_max_iter, settings.max_iter))
     grid = ParamGridBuilder().addGrid(estimator.regParam, list(settings.reg_params)).build()
     evaluator = MulticlassClassificationEvaluator(labelCol=LABEL_INDEX, metricName=settings.metric)
