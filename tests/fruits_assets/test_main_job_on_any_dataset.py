@@ -86,7 +86,7 @@ def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(
     assert summary["evaluated_on"].startswith("hold-out of 20% of split 'Training'")
     selection = summary["classifier_selection"]
     assert selection.startswith("fitted on half of the training photos, scored by logLoss on the other half")
-    assert summary["classifier_selection"].endswith("on split 'Training' less the evaluation hold-out")
+    assert selection.endswith("on split 'Training' less the evaluation hold-out")
     assert summary["accuracy"] == 1.0 and summary["checks"] == EVERY_CHECK
     # A hold-out: some of the split's images, not all of them.
     evaluated = set(read_arrow(summary["outputs"]["classifier_evaluation"]).column("path").to_pylist())

@@ -1,6 +1,5 @@
 """Photos as phones send them: turned by their EXIF orientation, cropped to their centre square, never squashed."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ from PIL import Image
 
 from spark_code.photos.images import centre_square, load_rgb, preprocess
 from tests.conftest import SHARED
+from tests.images_factory import encoded
 
 ORIENTATION = 0x0112
 STORED_AS = {
@@ -32,13 +32,15 @@ def _upright() -> np.ndarray:
     return array
 
 
-def _png(array: np.ndarray, orientation: int | None = None) -> bytes:
+def _exif(orientation: int | None) -> Image.Exif:
     exif = Image.Exif()
     if orientation is not None:
         exif[ORIENTATION] = orientation
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(out, "PNG", exif=exif)
-    return out.getvalue()
+    return exif
+
+
+def _png(array: np.ndarray, orientation: int | None = None) -> bytes:
+    return encoded(Image.fromarray(np.ascontiguousarray(array)), "PNG", exif=_exif(orientation))
 
 
 @pytest.mark.parametrize("orientation", sorted(STORED_AS))
@@ -54,22 +56,17 @@ def test_a_phone_photo_stored_sideways_gives_nearly_the_same_array_as_upright():
     """A real field photo (JPEG) re-encoded as a phone stores a portrait shot: turned, with orientation 6."""
     photo = sorted((SHARED / "data" / "field-photos" / "train").glob("*/*.jpg"))[0]
     upright = np.asarray(Image.open(photo).convert("RGB"))
-    out = io.BytesIO()
-    exif = Image.Exif()
-    exif[ORIENTATION] = 6
-    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(out, "JPEG", quality=95, exif=exif)
-    reference = io.BytesIO()
-    Image.fromarray(upright).save(reference, "JPEG", quality=95)
-    turned, plain = preprocess(out.getvalue(), 160), preprocess(reference.getvalue(), 160)
+    sideways = encoded(Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))), "JPEG", quality=95, exif=_exif(6))
+    reference = encoded(Image.fromarray(upright), "JPEG", quality=95)
+    turned, plain = preprocess(sideways, 160), preprocess(reference, 160)
     assert np.abs(turned - plain).mean() < 0.02  # JPEG's re-encoding only
     assert np.abs(np.rot90(turned, 1) - plain).mean() > 5 * np.abs(turned - plain).mean()
 
 
 def test_an_unreadable_exif_block_keeps_the_pixels_as_stored():
     upright = _upright()
-    out = io.BytesIO()
-    Image.fromarray(upright).save(out, "PNG", exif=b"Exif\x00\x00not a TIFF header")
-    assert np.array_equal(np.asarray(load_rgb(out.getvalue())), upright)
+    unreadable = encoded(Image.fromarray(upright), "PNG", exif=b"Exif\x00\x00not a TIFF header")
+    assert np.array_equal(np.asarray(load_rgb(unreadable)), upright)
 
 
 @pytest.mark.parametrize("size", [(300, 150), (150, 300), (464, 348), (348, 464), (101, 100)])
