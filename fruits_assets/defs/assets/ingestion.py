@@ -30,7 +30,10 @@ THUMBNAILS = 6
 
 def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
     """A strip of a few of the files as `thumbnails` metadata; nothing when none of them decodes."""
-    few = with_contents(files.select("path").limit(THUMBNAILS))
+    paths = [(row["path"],) for row in files.select("path").limit(THUMBNAILS).collect()]
+    # The contents of these paths alone, read whole: a limit above the reading UDF would stop its Python worker
+    # mid-stream, and Spark then kills that worker (the next run's model would start in a new one).
+    few = with_contents(files.sparkSession.createDataFrame(paths, "path string"))
     contents = [bytes(row["content"]) for row in few.select("content").collect()]
     strip = thumbnail_strip(contents)
     return {} if strip is None else {"thumbnails": image_markdown(strip, "sample images")}
