@@ -110,6 +110,13 @@ def trained_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return summary, output_root
 
 
+@pytest.fixture
+def trained_copy(trained_run: tuple[dict, Path], tmp_path: Path) -> Path:
+    """A copy of the trained run's output root that a test may run the main job on again (images: `small_root`):
+    only what the test's settings make stale is recomputed."""
+    return Path(shutil.copytree(trained_run[1], tmp_path / "trained"))
+
+
 @pytest.fixture(scope="session")
 def aws_server() -> str:
     """moto in server mode on 127.0.0.1: real HTTP S3, EMR, IAM and STS APIs that boto3 reaches by its endpoint."""

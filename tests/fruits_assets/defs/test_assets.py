@@ -1,6 +1,14 @@
 import numpy as np
 import pytest
-from dagster import AssetCheckResult, AssetKey, DagsterEventType, Output, build_asset_context, materialize
+from dagster import (
+    AssetCheckResult,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    Output,
+    build_asset_context,
+    materialize,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.app.predictor import FruitPredictor
@@ -63,40 +71,47 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
     }
 
 
-@pytest.mark.slow
-def test_every_asset_over_a_range_of_real_classes(small_root, output_root):
+def _run_events(run_id: str, event_type: DagsterEventType) -> list:
+    """The events of one run of the persistent instance (the session's trained run was recorded there)."""
+    return [r.dagster_event for r in DagsterInstance.get().all_logs(run_id, of_type=event_type)]
+
+
+def test_the_trained_run_materialized_every_asset_over_its_range_of_classes_with_metadata(trained_run):
+    """The session's trained run: every asset of 3 real classes in one Dagster run over the partition range."""
+    summary, output_root = trained_run
+    (run_id,) = summary["run_ids"]
+    metadata = {}
+    for event in _run_events(run_id, DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = event.event_specific_data.materialization
+        metadata[materialization.asset_key.path[-1]] = {k: v.value for k, v in materialization.metadata.items()}
     classes = ["Apple Braeburn", "Banana", "Kiwi"]
-    result = materialize(
-        all_assets,
-        resources=make_resources(small_root, output_root, pca_k=8),
-        instance=make_instance(classes),
-        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]},
-    )
-    assert result.success
-    assert _metadata(result, "image_embeddings")["row_count"] == 42
-    assert _metadata(result, "image_embeddings")["rows_per_class"] == {name: 14 for name in classes}
-    pca = _metadata(result, "pca_model")
-    assert pca["k"] == 8 and pca["training_rows"] == 30
+    assert metadata["image_embeddings"]["row_count"] == 42
+    assert metadata["image_embeddings"]["rows_per_class"] == {name: 14 for name in classes}
+    pca = metadata["pca_model"]
+    assert pca["k"] == summary["pca_k"] and pca["training_rows"] == 30
     assert pca["cumulative_variance"].startswith("![cumulative explained variance](data:image/png;base64,")
     reduced = _table(output_root, "reduced_features")
-    assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {8}
+    assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {pca["k"]}
     assert set(reduced.columns) == {"path", "label", "split", "pca_features", "pca_version"}
-    assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert len(result.get_asset_check_evaluations()) == 5
-    evaluation = _metadata(result, "classifier_evaluation")
+    checks = _run_events(run_id, DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert len(checks) == 5 and all(e.event_specific_data.passed for e in checks)
+    evaluation = metadata["classifier_evaluation"]
     assert evaluation["accuracy"] == 1.0 and evaluation["images"] == 12
     assert evaluation["confusion_matrix"].startswith("![confusion matrix](data:image/png;base64,")
-    assert _metadata(result, "fruit_classifier")["classes"] == 3
-    photo = next((small_root / "Test" / "Kiwi").iterdir())
-    assert FruitPredictor(str(output_root)).predict(str(photo)).top[0][0] == "Kiwi"
+    assert metadata["fruit_classifier"]["classes"] == 3
 
-    # A run that stops once it has published a new PCA (here: the PCA alone, with another k) leaves it beside the
-    # previous classifier. Before: predicted from the mismatched pair, silently.
-    instance = make_instance(classes)
-    again = {"resources": make_resources(small_root, output_root, pca_k=5), "instance": instance}
+
+@pytest.mark.slow
+def test_a_new_pca_alone_is_never_paired_with_the_previous_classifier(small_root, trained_copy):
+    """A run that stops once it has published a new PCA (here: the PCA alone, with another k) leaves it beside the
+    previous classifier. Before: predicted from the mismatched pair, silently."""
+    classes = ["Apple Braeburn", "Banana", "Kiwi"]
+    photo = next((small_root / "Test" / "Kiwi").iterdir())
+    assert FruitPredictor(str(trained_copy)).predict(str(photo)).top[0][0] == "Kiwi"
+    again = {"resources": make_resources(small_root, trained_copy, pca_k=5), "instance": make_instance(classes)}
     assert materialize(all_assets, selection=[AssetKey("pca_model")], **again).success
     with pytest.raises(MismatchedModelsError, match="trained on PCA version"):
-        FruitPredictor(str(output_root))
+        FruitPredictor(str(trained_copy))
     stale = materialize(all_assets, selection=[AssetKey("fruit_classifier")], raise_on_error=False, **again)
     failure = next(e for e in stale.all_events if e.is_step_failure).step_failure_data.user_failure_data
     assert "were not projected by the published PCA" in failure.description
@@ -104,7 +119,7 @@ def test_every_asset_over_a_range_of_real_classes(small_root, output_root):
     tags = {ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]}
     selection = [AssetKey("reduced_features"), AssetKey("fruit_classifier")]
     assert materialize(all_assets, selection=selection, tags=tags, **again).success
-    refreshed = FruitPredictor(str(output_root))
+    refreshed = FruitPredictor(str(trained_copy))
     assert refreshed.components.shape[1] == 5 and refreshed.predict(str(photo)).top[0][0] == "Kiwi"
 
 
