@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from fruits_assets.bench.standalone_cluster import StandaloneCluster, standalone_cluster
 from fruits_assets.definitions import resources_for
@@ -25,17 +26,27 @@ def make_instance(classes: list[str]) -> DagsterInstance:
 
 
 def materialize_for(
-    images_root: Path, output_root: Path, classes: list[str], selection: list[str], **settings: object
+    images_root: Path,
+    output_root: Path,
+    classes: list[str],
+    selection: list[str],
+    every_class: bool = False,
+    **settings: object,
 ) -> ExecuteInProcessResult:
     """Materialize the selected assets (not raising on failure) on an instance that knows `classes`: the
-    partitioned ones for the first class, the others for every class."""
+    partitioned ones for the first class (`every_class`: for all of them, in one run over their range, as the main
+    job does), the others for every class."""
     from fruits_assets.definitions import all_assets
 
-    partitioned = {"raw_images", "image_embeddings", "rejected_images", "reduced_features"}
+    partitioned = {"raw_images", "image_embeddings", "rejected_images", "reduced_features"} & set(selection)
+    every = partitioned and every_class
     return materialize(
         all_assets,
         selection=[AssetKey(name) for name in selection],
-        partition_key=classes[0] if partitioned & set(selection) else None,
+        partition_key=classes[0] if partitioned and not every else None,
+        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]}
+        if every
+        else None,
         resources=make_resources(images_root, output_root, **settings),
         instance=make_instance(list(dict.fromkeys(classes))),
         raise_on_error=False,

@@ -83,8 +83,7 @@ def test_nan_embeddings_fail_the_reduced_width_check_and_publish_nothing(small_r
     classes, corrupt = ["Banana", "Kiwi"], "Kiwi"
     root = copy_sample(small_root, tmp_path / "images", classes, {"Training": 4})
     out = tmp_path / "out"
-    for name in classes:
-        assert materialize_for(root, out, [name], INGESTION, pca_k=3).success
+    assert materialize_for(root, out, classes, INGESTION, every_class=True, pca_k=3).success
     assert materialize_for(root, out, classes, ["pca_model"], pca_k=3).success
     # another writer's embeddings of the class, with a NaN in one row (stamps kept: only the values are wrong)
     base = str(out / "image_embeddings")

@@ -28,36 +28,31 @@ def _add_photo(root: Path, name: str, count: list[int]) -> None:
     shutil.copy(sorted(folder.iterdir())[0], folder / f"arrived-{count[0]}.jpg")
 
 
-def _run(root: Path, out: Path, classes: list[str], selection: list[str]) -> None:
-    assert materialize_for(root, out, classes, selection, pca_k=2).success
+def _run(root: Path, out: Path, classes: list[str], selection: list[str], every_class: bool = False) -> None:
+    assert materialize_for(root, out, classes, selection, every_class, pca_k=2).success
 
 
 @pytest.mark.slow
 def test_a_photo_added_between_two_stages_leaves_the_later_stage_stale(small_root, tmp_path):
+    """Each stage over both classes in one run, as the main job runs them."""
     root = copy_sample(small_root, tmp_path / "images", CLASSES, {"Training": 4})
     out, added = tmp_path / "out", [0]
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], ["raw_images"])
+    _run(root, out, CLASSES, ["raw_images"], every_class=True)
     _add_photo(root, "Kiwi", added)  # after the index, before the embeddings
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], INGESTION[1:])
+    _run(root, out, CLASSES, INGESTION[1:], every_class=True)
     state = _state(root, out)
     assert stale(state.stamps("image_embeddings"), state.embedded) == ["Kiwi"]
 
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], INGESTION)
+    _run(root, out, CLASSES, INGESTION, every_class=True)
     _run(root, out, CLASSES, ["pca_model"])
     _add_photo(root, "Kiwi", added)  # after the embeddings, before the projection
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], ["reduced_features"])
+    _run(root, out, CLASSES, ["reduced_features"], every_class=True)
     state = _state(root, out)
     assert state.stale_reduced() == ["Kiwi"]
 
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], INGESTION)
+    _run(root, out, CLASSES, INGESTION, every_class=True)
     _run(root, out, CLASSES, ["pca_model"])
-    for name in CLASSES:
-        _run(root, out, [name, *CLASSES], ["reduced_features"])
+    _run(root, out, CLASSES, ["reduced_features"], every_class=True)
     assert _state(root, out).stale_reduced() == []
     _add_photo(root, "Banana", added)  # after the projection, before the classifier
     _run(root, out, CLASSES, ["fruit_classifier"])
