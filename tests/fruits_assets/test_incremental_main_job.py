@@ -1,6 +1,7 @@
 """`fruits run` does only what is missing or stale, judged from the output root and the photos' listing."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -38,12 +39,36 @@ def test_contiguous_ranges_follow_the_instance_order():
     assert contiguous_ranges(ordered, ordered) == [("Kiwi", "Fig")]
 
 
+@pytest.fixture(scope="module")
+def first_run(shared_root, tmp_path_factory):
+    """3 classes of 6 training and 2 test photos, its first run's summary and output root, and a pristine copy of
+    its photos (names, sizes and times kept)."""
+    folder = tmp_path_factory.mktemp("incremental")
+    images = copy_sample(shared_root, folder / "images", REAL_CLASSES, {"Training": 6, "Test": 2})
+    pristine = shutil.copytree(images, folder / "pristine", copy_function=shutil.copy2)
+    summary = _run(images, folder / "out")
+    return images, pristine, summary, folder / "out"
+
+
 @pytest.fixture
-def images(shared_root, tmp_path):
-    return copy_sample(shared_root, tmp_path / "images", REAL_CLASSES, {"Training": 6, "Test": 2})
+def images(first_run):
+    """The first run's photos as it read them (a test before may have changed them): the first run's outputs are up
+    to date with them."""
+    images, pristine, _, _ = first_run
+    shutil.rmtree(images)
+    return Path(shutil.copytree(pristine, images, copy_function=shutil.copy2))
+
+
+@pytest.fixture
+def first(first_run, images, tmp_path):
+    """The first run's summary, and a copy of its output root for this test."""
+    _, _, summary, output_root = first_run
+    return summary, Path(shutil.copytree(output_root, tmp_path / "out"))
 
 
 def test_a_rerun_does_only_what_changed(images, shared_root, tmp_path, spark):
+    """From a first run of its own: the summary of a run with nothing to do comes from the runs the instance
+    recorded for that output root."""
     out = tmp_path / "out"
     first = _run(images, out)
     assert _ran(first) == ["every asset: 3 class(es)"] and first.images_embedded == 24
@@ -77,9 +102,8 @@ def test_a_rerun_does_only_what_changed(images, shared_root, tmp_path, spark):
     assert _run(images, out, pca_refit_share=0.0).steps == []
 
 
-def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images, shared_root, tmp_path, spark):
-    out = tmp_path / "out"
-    _run(images, out)
+def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images, first, tmp_path, spark):
+    _, out = first
     elsewhere = _run(images, tmp_path / "elsewhere")
     assert _ran(elsewhere) == ["every asset: 3 class(es)"]
     assert elsewhere.images_embedded == 24  # each output root has its own embedding store
@@ -115,15 +139,14 @@ def test_a_class_without_training_photos_does_not_make_every_rerun_refit(shared_
     assert _run(images, out, min_accuracy=0.5).steps == []
 
 
-def test_a_run_over_some_classes_trains_on_every_published_class(images, shared_root, tmp_path, spark):
+def test_a_run_over_some_classes_trains_on_every_published_class(images, first, shared_root, spark):
     """`fruits run --classes Kiwi` refreshes Kiwi and never shrinks what the app knows; a deleted class folder is
     unpublished everywhere and leaves the models."""
     from dagster import DagsterInstance
 
     from fruits_assets.defs.partitions import fruit_class_partitions
 
-    out = tmp_path / "out"
-    first = _run(images, out)
+    first, out = first
     extra = sorted((shared_root / "Training" / "Kiwi").iterdir())[6]
     shutil.copy(extra, images / "Training" / "Kiwi" / extra.name)
     some = run_main_job({"images_root": str(images), "min_accuracy": FLOOR}, ["Kiwi"], str(out))
