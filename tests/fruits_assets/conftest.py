@@ -38,15 +38,13 @@ def materialize_for(
     job does), the others for every class."""
     from fruits_assets.definitions import all_assets
 
-    partitioned = {"raw_images", "image_embeddings", "rejected_images", "reduced_features"} & set(selection)
-    every = partitioned and every_class
+    partitioned = bool({"raw_images", "image_embeddings", "rejected_images", "reduced_features"} & set(selection))
+    whole_range = {ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]}
     return materialize(
         all_assets,
         selection=[AssetKey(name) for name in selection],
-        partition_key=classes[0] if partitioned and not every else None,
-        tags={ASSET_PARTITION_RANGE_START_TAG: classes[0], ASSET_PARTITION_RANGE_END_TAG: classes[-1]}
-        if every
-        else None,
+        partition_key=classes[0] if partitioned and not every_class else None,
+        tags=whole_range if partitioned and every_class else None,
         resources=make_resources(images_root, output_root, **settings),
         instance=make_instance(list(dict.fromkeys(classes))),
         raise_on_error=False,

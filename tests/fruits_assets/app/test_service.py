@@ -2,7 +2,6 @@
 
 import contextlib
 import select
-import shutil
 import socket
 import threading
 import time
@@ -202,13 +201,12 @@ def test_no_model_yet_is_503_until_one_is_published(tmp_path):
         thread.join(30)
 
 
-def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_run, small_root, tmp_path, spark, capsys):
+def test_a_new_model_is_served_within_seconds_and_a_failed_one_never(trained_copy, small_root, spark, capsys):
     """Clients send photos while the main job publishes a new PCA and classifier (another k), then a classifier
     whose evaluation fails: no request fails, each answer is exactly what its model gives (never a new PCA with an
     old classifier), the new model answers within seconds of its evaluation's publication, and the failed one never
     answers."""
-    root = tmp_path / "out"
-    shutil.copytree(trained_run[1], root)
+    root = trained_copy
     photos = [p.read_bytes() for p in sorted((small_root / "Test").rglob("*.jpg"))]
     answers: list[tuple[float, int, int, dict]] = []  # (time, photo, status, answer)
     failures: list[str] = []

@@ -118,11 +118,10 @@ def test_liveness_is_200_before_a_model_while_readiness_is_503(tmp_path):
         assert ready.status_code == 503 and ready.json()["status"] == "starting" and ready.headers["Retry-After"]
 
 
-def test_a_classifier_waiting_for_its_evaluation_is_logged_once_not_at_every_poll(trained_run, tmp_path, caplog):
+def test_a_classifier_waiting_for_its_evaluation_is_logged_once_not_at_every_poll(trained_copy, tmp_path, caplog):
     """Published without its evaluation yet: the watch says so once over many polls, serves it once the evaluation
     is published, and says so again only if the state comes back."""
-    root = tmp_path / "out"
-    shutil.copytree(trained_run[1], root)
+    root = trained_copy
     evaluation = root / "classifier_evaluation"
     shutil.move(evaluation, tmp_path / "evaluation")
     watcher = ModelWatcher(str(root), poll_seconds=0.05)

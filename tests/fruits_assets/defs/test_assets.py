@@ -4,7 +4,6 @@ from dagster import (
     AssetCheckResult,
     AssetKey,
     DagsterEventType,
-    DagsterInstance,
     Output,
     build_asset_context,
     materialize,
@@ -17,6 +16,7 @@ from fruits_assets.defs.assets.features import image_embeddings, reduced_feature
 from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.defs.assets.models import pca_model
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
+from fruits_assets.main_job import persistent_instance
 from spark_code.models.ml_models import MismatchedModelsError
 from spark_code.storage.parquet_store import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
@@ -73,7 +73,7 @@ def test_one_class_of_generated_images_is_indexed_embedded_or_rejected(generated
 
 def _run_events(run_id: str, event_type: DagsterEventType) -> list:
     """The events of one run of the persistent instance (the session's trained run was recorded there)."""
-    return [r.dagster_event for r in DagsterInstance.get().all_logs(run_id, of_type=event_type)]
+    return [r.dagster_event for r in persistent_instance().all_logs(run_id, of_type=event_type)]
 
 
 def test_the_trained_run_materialized_every_asset_over_its_range_of_classes_with_metadata(trained_run):
