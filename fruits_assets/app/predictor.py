@@ -29,7 +29,7 @@ from spark_code.storage.publish import current, pid_alive
 from spark_code.storage.storage import filesystem
 
 
-def _read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     try:
         with fs.open_input_stream(path) as stream:
@@ -197,8 +197,8 @@ class FruitPredictor:
         pca_uri, classifier_uri = (
             _published(join_uri(output_root, name)) for name in ("pca_model", "fruit_classifier")
         )
-        notes = json.loads(_read_bytes(join_uri(classifier_uri, NOTES_FILE)))
-        check_pair(json.loads(_read_bytes(join_uri(pca_uri, NOTES_FILE))), notes)
+        notes = json.loads(read_bytes(join_uri(classifier_uri, NOTES_FILE)))
+        check_pair(json.loads(read_bytes(join_uri(pca_uri, NOTES_FILE))), notes)
         self.notes: dict[str, Any] = notes
         """The classifier's notes: its version, when it was saved, the PCA version it goes with."""
         # Models saved before mirror averaging existed were trained on unmirrored embeddings.

@@ -88,6 +88,20 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     overload.add_argument(
         "--service-dir", help="run the fruits serve of this checkout instead (an older commit's worktree: before/after)"
     )
+    field = bench.add_parser(
+        "field",
+        help="the published classifier on photos of the app's world (a field root), by class and by fruit, and the "
+        "confidence threshold for a target precision, beside the evaluation split",
+    )
+    field.add_argument("field_root", nargs="?", help="<root>/<split>/<class>/<photo> (default: $FRUITS_FIELD_ROOT)")
+    field.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT)")
+    field.add_argument(
+        "--calibration-split",
+        default="train",
+        help="the field split the temperature and threshold are fitted on, reported on the others (default train; "
+        "'none': no calibration)",
+    )
+    field.add_argument("--precision", type=float, default=0.95, help="precision of confident answers (0.95)")
     refit = bench.add_parser(
         "pca-refit", help="accuracy when the PCA was fitted without a share of the training photos (refit rule)"
     )
@@ -192,6 +206,21 @@ def run_bench(args: argparse.Namespace) -> int:
             serve_args,
             Path(args.service_dir) if args.service_dir else None,
         )
+        print(json.dumps(result))
+        return 0
+    if args.bench == "field":
+        from fruits_assets.bench.field import bench_field
+
+        field_root = args.field_root or os.environ.get("FRUITS_FIELD_ROOT")
+        if not field_root:
+            print("fruits: error: give a field root or set FRUITS_FIELD_ROOT", file=sys.stderr)
+            return 2
+        split = None if args.calibration_split == "none" else args.calibration_split
+        try:
+            result = bench_field(chosen_output_root(args.output_root), field_root, split, args.precision)
+        except (ValueError, FileNotFoundError) as exc:  # a layout, a split or models that are not there
+            print(f"fruits: error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(result))
         return 0
     if args.bench == "pca-refit":

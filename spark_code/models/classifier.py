@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
 
@@ -238,6 +239,18 @@ def score(model: PipelineModel, reduced: DataFrame) -> DataFrame:
 
 
 @dataclass(frozen=True)
+class FruitScores:
+    """Quality by fruit: an answer counts when it names any variety of the right fruit, which is what the app tells
+    its user (a Royal Gala called `Apple Red 1` is right)."""
+
+    images: int
+    correct: int
+    accuracy: float
+    per_fruit: dict[str, tuple[int, int]]
+    """fruit -> (photos answered with the right fruit, photos of that fruit)."""
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Quality of the classifier on one split, from its confusion counts."""
 
@@ -254,6 +267,49 @@ class Evaluation:
         pairs = [(true, predicted, count) for (true, predicted), count in self.confusion.items() if true != predicted]
         return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:n]
 
+    def by_fruit(self, fruit_of: Callable[[str], str]) -> FruitScores:
+        """The same answers scored by fruit; `fruit_of` names a class label's fruit."""
+        right: dict[str, int] = defaultdict(int)
+        seen: dict[str, int] = defaultdict(int)
+        for (true, guess), count in self.confusion.items():
+            fruit = fruit_of(true)
+            seen[fruit] += count
+            right[fruit] += count if fruit_of(guess) == fruit else 0
+        correct = sum(right.values())
+        return FruitScores(
+            images=self.images,
+            correct=correct,
+            accuracy=correct / self.images if self.images else 0.0,
+            per_fruit={fruit: (right[fruit], seen[fruit]) for fruit in sorted(seen)},
+        )
+
+    @classmethod
+    def from_counts(cls, counts: dict[tuple[str, str], int], labels: list[str]) -> Evaluation:
+        """Accuracy, macro F1 and per-class recall from (true label, predicted label) -> images."""
+        truth: dict[str, int] = defaultdict(int)
+        predicted: dict[str, int] = defaultdict(int)
+        for (true, guess), count in counts.items():
+            truth[true] += count
+            predicted[guess] += count
+        images = sum(counts.values())
+        correct = sum(count for (true, guess), count in counts.items() if true == guess)
+        recall, f1 = {}, {}
+        for name in sorted(set(labels) | set(truth)):
+            hits = counts.get((name, name), 0)
+            recall[name] = hits / truth[name] if truth[name] else 0.0
+            precision = hits / predicted[name] if predicted[name] else 0.0
+            f1[name] = 2 * precision * recall[name] / (precision + recall[name]) if hits else 0.0
+        evaluated = [name for name in f1 if truth[name]]
+        return cls(
+            images=images,
+            correct=correct,
+            accuracy=correct / images if images else 0.0,
+            macro_f1=sum(f1[name] for name in evaluated) / len(evaluated) if evaluated else 0.0,
+            recall={name: recall[name] for name in evaluated},
+            f1={name: f1[name] for name in evaluated},
+            confusion=dict(counts),
+        )
+
 
 def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     """Accuracy, macro F1 and per-class recall; only the (at most classes^2) confusion counts reach the driver."""
@@ -261,26 +317,4 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
         (row["label"], row["predicted"]): int(row["count"])
         for row in scored.groupBy("label", "predicted").count().collect()
     }
-    truth: dict[str, int] = defaultdict(int)
-    predicted: dict[str, int] = defaultdict(int)
-    for (true, guess), count in counts.items():
-        truth[true] += count
-        predicted[guess] += count
-    images = sum(counts.values())
-    correct = sum(count for (true, guess), count in counts.items() if true == guess)
-    recall, f1 = {}, {}
-    for name in sorted(set(labels) | set(truth)):
-        hits = counts.get((name, name), 0)
-        recall[name] = hits / truth[name] if truth[name] else 0.0
-        precision = hits / predicted[name] if predicted[name] else 0.0
-        f1[name] = 2 * precision * recall[name] / (precision + recall[name]) if hits else 0.0
-    evaluated = [name for name in f1 if truth[name]]
-    return Evaluation(
-        images=images,
-        correct=correct,
-        accuracy=correct / images if images else 0.0,
-        macro_f1=sum(f1[name] for name in evaluated) / len(evaluated) if evaluated else 0.0,
-        recall={name: recall[name] for name in evaluated},
-        f1={name: f1[name] for name in evaluated},
-        confusion=counts,
-    )
+    return Evaluation.from_counts(counts, labels)

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from spark_code.models.classifier import (
     ClassifierSettings,
     DegenerateClassifierError,
+    Evaluation,
     NotEnoughClassesError,
     TrainedClassifier,
     evaluate,
@@ -64,6 +65,24 @@ def test_evaluation_metrics_from_known_confusions(spark):
     expected_f1 = (6 / 7 + 2 / 3 + 2 / 3) / 3
     assert result.macro_f1 == pytest.approx(expected_f1)
     assert result.most_confused(5) == [("Apple", "Banana", 1), ("Cherry", "Banana", 1)]
+
+
+def test_scores_by_fruit_count_any_variety_of_the_right_fruit():
+    # Granny Smith taken for Braeburn is the right fruit; a Kiwi taken for an apple is not; a Braeburn taken for a
+    # Granny Smith is right too. No Spark: the counts are what `evaluate` collects.
+    counts = {
+        ("Apple Granny Smith", "Apple Granny Smith"): 2,
+        ("Apple Granny Smith", "Apple Braeburn"): 3,
+        ("Apple Braeburn", "Apple Granny Smith"): 1,
+        ("Kiwi", "Apple Braeburn"): 4,
+        ("Kiwi", "Kiwi"): 1,
+    }
+    result = Evaluation.from_counts(counts, ["Apple Braeburn", "Apple Granny Smith", "Kiwi"])
+    assert result.images == 11 and result.correct == 3
+    fruit = result.by_fruit(lambda label: label.split()[0])
+    assert fruit.images == 11 and fruit.correct == 7 and fruit.accuracy == pytest.approx(7 / 11)
+    assert fruit.per_fruit == {"Apple": (6, 6), "Kiwi": (1, 5)}
+    assert Evaluation.from_counts({}, ["Kiwi"]).by_fruit(str).accuracy == 0.0
 
 
 def test_a_validation_split_scores_candidates_fitted_on_the_training_split(clustered):

@@ -1,0 +1,104 @@
+"""`fruits bench field`: the calibration on generated probabilities whose right answer is known, and the bench on
+the session's trained run with real field photos."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fruits_assets.bench.field import (
+    at_threshold,
+    bench_field,
+    field_photos,
+    fit_temperature,
+    fruit_answers,
+    threshold_for,
+    with_temperature,
+)
+from fruits_assets.cli import main
+from tests.conftest import SHARED
+
+FIELD = SHARED / "data" / "field-photos"
+LABELS = ["Apple Braeburn", "Apple Granny Smith", "Banana", "Kiwi"]
+
+
+def _softmax(margins: np.ndarray) -> np.ndarray:
+    exp = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with():
+    # True labels drawn from softmax(margins / 3): the probabilities a model gives, softmax(margins), are
+    # overconfident by a temperature of 3, which calibration must find from the labels alone.
+    rng = np.random.default_rng(7)
+    margins = rng.normal(0, 6, (6000, len(LABELS)))
+    truth = [LABELS[rng.choice(len(LABELS), p=p)] for p in _softmax(margins / 3.0)]
+    # The likelihood is by fruit (both apples are one): the apples' summed probability at the true temperature is
+    # still the one the fruits were drawn with.
+    assert fit_temperature(_softmax(margins), LABELS, truth) == pytest.approx(3.0, rel=0.15)
+
+
+def test_temperature_keeps_the_ranking_and_flattens_the_probabilities():
+    probabilities = _softmax(np.array([[4.0, 1.0, 0.0, -1.0], [0.0, 0.5, 3.0, 0.0]]))
+    flat = with_temperature(probabilities, 4.0)
+    assert (flat.argmax(axis=1) == probabilities.argmax(axis=1)).all()
+    assert (flat.max(axis=1) < probabilities.max(axis=1)).all()
+    np.testing.assert_allclose(flat.sum(axis=1), 1.0)
+    np.testing.assert_allclose(with_temperature(probabilities, 1.0), probabilities, rtol=1e-9)
+
+
+def test_an_answer_is_right_for_any_variety_of_the_fruit_and_its_confidence_is_the_fruits():
+    probabilities = np.array([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]])
+    right, confidence, true = fruit_answers(probabilities, LABELS, ["Apple Granny Smith", "Banana"])
+    assert right.tolist() == [True, False]
+    np.testing.assert_allclose(confidence, [0.8, 0.6])
+    np.testing.assert_allclose(true, [0.8, 0.2])
+
+
+def test_the_threshold_keeps_the_most_answers_at_the_precision():
+    confidence = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
+    right = np.array([True, True, True, False, True, False, False])
+    # At >= 0.9: 3 of 4 right; at >= 0.8: 4 of 5; at >= 0.95: 2 of 2.
+    assert threshold_for(right, confidence, 0.75) == pytest.approx(0.8)
+    assert threshold_for(right, confidence, 0.95) == pytest.approx(0.95)
+    assert threshold_for(np.zeros(3, bool), np.array([0.9, 0.5, 0.1]), 0.5) is None
+    assert at_threshold(right, confidence, 0.8) == {"photos": 7, "confident": 5, "coverage": 0.7143, "precision": 0.8}
+    assert at_threshold(right, confidence, None)["confident"] == 0
+
+
+def _field_root(target: Path, per_class: int) -> Path:
+    """A field root of real grocery-store photos of the trained run's fruits: two splits, and one file that is no
+    photo."""
+    for split in ("train", "val"):
+        for label in ("Banana", "Kiwi", "Apple Red 1"):
+            folder = target / split / label
+            folder.mkdir(parents=True)
+            for photo in sorted((FIELD / split / label).iterdir())[:per_class]:
+                shutil.copy(photo, folder / photo.name)
+    (target / "val" / "Kiwi" / "notes.jpg").write_text("not a photo")
+    return target
+
+
+def test_the_bench_scores_every_field_photo_by_class_and_by_fruit(trained_run, tmp_path, capsys):
+    summary, output_root = trained_run
+    root = _field_root(tmp_path / "field", per_class=4)
+    assert {split: len(photos) for split, photos in field_photos(str(root)).items()} == {"train": 12, "val": 13}
+    result = bench_field(str(output_root), str(root), "train", 0.95)
+    assert result["classes"] == summary["classes"] == 3
+    assert result["evaluation_split"]["class_accuracy"] == pytest.approx(summary["accuracy"], abs=1e-5)
+    every, val = result["field"]["every photo"], result["field"]["val"]
+    assert every["photos"] == 24 and every["rejected"] == 1 and val["photos"] == 12
+    # No model class is an 'Apple Red 1', so by class every apple is wrong; by fruit an 'Apple Braeburn' answer is
+    # right: fruit accuracy is never below class accuracy, and the per-fruit counts add up.
+    assert every["fruit_accuracy"] >= every["class_accuracy"]
+    assert sum(int(cell.split("/")[1]) for cell in every["per_fruit"].values()) == 24
+    assert set(every["per_fruit"]) == {"Apple", "Banana", "Kiwi"}
+    confidence = result["confidence"]
+    assert confidence["calibrated_on"] == "train" and confidence["temperature"] > 0
+    assert set(confidence["at_threshold"]) == {"train", "val"}
+    train = confidence["at_threshold"]["train"]
+    assert train["precision"] is None or train["precision"] >= 0.95
+
+    code = main(["bench", "field", str(root), "--output-root", str(output_root), "--calibration-split", "x"])
+    assert code == 2 and "no split 'x'" in capsys.readouterr().err
