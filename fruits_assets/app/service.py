@@ -37,8 +37,8 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from fruits_assets.app.fruit_facts import FruitFacts, facts_for
 from fruits_assets.app.models_watch import ModelWatcher, ServedModel
+from spark_code.models.fruit_facts import FruitFacts, facts_for
 from spark_code.photos.images import ImageDecodeError
 
 log = logging.getLogger("fruits.serve")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fruits_assets.app.fruit_facts import facts_for
 from fruits_assets.app.predictor import FruitPredictor, read_bytes
 from spark_code.models.classifier import Evaluation
+from spark_code.models.fruit_facts import facts_for
 from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import discover_layout, join_uri
 from spark_code.photos.listing import folder_entries

@@ -7,8 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from fruits_assets.app.fruit_facts import facts_for
 from spark_code.errors import PermanentError
+from spark_code.models.fruit_facts import facts_for
 from spark_code.settings import chosen_output_root
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.app import fruit_facts
-from fruits_assets.app.fruit_facts import UNKNOWN_DESCRIPTION, FruitFacts, facts_for, known_labels, normalize_label
+from spark_code.models import fruit_facts
+from spark_code.models.fruit_facts import UNKNOWN_DESCRIPTION, FruitFacts, facts_for, known_labels, normalize_label
 from tests.conftest import FRUITS_360
 
 FACTS_PATH = Path(fruit_facts.__file__).parent / "fruit_facts.json"
@@ -156,12 +156,12 @@ def test_the_json_ships_in_the_wheel() -> None:
         import tomli as tomllib
     config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     assert config["project"]["requires-python"] == ">=3.10"
-    assert "*.json" in config["tool"]["setuptools"]["package-data"]["fruits_assets.app"]
+    assert "*.json" in config["tool"]["setuptools"]["package-data"]["spark_code.models"]
 
 
 def test_facts_load_from_any_working_directory(tmp_path):
     """The installed command runs from anywhere, not only from the repository root."""
-    code = "from fruits_assets.app.fruit_facts import facts_for; print(facts_for('Kiwi').fruit)"
+    code = "from spark_code.models.fruit_facts import facts_for; print(facts_for('Kiwi').fruit)"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Kiwi"
