@@ -1,8 +1,8 @@
 """Facts the app shows about a recognised fruit, read from the reviewed `fruit_facts.json` shipped with the package.
 
 Kept free of Dagster and Spark imports so the app-facing side can use it cheaply; it lies in spark_code so that the
-pipeline scores its answers by fruit (the field evaluation) with the same facts the app tells. The JSON holds the facts once per
-fruit (`fruits`) and maps each Fruits-360 class label to its fruit and variety (`labels`).
+pipeline scores its answers by fruit (the field evaluation) with the same facts the app tells. The JSON holds the
+facts once per fruit (`fruits`) and maps each Fruits-360 class label to its fruit and variety (`labels`).
 
 Users bring datasets whose class folders are named their own way (`apple_braeburn_1`, `APPLE-BRAEBURN`, `Bánana`), so
 a label the file does not hold verbatim is looked up again in a normalised form before it falls back to "unknown".

@@ -3,6 +3,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from fruits_assets.app.models_watch import ModelWatcher
@@ -73,3 +75,12 @@ def test_an_evaluation_stamped_without_its_floor_is_refused_not_a_crash(trained_
     refusal = _served_verdict(root)
     assert refusal is not None and refusal.endswith("its published evaluation does not say its accuracy floor")
     assert _predict(root, next((small_root / "Test" / "Kiwi").iterdir()), capsys) == (2, "", f"{REFUSED}{refusal}\n")
+
+
+def test_facts_load_from_any_working_directory(tmp_path):
+    """The installed package finds its facts file from anywhere, not only from the repository root (here, not in
+    tests/spark_code: the cluster gets spark_code as shipped files, not installed)."""
+    code = "from spark_code.models.fruit_facts import facts_for; print(facts_for('Kiwi').fruit)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Kiwi"
