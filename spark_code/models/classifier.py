@@ -49,7 +49,6 @@ class ClassifierSettings:
     metric: str = "logLoss"
     """What the candidates are compared by (MulticlassClassificationEvaluator's metricName; ties go to the first
     candidate, the strongest penalty)."""
-    parallelism: int = 2
     standardization: bool = False
 
 
@@ -138,7 +137,10 @@ def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -
         return index, float(evaluator.evaluate(model.transform(validation)))
 
     metrics = [0.0] * len(grid)
-    with ThreadPool(min(settings.parallelism, len(grid))) as pool:
+    # Every candidate on a thread of its own: on small inputs each L-BFGS iteration is a Spark job that waits on
+    # scheduling more than on the cores (6 threads instead of 2: a 3-class training 4.9-5.6 s -> 3.7-4.0 s warm), while
+    # on the full sample the candidates share the cores either way (80.8 s with 2 threads, 82.2 s with 6).
+    with ThreadPool(len(grid)) as pool:
         for index, metric in pool.imap_unordered(fit_and_score, range(len(grid))):
             metrics[index] = metric
     return metrics
