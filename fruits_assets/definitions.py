@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dagster import Definitions, load_assets_from_modules
 
-from fruits_assets.defs.assets import classifier, features, ingestion, models
+from fruits_assets.defs.assets import classifier, features, field, ingestion, models
 from fruits_assets.defs.automation import fruits_automation_sensor
 from fruits_assets.defs.deployments import DEPLOYMENTS, deployment_resources, resources_for
 from fruits_assets.defs.sensors import fruit_class_sensor
 
 __all__ = ["DEPLOYMENTS", "all_assets", "defs", "resources_for"]
 
-all_assets = load_assets_from_modules([ingestion, features, models, classifier])
+all_assets = load_assets_from_modules([ingestion, features, models, classifier, field])
 
 defs = Definitions(
     assets=all_assets,

@@ -8,7 +8,8 @@ planned from the output root and the images' listing (fruits_assets.defs.stalene
 2. pca_model, when a class changed or came or went, or its settings changed; it refits by the rule of
    spark_code.models.pca_refit, else keeps the published PCA;
 3. reduced_features for the classes not projected by the current PCA from their current embeddings;
-4. fruit_classifier and classifier_evaluation when their inputs changed.
+4. fruit_classifier and classifier_evaluation when their inputs changed;
+5. field_evaluation, with a field root, when the classifier or the field photos changed.
 Each step with stale classes is one Dagster run over a partition range (one Spark job per stage, not per class);
 with nothing stale, nothing runs. When every class is stale (no output yet, or new photos in each class) every asset
 runs for every class in one run, sparing the start of three more (if the PCA is kept, the steps after it run next,
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dagster import (
+    AssetCheckSeverity,
     AssetKey,
     AssetsDefinition,
     AssetSpec,
@@ -43,6 +45,7 @@ from dagster._core.utils import make_new_run_id
 from fruits_assets.definitions import all_assets, resources_for
 from fruits_assets.defs.assets.classifier import ACCURACY_CHECK
 from fruits_assets.defs.assets.common import SKIPPED, settings_problems
+from fruits_assets.defs.assets.field import FIELD_CHECK
 from fruits_assets.defs.io_managers import output_path
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.resources import resolved_settings, with_changes
@@ -91,11 +94,20 @@ class RunSummary:
     evaluated_on: str | None = None
     """Which images the classifier was evaluated on: an evaluation split, or a hold-out of training images."""
     evaluation_images: int | None = None
+    field_fruit_accuracy: float | None = None
+    """On the field photos (photos of the app's world, never trained on): answers naming the right fruit."""
+    field_accuracy: float | None = None
+    field_images: int | None = None
+    field_root: str | None = None
+    field_per_fruit: dict[str, float] = field(default_factory=dict)
+    """Fruit accuracy of each fruit of the field photos."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Assets that had nothing to compute this time, with the reason (e.g. fewer than two classes)."""
     output_root: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Checks that failed with a warning (the field's): reported, never a failed run."""
     error: str | None = None
     quality_gate_failed: bool = False
     """Every step ran, but the classifier's accuracy is below the floor: a judgement on the model, not a crash."""
@@ -112,6 +124,7 @@ class RunSummary:
 INGESTION = ("raw_images", "image_embeddings", "rejected_images")
 CLASS_OUTPUTS = (*INGESTION, "reduced_features")
 CLASSIFIER = ("fruit_classifier", "classifier_evaluation")
+FIELD = ("field_evaluation",)
 REFIT_ALWAYS = {"pca_refit_share": 0.0, "classifier_search_share": 0.0, "reread_files": True}
 """--full: every photo read again, the PCA refitted and the classifier's penalty searched again, whatever changed."""
 
@@ -332,8 +345,10 @@ def run_main_job(
     ingest = selected if full else [name for name in state.stale_ingestion() if name in set(selected)]
     settings = with_changes(effective, **REFIT_ALWAYS) if full else effective
     runner = _Runner(instance, resources_for("local", settings=settings, output_root=root), listener)
+    field_step = FIELD if effective.field_root else ()
     if set(ingest) == set(ordered):  # every stage has work for every class
-        runner.run(None, (ordered[0], ordered[-1]), f"every asset: {len(ordered)} class(es)")
+        every = OUTPUT_FOLDERS + field_step
+        runner.run(every, (ordered[0], ordered[-1]), f"every asset: {len(ordered)} class(es)")
     else:
         runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings")
         if ingest or full or state.pca_may_be_stale():
@@ -343,9 +358,11 @@ def run_main_job(
     if not runner.failed:
         runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features")
     if not runner.failed and state.classifier_stale():
-        runner.run(CLASSIFIER, None, "fruit_classifier, classifier_evaluation")
+        runner.run(CLASSIFIER + field_step, None, ", ".join(CLASSIFIER + field_step))
     elif not runner.failed and state.evaluation_stale():
         runner.run(("classifier_evaluation",), None, "classifier_evaluation")
+    if not runner.failed and state.field_stale():  # new field photos, or the evaluation above left it stale
+        runner.run(FIELD, None, "field_evaluation")
     return _summary(runner, instance, state, root, withdrawn)
 
 
@@ -354,7 +371,9 @@ def _summary(
 ) -> RunSummary:
     """The summary of what is published for the run's classes, and of what this run did."""
     results = runner.results
-    checks = {e.check_name: e.passed for result in results for e in result.get_asset_check_evaluations()}
+    evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
+    checks = {e.check_name: e.passed for e in evaluations}
+    warned = {e.check_name for e in evaluations if e.severity == AssetCheckSeverity.WARN}
 
     def latest(asset: str) -> dict[str, Any]:
         return _metadata(results, asset) or _published_metadata(instance, asset, output_path(root, asset))
@@ -363,7 +382,12 @@ def _summary(
     if ACCURACY_CHECK.name not in checks and evaluation.get("accuracy") is not None:
         # the published evaluation, not recomputed this time: its verdict under the current floor still holds
         checks[ACCURACY_CHECK.name] = evaluation["accuracy"] >= state.settings.min_accuracy
-    failed_checks = {name for name, passed in checks.items() if not passed}
+    field_run = latest("field_evaluation") if state.settings.field_root else {}
+    if FIELD_CHECK.name not in checks and field_run.get("fruit_accuracy") is not None:
+        # as the accuracy check above: the published field evaluation's verdict under the current floor
+        checks[FIELD_CHECK.name] = field_run["fruit_accuracy"] >= state.settings.min_field_fruit_accuracy
+        warned.add(FIELD_CHECK.name)
+    failed_checks = {name for name, passed in checks.items() if not passed and name not in warned}
     failed = next((result for result in results if not result.success), None)
     success = failed is None and not failed_checks
     return RunSummary(
@@ -383,10 +407,18 @@ def _summary(
         macro_f1=evaluation.get("macro_f1"),
         evaluated_on=evaluation.get("evaluated_on"),
         evaluation_images=evaluation.get("images"),
+        field_fruit_accuracy=field_run.get("fruit_accuracy"),
+        field_accuracy=field_run.get("accuracy"),
+        field_images=field_run.get("images"),
+        field_root=field_run.get("field_root"),
+        field_per_fruit=field_run.get("fruit_accuracy_per_fruit", {}),
         skipped=_skipped(results),
         output_root=root,
-        outputs={name: output_path(root, name) for name in OUTPUT_FOLDERS},
+        outputs={
+            name: output_path(root, name) for name in OUTPUT_FOLDERS + (FIELD if state.settings.field_root else ())
+        },
         checks=checks,
+        warnings=sorted(name for name in warned if not checks[name]),
         error=_first_error(failed) if failed else None,
         quality_gate_failed=failed is None and failed_checks == {ACCURACY_CHECK.name},
         steps=runner.steps,

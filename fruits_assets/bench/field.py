@@ -18,7 +18,7 @@ import numpy as np
 
 from fruits_assets.app.predictor import FruitPredictor, read_bytes
 from spark_code.models.classifier import Evaluation
-from spark_code.models.fruit_facts import facts_for
+from spark_code.models.fruit_facts import fruit_of
 from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import discover_layout, join_uri
 from spark_code.photos.listing import folder_entries
@@ -26,11 +26,6 @@ from spark_code.storage.parquet_store import read_arrow
 
 TEMPERATURES = np.geomspace(0.01, 1000.0, 401)
 """Temperatures tried when calibrating (a grid: one parameter, and the likelihood is smooth in its logarithm)."""
-
-
-def fruit_of(label: str) -> str:
-    """The fruit a class label names, as the app tells it (fruit_facts.json, or the label without its number)."""
-    return facts_for(label).fruit
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ STAGES = (
     "reduced_features",
     "fruit_classifier",
     "classifier_evaluation",
+    "field_evaluation",
 )
 """The main job's steps (each an asset's op, named after it), in the order they run."""
 

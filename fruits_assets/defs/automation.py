@@ -67,6 +67,7 @@ CODE_VERSIONS = {
     "reduced_features": "2",
     "fruit_classifier": "2",
     "classifier_evaluation": "2",
+    "field_evaluation": f"1.p{PREPROCESSING_VERSION}",
 }
 """Bumped by hand when an asset's code changes what it computes."""
 

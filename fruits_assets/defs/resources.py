@@ -56,6 +56,14 @@ class FruitsSettings(ConfigurableResource):
     holdout_fraction: float = Field(
         default=HOLDOUT_FRACTION, description="Share of each class's training images held out when no split evaluates."
     )
+    field_root: str = Field(
+        default="",
+        description="Photos of the app's world (<root>/<split>/<class>/<photo> or <root>/<class>/<photo>, path or "
+        "s3://), never trained on: the classifier is also evaluated on them, by class and by fruit; empty: none.",
+    )
+    min_field_fruit_accuracy: float = Field(
+        default=0.6, description="Fruit accuracy on the field photos under which their check warns."
+    )
     classifier_max_iter: int = Field(
         default=ClassifierSettings.max_iter, description="Iterations after which a classifier fit counts as failed."
     )
@@ -105,6 +113,10 @@ class FruitsSettings(ConfigurableResource):
             splits, self.training_split, self.validation_split, self.evaluation_split, self.holdout_fraction
         )
 
+    def field_layout(self, s3: Any = None) -> ImagesLayout | None:
+        """The field root's split and class folders, None without a field root."""
+        return discover_layout(self.field_root, s3) if self.field_root else None
+
     def layout(self, s3: Any = None) -> ImagesLayout:
         """The images root's split and class folders; an s3:// root is listed with `s3` (a boto3 client) if given."""
         return discover_layout(self.images_root, s3)
@@ -124,6 +136,8 @@ ENV_SETTINGS: dict[str, str] = {
     "validation_split": "FRUITS_VALIDATION_SPLIT",
     "evaluation_split": "FRUITS_EVALUATION_SPLIT",
     "holdout_fraction": "FRUITS_HOLDOUT_FRACTION",
+    "field_root": "FRUITS_FIELD_ROOT",
+    "min_field_fruit_accuracy": "FRUITS_MIN_FIELD_FRUIT_ACCURACY",
     "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
     "max_rejected_share": "FRUITS_MAX_REJECTED_SHARE",

@@ -89,6 +89,11 @@ def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
         "reduced_features": {},
         "fruit_classifier": {"photos": photos, "classifier": asdict(settings.classifier)},
         "classifier_evaluation": {"photos": photos, "min_accuracy": settings.min_accuracy},
+        "field_evaluation": {
+            **embedding,
+            "field_root": settings.field_root,
+            "min_field_fruit_accuracy": settings.min_field_fruit_accuracy,
+        },
     }
     return json.loads(json.dumps(by_asset[asset]))
 
@@ -110,6 +115,13 @@ def evaluation_stamp(classifier_version: str | None, settings: FruitsSettings) -
     accuracy floor its check applies). The floor ends it, as the app's quality gate reads it
     (fruits_assets.app.models_watch.evaluation_verdict)."""
     return f"{classifier_version}:{settings_digest('classifier_evaluation', settings)}:{settings.min_accuracy}"
+
+
+def field_stamp(classifier_version: str | None, listing: dict[str, str], settings: FruitsSettings) -> str:
+    """What a field evaluation is computed from: the classifier, the field photos (each class's data version, listed
+    before they are read) and its settings."""
+    described = {"field": sorted(listing.items()), "settings": settings_digest("field_evaluation", settings)}
+    return f"{classifier_version}:{hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]}"
 
 
 def pca_context(settings: FruitsSettings, roles: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +211,16 @@ class Staleness:
         notes = self.notes("fruit_classifier")
         found = self.stamps("classifier_evaluation").get(publish.WHOLE, {}).get("stamp")
         return notes is None or found != evaluation_stamp(notes.get(VERSION), self.settings)
+
+    def field_stale(self) -> bool:
+        """Whether the field evaluation is missing or not of the published classifier, the field photos as they are
+        listed now and the settings; never without a field root or a classifier."""
+        notes = self.notes("fruit_classifier")
+        layout = self.settings.field_layout()
+        if layout is None or notes is None:
+            return False
+        expected = field_stamp(notes.get(VERSION), class_versions(layout, layout.classes), self.settings)
+        return self.stamps("field_evaluation").get(publish.WHOLE, {}).get("stamp") != expected
 
     def counts(self, asset: str) -> int:
         """Rows published for the run's classes."""

@@ -20,13 +20,16 @@ import functools
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from spark_code.photos.image_files import CONTENT_KEY, literal
+from spark_code.features.embeddings import embed_images, ship_weights, spread
+from spark_code.photos.image_files import CONTENT_KEY, literal, with_contents
 from spark_code.photos.images import PREPROCESSING_VERSION
+from spark_code.progress import Progress
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 from spark_code.storage import publish, storage
 
@@ -137,3 +140,30 @@ def with_stored_embeddings(keyed_files: DataFrame, stored: DataFrame) -> DataFra
     """path, label, split (+ KEY) -> path, label, split, features, error: each file's embedding by its content."""
     joined = keyed_files.select("path", "label", "split", KEY).join(stored, KEY, "left")
     return joined.select("path", "label", "split", "features", "error")
+
+
+def embedded_with_store(
+    keyed_files: DataFrame, settings: ModelSettings, base: str, what: str, log: Callable[[str], None]
+) -> tuple[DataFrame, int]:
+    """path, label, split, KEY -> path, label, split, features, error (persisted), and the photos the model ran on:
+    only the contents the store lacks are read and embedded, once each, and added to the store; the others'
+    embeddings come from it. `what` names the work in the progress lines `log` gets."""
+    spark = keyed_files.sparkSession
+    fingerprint = settings_fingerprint(settings)
+    stored = read_store(spark, base, fingerprint)
+    missing = not_stored(keyed_files, stored).persist()  # contents never embedded with these settings, one file each
+    todo = missing.count()
+    counter = spark.sparkContext.accumulator(0)
+    new = empty_store_rows(spark)
+    if todo:
+        ship_weights(spark, settings)
+        # Only these files are read. Stored under the key of the bytes read: a file rewritten since it was indexed
+        # leaves its indexed key without an embedding, which the nothing-lost check reports.
+        contents = with_content_keys(with_contents(spread(missing, todo)))
+        new = embed_images(contents, settings, keep=(KEY,), counter=counter).persist()
+        with Progress(f"{what}: photos embedded", todo, lambda: counter.value, log):
+            new.count()  # the model's only pass
+        if fingerprint:
+            append_to_store(new, base, fingerprint)
+    missing.unpersist()
+    return with_stored_embeddings(keyed_files, stored.unionByName(new)).persist(), counter.value

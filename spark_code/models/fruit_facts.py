@@ -190,3 +190,9 @@ def facts_for(label: str) -> FruitFacts:
         vitamin_c_mg_per_100g=fruit["vitamin_c_mg_per_100g"],
         known=True,
     )
+
+
+def fruit_of(label: str) -> str:
+    """The fruit a class label names, as the app tells it: what an answer is scored by when any variety of the right
+    fruit counts."""
+    return facts_for(label).fruit

@@ -18,6 +18,7 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
         "reduced_features",
         "fruit_classifier",
         "classifier_evaluation",
+        "field_evaluation",
     }
     assert graph.get(AssetKey("raw_images")).parent_keys == {AssetKey("class_photos")}
     assert graph.get(AssetKey("image_embeddings")).parent_keys == {AssetKey("raw_images")}
@@ -27,6 +28,7 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
         AssetKey("reduced_features"),
         AssetKey("fruit_classifier"),
     }
+    assert graph.get(AssetKey("field_evaluation")).parent_keys == {AssetKey("fruit_classifier"), AssetKey("pca_model")}
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups["raw_images"] == "ingestion" and groups["pca_model"] == "models"
     assert all(graph.get(key).description for key in graph.get_all_asset_keys())
@@ -36,14 +38,14 @@ def test_partitioned_assets_share_the_discovered_class_partitions():
     graph = defs.resolve_asset_graph()
     for name in ("class_photos", "raw_images", "image_embeddings", "rejected_images", "reduced_features"):
         assert graph.get(AssetKey(name)).partitions_def.name == "fruit_class"
-    for name in ("pca_model", "fruit_classifier", "classifier_evaluation"):
+    for name in ("pca_model", "fruit_classifier", "classifier_evaluation", "field_evaluation"):
         assert graph.get(AssetKey(name)).partitions_def is None
 
 
 def test_every_computed_asset_has_a_code_version_and_an_automation_condition():
     graph = defs.resolve_asset_graph()
     computed = [key for key in graph.get_all_asset_keys() if graph.get(key).is_materializable]
-    assert len(computed) == 7
+    assert len(computed) == 8
     for key in computed:
         assert graph.get(key).code_version and graph.get(key).automation_condition is not None, key
 
@@ -102,7 +104,7 @@ def test_prod_launches_steps_on_emr_with_s3_defaults(monkeypatch):
 
 def test_every_spark_backed_asset_retries_with_backoff():
     policies = {a.node_def.name: a.node_def.retry_policy for a in all_assets if isinstance(a, AssetsDefinition)}
-    assert len(policies) == 6 and set(policies.values()) == {SPARK_RETRY}
+    assert len(policies) == 7 and set(policies.values()) == {SPARK_RETRY}
     assert SPARK_RETRY.max_retries == 2 and SPARK_RETRY.backoff is not None
 
 

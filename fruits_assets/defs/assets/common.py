@@ -81,6 +81,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
     for name in ("pca_refit_share", "classifier_search_share"):
         if not 0 <= getattr(settings, name) <= 1:
             problems.append(f"{name} {getattr(settings, name)} must be between 0 and 1")
+    if not 0 <= settings.min_field_fruit_accuracy <= 1:
+        problems.append(f"min_field_fruit_accuracy {settings.min_field_fruit_accuracy} must be between 0 and 1")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems

@@ -33,21 +33,10 @@ from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
 from fruits_assets.defs.staleness import COMPUTED_FROM, embedding_stamps, reduced_stamps
 from fruits_assets.defs.steps import asset_step
-from spark_code.features.embedding_store import (
-    KEY,
-    append_to_store,
-    empty_store_rows,
-    not_stored,
-    read_store,
-    settings_fingerprint,
-    with_content_keys,
-    with_stored_embeddings,
-)
-from spark_code.features.embeddings import accepted, embed_images, rejected, ship_weights, spread
+from spark_code.features.embedding_store import KEY, embedded_with_store, settings_fingerprint
+from spark_code.features.embeddings import accepted, rejected
 from spark_code.models.ml_models import VERSION, ModelArtifact
 from spark_code.models.pca import apply_pca, pca_k
-from spark_code.photos.image_files import with_contents
-from spark_code.progress import Progress
 from spark_code.storage.parquet_store import input_stamps
 
 
@@ -88,34 +77,18 @@ def image_embeddings(
     to rejected_images, not to failure."""
     run_layout(context, settings)
     stamps = MetadataValue.json(embedding_stamps(input_stamps(raw_images), settings))
-    spark = fresh_spark(pyspark, "image_embeddings")
+    fresh_spark(pyspark, "image_embeddings")
     model = settings.model
-    fingerprint = settings_fingerprint(model)
     if KEY not in raw_images.columns:
         raise Failure(
             description="raw_images of these classes was indexed before content hashes: materialize raw_images again",
             allow_retries=False,
         )
     keyed = raw_images.select("path", "label", "split", KEY).persist()
-    stored = read_store(spark, embedding_store.base, fingerprint)
-    missing = not_stored(keyed, stored).persist()  # contents never embedded with these settings, one file each
-    todo = missing.count()
-    counter = spark.sparkContext.accumulator(0)
-    new = empty_store_rows(spark)
-    if todo:
-        ship_weights(spark, model)
-        # Only these files are read. Stored under the key of the bytes read: a file rewritten since it was indexed
-        # leaves its indexed key without an embedding, which the nothing-lost check reports.
-        contents = with_content_keys(with_contents(spread(missing, todo)))
-        new = embed_images(contents, model, keep=(KEY,), counter=counter).persist()
-        with Progress("image_embeddings: photos embedded", todo, lambda: counter.value, context.log.info):
-            new.count()  # the model's only pass
-        if fingerprint:
-            append_to_store(new, embedding_store.base, fingerprint)
-    missing.unpersist()
-    embedded_now = counter.value
+    embedded, embedded_now = embedded_with_store(
+        keyed, model, embedding_store.base, "image_embeddings", context.log.info
+    )
     context.log.info(f"{embedded_now} photo(s) embedded, the others' embeddings reused from the store")
-    embedded = with_stored_embeddings(keyed, stored.unionByName(new)).persist()
     embeddings = accepted(embedded)
     yield from refuse_when_blocked(
         [
@@ -132,7 +105,9 @@ def image_embeddings(
             "model_alpha": MetadataValue.float(model.alpha),
             "image_size": MetadataValue.int(model.image_size),
             "images_embedded": MetadataValue.int(embedded_now),
-            "settings_fingerprint": MetadataValue.text(fingerprint or "none (random weights are never stored)"),
+            "settings_fingerprint": MetadataValue.text(
+                settings_fingerprint(model) or "none (random weights are never stored)"
+            ),
             COMPUTED_FROM: stamps,
         },
     )

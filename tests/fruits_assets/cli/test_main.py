@@ -42,6 +42,8 @@ def test_main_job_on_three_classes_materializes_every_asset(trained_run):
         "reduced_width_equals_k": True,
         "accuracy_above_floor": True,
     }
+    # No field root: no field evaluation, and nothing said of one.
+    assert summary["field_fruit_accuracy"] is None and "field_evaluation" not in summary["outputs"]
     embeddings = embeddings_table(summary)
     assert sorted(set(embeddings.column("label").to_pylist())) == REAL_CLASSES
     assert {len(v) for v in embeddings.column("features").to_pylist()} == {1280}

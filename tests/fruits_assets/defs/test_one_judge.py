@@ -2,6 +2,7 @@
 on an output root of hand-made stamps) and the UI's code versions (what the automation shows stale) agree."""
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,19 +17,21 @@ from fruits_assets.defs.staleness import (
     Staleness,
     classifier_inputs,
     evaluation_stamp,
+    field_stamp,
     pca_context,
     reduced_stamps,
     stale,
 )
 from spark_code.models.ml_models import NOTES_FILE, VERSION
 from spark_code.models.pca_refit import TRAINING_ROWS
+from spark_code.photos.listing import class_versions
 from spark_code.storage import storage
 from tests.conftest import WEIGHTS
 from tests.images_factory import GOOD_IMAGES, write_files
 
 CLASSES = ["Apple", "Kiwi"]
 PER_CLASS = ("raw_images", "image_embeddings", "rejected_images", "reduced_features")
-ASSETS = (*PER_CLASS, "pca_model", "fruit_classifier", "classifier_evaluation")
+ASSETS = (*PER_CLASS, "pca_model", "fruit_classifier", "classifier_evaluation", "field_evaluation")
 NOT_A_SETTING = {"images_root"}
 """The photos' place: its changes reach the UI as the photos' data versions (the discovery sensor), not settings."""
 
@@ -43,7 +46,8 @@ def images(tmp_path_factory) -> Path:
 
 
 def _settings(images: Path, **changes: object) -> FruitsSettings:
-    base = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35)
+    """The test's settings; the images double as the field photos (the field root is a setting like any other)."""
+    base = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35, field_root=str(images))
     return with_changes(base, **changes) if changes else base
 
 
@@ -72,6 +76,8 @@ def _up_to_date_root(out: Path, settings: FruitsSettings) -> Path:
     _publish(out, "reduced_features", reduced)
     _publish(out, "fruit_classifier", {}, {INPUTS: classifier_inputs(reduced, settings)})
     _publish(out, "classifier_evaluation", {"all": evaluation_stamp("v1", settings)})
+    field = settings.field_layout()
+    _publish(out, "field_evaluation", {"all": field_stamp("v1", class_versions(field, field.classes), settings)})
     return out
 
 
@@ -89,6 +95,7 @@ def _planner_stale(out: Path, settings: FruitsSettings) -> set[str]:
     found |= {"pca_model"} if state.pca_may_be_stale() else set()
     found |= {"reduced_features"} if state.stale_reduced() else set()
     found |= {"fruit_classifier"} if state.classifier_stale() else set()
+    found |= {"field_evaluation"} if state.field_stale() else set()
     return found | ({"classifier_evaluation"} if state.evaluation_stale() else set())
 
 
@@ -109,6 +116,8 @@ def _changed(name: str, value: object, tmp_path: Path) -> object:
         other = tmp_path / "other-weights.h5"
         other.write_bytes(b"other weights")
         return str(other)
+    if name == "field_root":
+        return str(shutil.copytree(value, tmp_path / "other-field"))
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

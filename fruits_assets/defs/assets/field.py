@@ -1,0 +1,164 @@
+"""The field: the classifier on photos of the app's world (a field root of its own), never trained on."""
+
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetObservation,
+    MetadataValue,
+    Output,
+    asset,
+)
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped
+from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
+from fruits_assets.defs.plots import confusion_matrix_plot
+from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
+from fruits_assets.defs.staleness import COMPUTED_FROM, field_stamp
+from fruits_assets.defs.steps import asset_step
+from spark_code.features.embedding_store import KEY, embedded_with_store, with_content_keys
+from spark_code.features.embeddings import accepted
+from spark_code.models.classifier import Evaluation, FruitScores, evaluate, labels_of, score
+from spark_code.models.fruit_facts import fruit_of
+from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
+from spark_code.models.pca import apply_pca
+from spark_code.photos.image_files import list_image_files, with_contents
+from spark_code.photos.listing import class_versions
+from spark_code.storage.publish import WHOLE
+
+FIELD_CHECK = AssetCheckSpec(
+    "field_fruit_accuracy",
+    asset="field_evaluation",
+    description="Fruit accuracy (any variety of the right fruit) on the field photos is at least the settings' "
+    "min_field_fruit_accuracy. A warning: the studio photos the classifier learns from are not the app's world.",
+)
+
+
+def with_fruits(predictions: DataFrame, labels: list[str]) -> DataFrame:
+    """Add `fruit` and `predicted_fruit`: the fruit of the true and of the predicted class."""
+    fruits = F.create_map(*[F.lit(value) for label in sorted(set(labels)) for value in (label, fruit_of(label))])
+    return predictions.withColumn("fruit", fruits[F.col("label")]).withColumn(
+        "predicted_fruit", fruits[F.col("predicted")]
+    )
+
+
+def fruit_table(scores: FruitScores) -> str:
+    rows = sorted(scores.per_fruit.items(), key=lambda item: (item[1][0] / item[1][1], item[0]))
+    return "| fruit | right | photos | accuracy |\n|---|---|---|---|\n" + "\n".join(
+        f"| {fruit} | {right} | {seen} | {right / seen:.3f} |" for fruit, (right, seen) in rows
+    )
+
+
+def by_split(predictions: DataFrame, labels: list[str]) -> dict[str, dict[str, float | int]]:
+    """Photos, class and fruit accuracy of each split of the field root (only counts reach the driver)."""
+    counts: dict[str, dict[tuple[str, str], int]] = {}
+    for row in predictions.groupBy("split", "label", "predicted").count().collect():
+        counts.setdefault(row["split"] or "(no split)", {})[(row["label"], row["predicted"])] = int(row["count"])
+    found = {}
+    for split, confusion in sorted(counts.items()):
+        result = Evaluation.from_counts(confusion, labels)
+        found[split] = {
+            "photos": result.images,
+            "accuracy": round(result.accuracy, 4),
+            "fruit_accuracy": round(result.by_fruit(fruit_of).accuracy, 4),
+        }
+    return found
+
+
+@asset(
+    group_name="models",
+    io_manager_key="class_parquet_io_manager",
+    ins={"fruit_classifier": AssetIn(), "pca_model": AssetIn()},
+    kinds={"spark", "tensorflow"},
+    check_specs=[FIELD_CHECK],
+    retry_policy=SPARK_RETRY,
+    output_required=False,
+    automation_condition=AFTER_UPSTREAM_DECISIONS,
+    code_version=code_version("field_evaluation"),
+)
+@asset_step
+def field_evaluation(
+    context: AssetExecutionContext,
+    step_launcher: StepLauncherParam,
+    fruit_classifier: ModelArtifact,
+    pca_model: ModelArtifact,
+    settings: FruitsSettings,
+    pyspark: LazyPySparkResource,
+    embedding_store: EmbeddingStore,
+) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
+    """Each field photo's prediction (path, label, split, predicted, confidence, fruit, predicted_fruit): accuracy by
+    class and by fruit, per fruit and per split. The photos are embedded through the embedding store (once each)."""
+    layout = settings.field_layout()
+    if layout is None:
+        yield skipped(context, "field_evaluation", "no field root is set (FRUITS_FIELD_ROOT, fruits run --field-root)")
+        return
+    listing = class_versions(layout, layout.classes)  # listed before reading: a photo added meanwhile makes it stale
+    stamp = field_stamp(fruit_classifier.notes.get(VERSION), listing, settings)
+    spark = fresh_spark(pyspark, "field_evaluation")
+    files = with_content_keys(with_contents(list_image_files(spark, layout, layout.classes)))
+    keyed = files.select("path", "label", "split", KEY).persist()
+    embedded, embedded_now = embedded_with_store(
+        keyed, settings.model, embedding_store.base, "field_evaluation", context.log.info
+    )
+    pca_version = pca_model.notes.get(VERSION)
+    if fruit_classifier.notes.get(PCA_VERSION, pca_version) != pca_version:
+        raise MismatchedModelsError(
+            f"the classifier was trained on PCA {fruit_classifier.notes[PCA_VERSION]}, the published PCA is "
+            f"{pca_version}: materialize fruit_classifier again"
+        )
+    reduced = apply_pca(pca_model.model, accepted(embedded), pca_version)
+    labels = labels_of(fruit_classifier.model)
+    predictions = with_fruits(score(fruit_classifier.model, reduced), labels + layout.classes).persist()
+    result = evaluate(predictions, labels)
+    rejected = embedded.where(F.col("error").isNotNull()).count()
+    if result.images == 0:
+        yield skipped(context, "field_evaluation", f"no field photo decodes under {layout.root}")
+        return
+    fruit = result.by_fruit(fruit_of)
+    context.log.info(
+        f"field photos: fruit accuracy {fruit.accuracy:.4f}, class accuracy {result.accuracy:.4f} on "
+        f"{result.images} photos of {layout.root} ({embedded_now} embedded now)"
+    )
+    by_fruit_confusion: dict[tuple[str, str], int] = {}
+    for (true, guess), count in result.confusion.items():
+        key = (fruit_of(true), fruit_of(guess))
+        by_fruit_confusion[key] = by_fruit_confusion.get(key, 0) + count
+    yield AssetCheckResult(
+        check_name=FIELD_CHECK.name,
+        asset_key=FIELD_CHECK.asset_key,
+        passed=fruit.accuracy >= settings.min_field_fruit_accuracy,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"fruit_accuracy": fruit.accuracy, "floor": settings.min_field_fruit_accuracy},
+    )
+    fruits = sorted({name for pair in by_fruit_confusion for name in pair})
+    yield Output(
+        predictions,
+        metadata={
+            "fruit_accuracy": MetadataValue.float(fruit.accuracy),
+            "accuracy": MetadataValue.float(result.accuracy),
+            "images": MetadataValue.int(result.images),
+            "images_rejected": MetadataValue.int(rejected),
+            "images_embedded": MetadataValue.int(embedded_now),
+            "field_root": MetadataValue.path(layout.root),
+            "per_fruit": MetadataValue.md(fruit_table(fruit)),
+            "fruit_accuracy_per_fruit": MetadataValue.json(
+                {name: round(right / seen, 4) for name, (right, seen) in fruit.per_fruit.items()}
+            ),
+            "per_split": MetadataValue.json(by_split(predictions, labels)),
+            "most_common_answers": MetadataValue.json(
+                [
+                    [row["predicted"], row["count"]]
+                    for row in predictions.groupBy("predicted").count().orderBy(F.desc("count"), "predicted").take(5)
+                ]
+            ),
+            "confusion_by_fruit": confusion_matrix_plot(by_fruit_confusion, fruits),
+            COMPUTED_FROM: MetadataValue.json({WHOLE: stamp}),
+        },
+    )
