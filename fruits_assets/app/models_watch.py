@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,9 @@ class ServedModel:
     predictor: FruitPredictor
     location: str
     """The classifier's published folder: a new one means a new model."""
+    field: dict[str, Any] | None = None
+    """How it does on photos of the app's world (its published field evaluation), once there is one."""
+    field_stamp: str | None = None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -44,7 +47,32 @@ class ServedModel:
             "version": notes.get(VERSION),
             "published_at": notes.get(SAVED_AT),
             "pca_version": notes.get("pca_version"),
+            "field": self.field,
         }
+
+
+def field_stamp(output_root: str) -> str | None:
+    """The published field evaluation's stamp (`<classifier version>:<digest>`), None when there is none."""
+    return published_stamps(join_uri(output_root, "field_evaluation")).get(WHOLE, {}).get("stamp")
+
+
+def field_figures(output_root: str, classifier_version: str | None, stamp: str | None) -> dict[str, Any] | None:
+    """Photos, fruit and class accuracy of the published field evaluation when `stamp` is of this classifier (else
+    None: a field evaluation of another classifier says nothing of this one)."""
+    if not stamp or stamp.partition(":")[0] != classifier_version:
+        return None
+    table = read_arrow(join_uri(output_root, "field_evaluation"))
+    if field_stamp(output_root) != stamp or not table.num_rows:  # published again while read: the next poll
+        return None
+
+    def share(left: str, right: str) -> float:
+        return round(pc.mean(pc.equal(table[left], table[right]).cast("int8")).as_py(), 4)
+
+    return {
+        "photos": table.num_rows,
+        "fruit_accuracy": share("fruit", "predicted_fruit"),
+        "accuracy": share("label", "predicted"),
+    }
 
 
 def _blank_photo() -> bytes:
@@ -127,6 +155,17 @@ class ModelWatcher:
 
     def refresh(self) -> bool:
         """Load and swap in the published classifier if it is new and qualified; True when it was swapped in."""
+        swapped = self._refresh_model()
+        served = self.current
+        if served is not None:
+            stamp = field_stamp(self.output_root)
+            if stamp != served.field_stamp:  # the field evaluation of the served model came, or changed
+                figures = field_figures(self.output_root, served.info["version"], stamp)
+                self.current = replace(served, field=figures, field_stamp=stamp)
+        return swapped
+
+    def _refresh_model(self) -> bool:
+        """Load and swap in the published classifier if it is new and qualified."""
         location = current(join_uri(self.output_root, "fruit_classifier"))
         if location is None:
             self.problem = "no classifier published yet"

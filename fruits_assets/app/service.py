@@ -327,10 +327,19 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class FieldFigures(BaseModel):
+    """The model on photos of the app's world (its field evaluation): any variety of the right fruit counts."""
+
+    photos: int
+    fruit_accuracy: float
+    accuracy: float
+
+
 class ModelInfo(BaseModel):
     version: str | None
     published_at: str | None
     pca_version: str | None
+    field: FieldFigures | None = None
 
 
 class Guess(BaseModel):

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from dagster import AssetKey
 
+from fruits_assets.app.models_watch import ModelWatcher
 from fruits_assets.cli import main
 from fruits_assets.cli.run import summary_lines
 from fruits_assets.defs.resources import FruitsSettings
@@ -90,3 +91,11 @@ def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(smal
     assert summary["field_images"] == 19
     event = persistent_instance().get_latest_materialization_event(AssetKey("field_evaluation"))
     assert event.asset_materialization.metadata["images_embedded"].value == 1
+
+    # The service tells how its model does in the field: the figures of the field evaluation of that model.
+    watcher = ModelWatcher(str(trained_copy))
+    assert watcher.refresh() is True
+    field_figures = watcher.current.info["field"]
+    assert field_figures["photos"] == 19
+    assert field_figures["fruit_accuracy"] == pytest.approx(summary["field_fruit_accuracy"], abs=1e-4)
+    assert field_figures["accuracy"] == pytest.approx(summary["field_accuracy"], abs=1e-4)
