@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from fruits_assets.app.predictor import FruitPredictor
+from fruits_assets.app.predictor import Confidence, FruitPredictor, published_confidence
 from spark_code.models.ml_models import PCA_VERSION, SAVED_AT, VERSION, published_notes
 from spark_code.photos.layout import join_uri
 from spark_code.storage.parquet_store import published_stamps, read_arrow
@@ -39,6 +39,8 @@ class ServedModel:
     field: dict[str, Any] | None = None
     """How it does on photos of the app's world (its published field evaluation), once there is one."""
     field_stamp: str | None = None
+    confidence: Confidence | None = None
+    """Its calibration, published with its field evaluation: how sure each answer is."""
 
     @property
     def info(self) -> dict[str, Any]:
@@ -160,8 +162,10 @@ class ModelWatcher:
         if served is not None:
             stamp = field_stamp(self.output_root)
             if stamp != served.field_stamp:  # the field evaluation of the served model came, or changed
-                figures = field_figures(self.output_root, served.info["version"], stamp)
-                self.current = replace(served, field=figures, field_stamp=stamp)
+                version = served.info["version"]
+                figures = field_figures(self.output_root, version, stamp)
+                confidence = published_confidence(self.output_root, version, served.predictor.labels)
+                self.current = replace(served, field=figures, field_stamp=stamp, confidence=confidence)
         return swapped
 
     def _refresh_model(self) -> bool:
@@ -187,7 +191,7 @@ class ModelWatcher:
         if not np.isfinite(probabilities).all():
             self._refused = location  # never loaded again
             raise ValueError(f"classifier {version} gives non-finite probabilities: not served")
-        self.current = ServedModel(predictor, location)
+        self.current = ServedModel(predictor, location, confidence=predictor.confidence)
         self._said = None
         log.info("serving classifier %s (PCA %s)", version, predictor.notes.get(PCA_VERSION))
         return True

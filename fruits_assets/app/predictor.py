@@ -21,7 +21,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spark_code.features.embeddings import Embedder, build_embedder
-from spark_code.models.ml_models import NOTES_FILE, check_pair
+from spark_code.models.calibration import Calibration, FruitMembership, calibrated_answer
+from spark_code.models.fruit_facts import fruit_of
+from spark_code.models.ml_models import NOTES_FILE, VERSION, check_pair, published_notes
 from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.photos.layout import is_remote, join_uri, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
@@ -188,6 +190,31 @@ class Prediction:
     photo: str
     top: list[tuple[str, float]]
     error: str | None = None
+    confidence: float | None = None
+    """The calibrated probability of the answer's fruit; None without a calibration (no field evaluation yet)."""
+    confident: bool | None = None
+    """Whether the app is sure (the confidence reaches the threshold chosen for its precision); None uncalibrated."""
+
+
+class Confidence:
+    """A classifier's published calibration (its field evaluation's notes), applied to its probabilities."""
+
+    def __init__(self, calibration: Calibration, labels: list[str]) -> None:
+        self.calibration = calibration
+        self.membership = FruitMembership(labels, fruit_of)
+
+    def of(self, probabilities: np.ndarray) -> tuple[float, bool]:
+        """The calibrated confidence in the answer's fruit, and whether the app is sure of it."""
+        _, confidence, sure = calibrated_answer(probabilities, self.membership, self.calibration)
+        return confidence, sure
+
+
+def published_confidence(output_root: str, classifier_version: str | None, labels: list[str]) -> Confidence | None:
+    """The calibration published with the field evaluation of this classifier, or None (none, or of another one)."""
+    notes = published_notes(join_uri(output_root, "field_evaluation")) or {}
+    if notes.get("classifier_version") != classifier_version or "calibration" not in notes:
+        return None
+    return Confidence(Calibration(**notes["calibration"]), labels)
 
 
 class FruitPredictor:
@@ -212,6 +239,7 @@ class FruitPredictor:
         self.coefficients = _matrix(model["coefficientMatrix"])
         self.intercepts = _vector(model["interceptVector"])
         self.top = top
+        self.confidence = published_confidence(output_root, notes.get(VERSION), self.labels)
         self._embedder: Embedder = _embedder_for(self._local_settings())
 
     def _local_settings(self) -> ModelSettings:
@@ -254,4 +282,5 @@ class FruitPredictor:
             return Prediction(photo, [], str(exc))
         probabilities = self._softmax(self._embedder(array[None])[0])
         best = np.argsort(probabilities)[::-1][: self.top]
-        return Prediction(photo, [(self.labels[i], float(probabilities[i])) for i in best])
+        confidence, sure = self.confidence.of(probabilities) if self.confidence else (None, None)
+        return Prediction(photo, [(self.labels[i], float(probabilities[i])) for i in best], None, confidence, sure)

@@ -308,9 +308,12 @@ def _answer(probabilities: np.ndarray, served: ServedModel, top: int) -> dict[st
     labels = served.predictor.labels
     best = np.argsort(probabilities)[::-1][:top]
     ranked = [{"label": labels[i], "probability": float(probabilities[i])} for i in best]
+    confidence, confident = served.confidence.of(probabilities) if served.confidence else (None, None)
     return {
         "label": ranked[0]["label"],
         "probability": ranked[0]["probability"],
+        "confidence": confidence,
+        "confident": confident,
         "top": ranked,
         "facts": asdict(facts_for(ranked[0]["label"])),
         "model": served.info,
@@ -350,6 +353,10 @@ class Guess(BaseModel):
 class Prediction(BaseModel):
     label: str
     probability: float
+    confidence: float | None
+    """The calibrated probability of the answer's fruit (any variety); null until the model has a field evaluation."""
+    confident: bool | None
+    """false: the app is not sure (show the best guesses); null: not calibrated."""
     top: list[Guess]
     facts: FruitFacts
     model: ModelInfo

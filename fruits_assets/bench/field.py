@@ -2,9 +2,10 @@
 
 The photos are a field root laid out like any images root (`<root>/<split>/<class>/<photo>` or `<root>/<class>/...`,
 local or s3://), never trained on. Every answer is scored by class and by fruit (any variety of the right fruit is
-what the app tells its user). Then the confidence: a temperature for the classifier's probabilities is fitted on one
-split of the field root (the calibration split), the lowest confidence that keeps the answers' precision at the
-target is chosen there, and both are reported on the other splits, which neither choice saw.
+what the app tells its user). Then the confidence, by the pipeline's rules (spark_code.models.calibration): a
+temperature for the classifier's probabilities is fitted on one split of the field root (the calibration split), the
+lowest confidence that keeps the answers' precision at the target is chosen there, and both are reported on the
+other splits, which neither choice saw.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from fruits_assets.app.predictor import FruitPredictor, read_bytes
+from spark_code.models.calibration import (
+    BINS,
+    TEMPERATURES,
+    FruitMembership,
+    answers_in_bins,
+    lowest_threshold,
+    row_losses,
+)
 from spark_code.models.classifier import Evaluation
 from spark_code.models.fruit_facts import fruit_of
 from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import discover_layout, join_uri
 from spark_code.photos.listing import folder_entries
 from spark_code.storage.parquet_store import read_arrow
-
-TEMPERATURES = np.geomspace(0.01, 1000.0, 401)
-"""Temperatures tried when calibrating (a grid: one parameter, and the likelihood is smooth in its logarithm)."""
 
 
 @dataclass(frozen=True)
@@ -72,62 +78,24 @@ def score_photos(predictor: FruitPredictor, photos: list[tuple[str, str]], batch
     return ScoredPhotos(labels, np.array(rows).reshape(shape), rejected)
 
 
-def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(margins / T), from the softmax of the margins (their logarithms differ from the margins by a constant
-    per photo, which the softmax ignores)."""
-    scaled = np.log(np.clip(probabilities, 1e-300, None)) / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
+def fit_temperature(scored: ScoredPhotos, membership: FruitMembership) -> float:
+    """The temperature under which the photos' true fruits are likeliest (the field photos' fruit is exact, their
+    variety only approximate): the pipeline's rule, on arrays."""
+    truth = [fruit_of(label) for label in scored.labels]
+    return float(TEMPERATURES[int(np.argmin(row_losses(scored.probabilities, truth, membership).sum(axis=0)))])
 
 
-def _fruits(model_labels: list[str], true_labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(classes, fruits) 0/1 membership, each class's fruit index, each photo's true fruit index (-1: a fruit the
-    model does not know)."""
-    fruits = [fruit_of(label) for label in model_labels]
-    names = sorted(set(fruits))
-    member = np.array([[fruit == name for name in names] for fruit in fruits], dtype=np.float64)
-    class_fruit = np.array([names.index(fruit) for fruit in fruits])
-    truth = np.array([names.index(f) if (f := fruit_of(label)) in names else -1 for label in true_labels], dtype=int)
-    return member, class_fruit, truth
-
-
-def fruit_answers(
-    probabilities: np.ndarray, model_labels: list[str], true_labels: list[str]
+def answers(
+    scored: ScoredPhotos, membership: FruitMembership, temperature: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per photo: whether the answer (the top class) names the right fruit, its confidence (the probability of
-    every class of the answer's fruit together), and the probability given to the true fruit."""
-    member, class_fruit, truth = _fruits(model_labels, true_labels)
-    by_fruit = probabilities @ member
-    rows = np.arange(len(probabilities))
-    answer = class_fruit[probabilities.argmax(axis=1)] if len(rows) else np.zeros(0, int)
-    true_probability = np.where(truth >= 0, by_fruit[rows, np.maximum(truth, 0)], 0.0)
-    return answer == truth, by_fruit[rows, answer], true_probability
+    """Per photo: whether its answer names the right fruit, its confidence and its confidence bin."""
+    return answers_in_bins(scored.probabilities, [fruit_of(label) for label in scored.labels], membership, temperature)
 
 
-def fit_temperature(probabilities: np.ndarray, model_labels: list[str], true_labels: list[str]) -> float:
-    """The temperature that minimises the negative log-likelihood of the true fruits (the field photos' fruit is
-    exact, their variety only approximate)."""
-    member, _, truth = _fruits(model_labels, true_labels)
-    known = truth >= 0
-
-    def loss(temperature: float) -> float:
-        by_fruit = with_temperature(probabilities[known], temperature) @ member
-        return float(-np.log(np.clip(by_fruit[np.arange(len(by_fruit)), truth[known]], 1e-12, None)).mean())
-
-    return float(min(TEMPERATURES, key=loss))
-
-
-def threshold_for(right: np.ndarray, confidence: np.ndarray, precision: float) -> float | None:
-    """The lowest confidence at which the answers at or above it are right at least `precision` of the time (the
-    most answers kept), or None when no confidence reaches it."""
-    order = np.argsort(-confidence, kind="stable")
-    hits = np.cumsum(right[order])
-    precisions = hits / np.arange(1, len(order) + 1)
-    # A threshold must keep every photo of equal confidence together: look only at the last of each run of ties.
-    ends = np.r_[confidence[order][1:] != confidence[order][:-1], True] if len(order) else np.array([], bool)
-    good = np.flatnonzero((precisions >= precision) & ends)
-    return float(confidence[order][good[-1]]) if len(good) else None
+def threshold_for(right: np.ndarray, bins: np.ndarray, precision: float) -> float | None:
+    """The pipeline's threshold rule (the lowest confidence bin keeping the precision), on arrays."""
+    per_bin = np.bincount(bins, weights=right.astype(float), minlength=BINS)
+    return lowest_threshold(per_bin, np.bincount(bins, minlength=BINS).astype(float), precision)
 
 
 def at_threshold(right: np.ndarray, confidence: np.ndarray, threshold: float | None) -> dict[str, float | int]:
@@ -196,15 +164,13 @@ def bench_field(output_root: str, field_root: str, calibration_split: str | None
         | {split or "(no split)": split_report(s, labels) for split, s in scored.items()},
     }
     if calibration_split is not None:
-        calibration = scored[calibration_split]
-        temperature = fit_temperature(calibration.probabilities, labels, calibration.labels)
-        right, confidence, _ = fruit_answers(
-            with_temperature(calibration.probabilities, temperature), labels, calibration.labels
-        )
-        threshold = threshold_for(right, confidence, precision)
+        membership = FruitMembership(labels, fruit_of)
+        temperature = fit_temperature(scored[calibration_split], membership)
+        right, _, bins = answers(scored[calibration_split], membership, temperature)
+        threshold = threshold_for(right, bins, precision)
         reports = {}
         for split, s in scored.items():
-            right, confidence, _ = fruit_answers(with_temperature(s.probabilities, temperature), labels, s.labels)
+            right, confidence, _ = answers(s, membership, temperature)
             reports[split] = at_threshold(right, confidence, threshold)
         result["confidence"] = {
             "calibrated_on": calibration_split,

@@ -68,8 +68,11 @@ def predict_command(args: argparse.Namespace) -> int:
         best = prediction.top[0][0]
         if args.json:
             top = [{"label": label, "probability": p} for label, p in prediction.top]
-            print(json.dumps({"photo": photo, "top": top, "facts": asdict(facts_for(best))}))
+            sure = {"confidence": prediction.confidence, "confident": prediction.confident}
+            print(json.dumps({"photo": photo, "top": top, **sure, "facts": asdict(facts_for(best))}))
         else:
+            if prediction.confident is False:  # calibrated on field photos: not sure enough to name it
+                print(f"{photo}: not sure ({prediction.confidence:.1%} sure of the fruit); best guesses:")
             print(f"{photo}: {best} ({prediction.top[0][1]:.1%})")
             print("  " + ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
             print("\n".join(_facts_lines(best)))

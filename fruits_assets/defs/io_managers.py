@@ -6,7 +6,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from fruits_assets.defs.resources import DEFAULT_OUTPUT_ROOT
-from fruits_assets.defs.staleness import COMPUTED_FROM
+from fruits_assets.defs.staleness import COMPUTED_FROM, PUBLISHED_NOTES
 from fruits_assets.defs.steps import permanent_failures
 from spark_code.models.ml_models import ModelArtifact, load_model, save_model
 from spark_code.storage.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
@@ -47,7 +47,9 @@ class ClassParquetIOManager(_OutputRootIOManager):
         stamps = context.output_metadata.get(COMPUTED_FROM)
         stamps = getattr(stamps, "value", stamps)
         if not context.has_asset_partitions:
-            rows = write_table(obj, base, (stamps or {}).get(WHOLE))
+            notes = context.output_metadata.get(PUBLISHED_NOTES)
+            notes = getattr(notes, "value", notes)
+            rows = write_table(obj, base, (stamps or {}).get(WHOLE), notes)
             context.add_output_metadata({"path": MetadataValue.path(base), "row_count": MetadataValue.int(rows)})
             return
         classes = sorted(context.asset_partition_keys)

@@ -36,6 +36,9 @@ from spark_code.storage.parquet_store import published_stamps
 
 COMPUTED_FROM = "computed_from"
 """Output metadata key: {class (or "all"): its stamp}, which the IO manager publishes with the rows."""
+PUBLISHED_NOTES = "published_notes"
+"""Output metadata key of a whole table: notes the IO manager publishes with its rows (what the app reads without
+Spark)."""
 INPUTS = "inputs"
 """Classifier notes key: the digest of what it was trained on (classifier_inputs)."""
 

@@ -226,8 +226,9 @@ def train_classifier(
     raise DegenerateClassifierError("no usable classifier: " + "; ".join(rejected))
 
 
-def score(model: PipelineModel, reduced: DataFrame) -> DataFrame:
-    """path, label, split, predicted (label), confidence (probability of the predicted label)."""
+def score(model: PipelineModel, reduced: DataFrame, keep_probability: bool = False) -> DataFrame:
+    """path, label, split, predicted (label), confidence (probability of the predicted label), and with
+    `keep_probability` every class's (`probability`, a vector in the label order)."""
     labels = F.array(*[F.lit(name) for name in labels_of(model)])
     classifier = model.stages[-1]
     scored = classifier.transform(reduced.withColumn(FEATURES, array_to_vector("pca_features")))
@@ -237,6 +238,7 @@ def score(model: PipelineModel, reduced: DataFrame) -> DataFrame:
         "split",
         F.element_at(labels, F.col("prediction").cast("int") + 1).alias("predicted"),
         F.array_max(vector_to_array("probability")).alias("confidence"),
+        *(["probability"] if keep_probability else []),
     )
 
 

@@ -165,8 +165,9 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
     return _with_stamps(df, _entries_of(base, names))
 
 
-def write_table(df: DataFrame, base: str, stamp: str | None = None) -> int:
-    """Replace the whole output with `df` (partitioned by class for readers), published once written."""
+def write_table(df: DataFrame, base: str, stamp: str | None = None, notes: dict | None = None) -> int:
+    """Replace the whole output with `df` (partitioned by class for readers), published once written; `notes` are
+    published with it (NOTES_FILE: what readers without Spark need beside the rows)."""
     spark = df.sparkSession
     base = base.rstrip("/")
     publish.recover(base)
@@ -175,6 +176,8 @@ def write_table(df: DataFrame, base: str, stamp: str | None = None) -> int:
         df.repartition(PARTITION_COLUMN).write.partitionBy(PARTITION_COLUMN).parquet(version)
         rows = spark.read.schema(df.schema).parquet(version).count()
         _write_stamps(version, {publish.WHOLE: rows}, {publish.WHOLE: stamp} if stamp else None)
+        if notes is not None:
+            storage.write_text(f"{version}/{publish.NOTES_FILE}", json.dumps(notes, indent=2, sort_keys=True))
     except BaseException:
         publish.discard(version)
         raise

@@ -21,10 +21,11 @@ from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fre
 from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
 from fruits_assets.defs.plots import confusion_matrix_plot
 from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
-from fruits_assets.defs.staleness import COMPUTED_FROM, field_stamp
+from fruits_assets.defs.staleness import COMPUTED_FROM, PUBLISHED_NOTES, field_stamp
 from fruits_assets.defs.steps import asset_step
 from spark_code.features.embedding_store import KEY, embedded_with_store, with_content_keys
 from spark_code.features.embeddings import accepted
+from spark_code.models.calibration import FruitMembership, at_threshold, calibrate
 from spark_code.models.classifier import Evaluation, FruitScores, evaluate, labels_of, score
 from spark_code.models.fruit_facts import fruit_of
 from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
@@ -32,6 +33,10 @@ from spark_code.models.pca import apply_pca
 from spark_code.photos.image_files import list_image_files, with_contents
 from spark_code.photos.listing import class_versions
 from spark_code.storage.publish import WHOLE
+
+HALF = "_calibrates"
+"""Which half of the field photos (by a hash of the path) the confidence is calibrated on; the other half says what
+it gives on photos it was not fitted on."""
 
 FIELD_CHECK = AssetCheckSpec(
     "field_fruit_accuracy",
@@ -94,7 +99,9 @@ def field_evaluation(
     embedding_store: EmbeddingStore,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
     """Each field photo's prediction (path, label, split, predicted, confidence, fruit, predicted_fruit): accuracy by
-    class and by fruit, per fruit and per split. The photos are embedded through the embedding store (once each)."""
+    class and by fruit, per fruit and per split. The photos are embedded through the embedding store (once each).
+    The app's confidence is calibrated on half of them (spark_code.models.calibration) and published with the rows;
+    its coverage and precision are measured on the other half."""
     layout = settings.field_layout()
     if layout is None:
         yield skipped(context, "field_evaluation", "no field root is set (FRUITS_FIELD_ROOT, fruits run --field-root)")
@@ -115,7 +122,9 @@ def field_evaluation(
         )
     reduced = apply_pca(pca_model.model, accepted(embedded), pca_version)
     labels = labels_of(fruit_classifier.model)
-    predictions = with_fruits(score(fruit_classifier.model, reduced), labels + layout.classes).persist()
+    scored = with_fruits(score(fruit_classifier.model, reduced, keep_probability=True), labels + layout.classes)
+    scored = scored.withColumn(HALF, F.xxhash64("path") % 2 == 0).persist()
+    predictions = scored.drop("probability", HALF)
     result = evaluate(predictions, labels)
     rejected = embedded.where(F.col("error").isNotNull()).count()
     if result.images == 0:
@@ -138,9 +147,19 @@ def field_evaluation(
         metadata={"fruit_accuracy": fruit.accuracy, "floor": settings.min_field_fruit_accuracy},
     )
     fruits = sorted({name for pair in by_fruit_confusion for name in pair})
+    calibration = calibrate(scored.where(F.col(HALF)), labels, fruit_of)
+    held_out = at_threshold(scored.where(~F.col(HALF)), FruitMembership(labels, fruit_of), calibration)
+    context.log.info(
+        f"calibration: temperature {calibration.temperature:.3g}, threshold {calibration.threshold}; on the other "
+        f"half of the photos: coverage {held_out['coverage']}, precision {held_out['precision']}"
+    )
     yield Output(
         predictions,
         metadata={
+            "calibration": MetadataValue.json({**calibration.as_notes(), "held_out": held_out}),
+            PUBLISHED_NOTES: MetadataValue.json(
+                {"classifier_version": fruit_classifier.notes.get(VERSION), "calibration": calibration.as_notes()}
+            ),
             "fruit_accuracy": MetadataValue.float(fruit.accuracy),
             "accuracy": MetadataValue.float(result.accuracy),
             "images": MetadataValue.int(result.images),

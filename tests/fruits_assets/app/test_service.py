@@ -52,6 +52,8 @@ def test_test_photos_get_fruits_predicts_answer_with_facts_and_model(service, pr
         assert answer["label"] == photo.parent.name and answer["probability"] == answer["top"][0]["probability"]
         assert answer["facts"]["label"] == answer["label"] and answer["facts"]["description"]
         assert answer["model"]["version"] == predictor.notes["model_version"] and answer["model"]["published_at"]
+        # no field evaluation of this model: no calibrated confidence, nothing said of the field
+        assert answer["confidence"] is None and answer["confident"] is None and answer["model"]["field"] is None
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "text/plain", None])

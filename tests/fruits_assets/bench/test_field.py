@@ -7,62 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits_assets.bench.field import (
-    at_threshold,
-    bench_field,
-    field_photos,
-    fit_temperature,
-    fruit_answers,
-    threshold_for,
-    with_temperature,
-)
+from fruits_assets.bench.field import at_threshold, bench_field, field_photos, threshold_for
 from fruits_assets.cli import main
 from tests.conftest import SHARED
 
 FIELD = SHARED / "data" / "field-photos"
-LABELS = ["Apple Braeburn", "Apple Granny Smith", "Banana", "Kiwi"]
 
 
-def _softmax(margins: np.ndarray) -> np.ndarray:
-    exp = np.exp(margins - margins.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with():
-    # True labels drawn from softmax(margins / 3): the probabilities a model gives, softmax(margins), are
-    # overconfident by a temperature of 3, which calibration must find from the labels alone.
-    rng = np.random.default_rng(7)
-    margins = rng.normal(0, 6, (6000, len(LABELS)))
-    truth = [LABELS[rng.choice(len(LABELS), p=p)] for p in _softmax(margins / 3.0)]
-    # The likelihood is by fruit (both apples are one): the apples' summed probability at the true temperature is
-    # still the one the fruits were drawn with.
-    assert fit_temperature(_softmax(margins), LABELS, truth) == pytest.approx(3.0, rel=0.15)
-
-
-def test_temperature_keeps_the_ranking_and_flattens_the_probabilities():
-    probabilities = _softmax(np.array([[4.0, 1.0, 0.0, -1.0], [0.0, 0.5, 3.0, 0.0]]))
-    flat = with_temperature(probabilities, 4.0)
-    assert (flat.argmax(axis=1) == probabilities.argmax(axis=1)).all()
-    assert (flat.max(axis=1) < probabilities.max(axis=1)).all()
-    np.testing.assert_allclose(flat.sum(axis=1), 1.0)
-    np.testing.assert_allclose(with_temperature(probabilities, 1.0), probabilities, rtol=1e-9)
-
-
-def test_an_answer_is_right_for_any_variety_of_the_fruit_and_its_confidence_is_the_fruits():
-    probabilities = np.array([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]])
-    right, confidence, true = fruit_answers(probabilities, LABELS, ["Apple Granny Smith", "Banana"])
-    assert right.tolist() == [True, False]
-    np.testing.assert_allclose(confidence, [0.8, 0.6])
-    np.testing.assert_allclose(true, [0.8, 0.2])
-
-
-def test_the_threshold_keeps_the_most_answers_at_the_precision():
-    confidence = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
+def test_the_benchs_threshold_and_coverage_on_arrays():
     right = np.array([True, True, True, False, True, False, False])
-    # At >= 0.9: 3 of 4 right; at >= 0.8: 4 of 5; at >= 0.95: 2 of 2.
-    assert threshold_for(right, confidence, 0.75) == pytest.approx(0.8)
-    assert threshold_for(right, confidence, 0.95) == pytest.approx(0.95)
-    assert threshold_for(np.zeros(3, bool), np.array([0.9, 0.5, 0.1]), 0.5) is None
+    confidence = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
+    bins = (confidence * 1000).astype(int)
+    assert threshold_for(right, bins, 0.75) == pytest.approx(0.8)  # 4 of 5 right at or above 0.8
+    assert threshold_for(right, bins, 0.95) == pytest.approx(0.95)
+    assert threshold_for(np.zeros(7, bool), bins, 0.5) is None
     assert at_threshold(right, confidence, 0.8) == {"photos": 7, "confident": 5, "coverage": 0.7143, "precision": 0.8}
     assert at_threshold(right, confidence, None)["confident"] == 0
 

@@ -72,6 +72,20 @@ def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(smal
     metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
     assert metadata["images_embedded"] == 18 and metadata["images_rejected"] == 1
     assert set(metadata["per_split"]) == {"train", "val"} and metadata["per_split"]["val"]["photos"] == 9
+    # The confidence is calibrated on one half of the photos and measured on the other: the halves make the whole.
+    calibration = metadata["calibration"]
+    assert calibration["photos"] + calibration["held_out"]["photos"] == 18 and calibration["temperature"] > 0
+    assert calibration["threshold"] is None or 0 <= calibration["threshold"] <= 1
+
+    # `fruits predict` answers with that confidence: the fruit's calibrated probability, sure at the threshold only.
+    photo = str(next((field / "val" / "Banana").iterdir()))
+    assert main(["predict", photo, "--output-root", str(trained_copy), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert 0 < answer["confidence"] <= 1
+    threshold = calibration["threshold"]
+    assert answer["confident"] is (threshold is not None and answer["confidence"] >= threshold)
+    assert main(["predict", photo, "--output-root", str(trained_copy)]) == 0
+    assert ("not sure" in capsys.readouterr().out) is not answer["confident"]
 
     # Nothing changed: nothing runs. A floor no accuracy reaches makes it stale and its check warns: the run still
     # succeeds (exit 0), and the summary says so.
@@ -95,6 +109,7 @@ def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(smal
     # The service tells how its model does in the field: the figures of the field evaluation of that model.
     watcher = ModelWatcher(str(trained_copy))
     assert watcher.refresh() is True
+    assert watcher.current.confidence is not None  # the service's answers carry it too
     field_figures = watcher.current.info["field"]
     assert field_figures["photos"] == 19
     assert field_figures["fruit_accuracy"] == pytest.approx(summary["field_fruit_accuracy"], abs=1e-4)
