@@ -23,11 +23,12 @@ import pyarrow.parquet as pq
 from spark_code.features.embeddings import Embedder, build_embedder
 from spark_code.models.calibration import Calibration, FruitMembership, calibrated_answer
 from spark_code.models.fruit_facts import fruit_of
-from spark_code.models.ml_models import NOTES_FILE, VERSION, check_pair, published_notes
+from spark_code.models.ml_models import NOTES_FILE, VERSION, check_pair
 from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.photos.layout import is_remote, join_uri, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
-from spark_code.storage.publish import current, pid_alive
+from spark_code.storage.parquet_store import published_stamps
+from spark_code.storage.publish import WHOLE, current, pid_alive
 from spark_code.storage.storage import filesystem
 
 
@@ -211,7 +212,7 @@ class Confidence:
 
 def published_confidence(output_root: str, classifier_version: str | None, labels: list[str]) -> Confidence | None:
     """The calibration published with the field evaluation of this classifier, or None (none, or of another one)."""
-    notes = published_notes(join_uri(output_root, "field_evaluation")) or {}
+    notes = published_stamps(join_uri(output_root, "field_evaluation")).get(WHOLE, {}).get("notes") or {}
     if notes.get("classifier_version") != classifier_version or "calibration" not in notes:
         return None
     return Confidence(Calibration(**notes["calibration"]), labels)

@@ -23,6 +23,7 @@ from spark_code.models.calibration import (
     TEMPERATURES,
     FruitMembership,
     answers_in_bins,
+    is_sure,
     lowest_threshold,
     row_losses,
 )
@@ -100,7 +101,7 @@ def threshold_for(right: np.ndarray, bins: np.ndarray, precision: float) -> floa
 
 def at_threshold(right: np.ndarray, confidence: np.ndarray, threshold: float | None) -> dict[str, float | int]:
     """Coverage (share of photos answered confidently) and precision (share of those right) at a threshold."""
-    confident = confidence >= threshold if threshold is not None else np.zeros(len(right), bool)
+    confident = is_sure(confidence, threshold)
     answered = int(confident.sum())
     return {
         "photos": len(right),

@@ -9,8 +9,9 @@ change of code or settings as staleness in the UI.
   of spark_code.models.pca_refit, else keeps the published PCA and records why (no materialization, so nothing
   downstream is recomputed for it).
 - reduced_features of a class run when its embeddings or the PCA changed, the classifier and its evaluation when
-  any reduced features changed. The PCA and everything after it wait while one of their upstream steps is
-  requested in the same tick or running, so that they never mix a PCA decision in flight with the old one.
+  any reduced features changed, the field evaluation when the classifier changed. The PCA and everything after it
+  wait while one of their upstream steps is requested in the same tick or running, so that they never mix a PCA
+  decision in flight with the old one.
 The automation sensor is on by default; the UI's Automation tab shows, for each requested run, which condition held.
 """
 

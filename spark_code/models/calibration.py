@@ -90,13 +90,25 @@ def row_losses(probabilities: np.ndarray, truth: list[str], membership: FruitMem
     return out
 
 
+def confidence_bin(confidence: np.ndarray) -> np.ndarray:
+    """The bin of each confidence, BINS per unit (rounded first: 0.8 * BINS is 799.99... in floating point)."""
+    return np.minimum(np.floor(np.round(np.asarray(confidence) * BINS, 6)).astype(int), BINS - 1)
+
+
+def is_sure(confidence: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Whether each confidence reaches the threshold (compared by bin, as the threshold was chosen); never for None."""
+    if threshold is None:
+        return np.zeros(np.shape(confidence), dtype=bool)
+    return confidence_bin(confidence) >= round(threshold * BINS)
+
+
 def answers_in_bins(
     probabilities: np.ndarray, truth: list[str], membership: FruitMembership, temperature: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per photo under a temperature: whether its answer names the right fruit, its confidence and its bin."""
     answer, confidence = fruit_answers(with_temperature(probabilities, temperature), membership)
     right = np.array([membership.fruits[a] == fruit for a, fruit in zip(answer, truth, strict=True)], dtype=bool)
-    return right, confidence, np.minimum((confidence * BINS).astype(int), BINS - 1)
+    return right, confidence, confidence_bin(confidence)
 
 
 def lowest_threshold(right_per_bin: np.ndarray, photos_per_bin: np.ndarray, precision: float) -> float | None:
@@ -173,8 +185,8 @@ def at_threshold(
 ) -> dict[str, float | int | None]:
     """Coverage (share of photos answered as sure) and precision (share of those right) of a calibration on scored
     photos it was not fitted on."""
-    threshold = 2.0 if calibration.threshold is None else calibration.threshold  # None: never sure
-    sure = F.col("confidence") >= threshold
+    # by bin, as the threshold was chosen; None: never sure
+    sure = F.col("bin") >= (BINS + 1 if calibration.threshold is None else round(calibration.threshold * BINS))
     totals = (
         _answered(scored, membership, calibration.temperature)
         .agg(F.count("*"), F.count_if(sure), F.count_if(sure & (F.col("right") == 1)))
@@ -193,5 +205,4 @@ def calibrated_answer(
 ) -> tuple[str, float, bool]:
     """One photo's answer as the app tells it: its fruit, the calibrated confidence in it, and whether that is sure."""
     answer, confidence = fruit_answers(with_temperature(probabilities[None], calibration.temperature), membership)
-    sure = calibration.threshold is not None and confidence[0] >= calibration.threshold
-    return membership.fruits[answer[0]], float(confidence[0]), bool(sure)
+    return membership.fruits[answer[0]], float(confidence[0]), bool(is_sure(confidence, calibration.threshold)[0])

@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 from spark_code.errors import MissingOutputError, PermanentError
 from spark_code.storage import publish, storage
 
-NOTES_FILE = publish.NOTES_FILE
+NOTES_FILE = "notes.json"
 VERSION = "model_version"
 """Notes key: the tag of the version folder the model was saved in, unique to one save."""
 SAVED_AT = "saved_at"

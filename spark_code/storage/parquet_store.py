@@ -55,8 +55,10 @@ def _write_empty(folder: str, schema: pa.Schema) -> None:
     pq.write_table(schema.empty_table(), f"{path}/part-00000-empty.parquet", filesystem=fs)
 
 
-def _write_stamps(version: str, rows: dict[str, int], stamps: dict[str, str] | None) -> None:
+def _write_stamps(version: str, rows: dict[str, int], stamps: dict[str, str] | None, notes: dict | None = None) -> None:
     entries = {part: {"rows": count, "stamp": (stamps or {}).get(part)} for part, count in rows.items()}
+    if notes is not None:
+        entries[publish.WHOLE]["notes"] = notes
     storage.write_text(f"{version}/{STAMPS_FILE}", json.dumps(entries, sort_keys=True))
 
 
@@ -166,8 +168,8 @@ def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFram
 
 
 def write_table(df: DataFrame, base: str, stamp: str | None = None, notes: dict | None = None) -> int:
-    """Replace the whole output with `df` (partitioned by class for readers), published once written; `notes` are
-    published with it (NOTES_FILE: what readers without Spark need beside the rows)."""
+    """Replace the whole output with `df` (partitioned by class for readers), published once written; `notes` (what
+    readers without Spark need beside the rows) are published with its stamp (`published_stamps(base)["all"]`)."""
     spark = df.sparkSession
     base = base.rstrip("/")
     publish.recover(base)
@@ -175,9 +177,7 @@ def write_table(df: DataFrame, base: str, stamp: str | None = None, notes: dict 
     try:
         df.repartition(PARTITION_COLUMN).write.partitionBy(PARTITION_COLUMN).parquet(version)
         rows = spark.read.schema(df.schema).parquet(version).count()
-        _write_stamps(version, {publish.WHOLE: rows}, {publish.WHOLE: stamp} if stamp else None)
-        if notes is not None:
-            storage.write_text(f"{version}/{publish.NOTES_FILE}", json.dumps(notes, indent=2, sort_keys=True))
+        _write_stamps(version, {publish.WHOLE: rows}, {publish.WHOLE: stamp} if stamp else None, notes)
     except BaseException:
         publish.discard(version)
         raise

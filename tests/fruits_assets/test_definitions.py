@@ -28,7 +28,7 @@ def test_the_asset_graph_has_every_stage_with_its_lineage():
         AssetKey("reduced_features"),
         AssetKey("fruit_classifier"),
     }
-    assert graph.get(AssetKey("field_evaluation")).parent_keys == {AssetKey("fruit_classifier"), AssetKey("pca_model")}
+    assert graph.get(AssetKey("field_evaluation")).parent_keys == {AssetKey("fruit_classifier")}
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups["raw_images"] == "ingestion" and groups["pca_model"] == "models"
     assert all(graph.get(key).description for key in graph.get_all_asset_keys())

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped
 from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
 from fruits_assets.defs.plots import confusion_matrix_plot
-from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings
+from fruits_assets.defs.resources import EmbeddingStore, FruitsSettings, PublishedOutputs
 from fruits_assets.defs.staleness import COMPUTED_FROM, PUBLISHED_NOTES, field_stamp
 from fruits_assets.defs.steps import asset_step
 from spark_code.features.embedding_store import KEY, embedded_with_store, with_content_keys
@@ -28,7 +28,7 @@ from spark_code.features.embeddings import accepted
 from spark_code.models.calibration import FruitMembership, at_threshold, calibrate
 from spark_code.models.classifier import Evaluation, FruitScores, evaluate, labels_of, score
 from spark_code.models.fruit_facts import fruit_of
-from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact
+from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, load_model
 from spark_code.models.pca import apply_pca
 from spark_code.photos.image_files import list_image_files, with_contents
 from spark_code.photos.listing import class_versions
@@ -80,7 +80,7 @@ def by_split(predictions: DataFrame, labels: list[str]) -> dict[str, dict[str, f
 @asset(
     group_name="models",
     io_manager_key="class_parquet_io_manager",
-    ins={"fruit_classifier": AssetIn(), "pca_model": AssetIn()},
+    ins={"fruit_classifier": AssetIn()},
     kinds={"spark", "tensorflow"},
     check_specs=[FIELD_CHECK],
     retry_policy=SPARK_RETRY,
@@ -93,10 +93,10 @@ def field_evaluation(
     context: AssetExecutionContext,
     step_launcher: StepLauncherParam,
     fruit_classifier: ModelArtifact,
-    pca_model: ModelArtifact,
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
     embedding_store: EmbeddingStore,
+    outputs: PublishedOutputs,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
     """Each field photo's prediction (path, label, split, predicted, confidence, fruit, predicted_fruit): accuracy by
     class and by fruit, per fruit and per split. The photos are embedded through the embedding store (once each).
@@ -114,6 +114,9 @@ def field_evaluation(
     embedded, embedded_now = embedded_with_store(
         keyed, settings.model, embedding_store.base, "field_evaluation", context.log.info
     )
+    # The PCA is read as published, not as an input: the classifier is what is evaluated (a PCA the refit rule kept
+    # must not start an evaluation of a classifier about to be trained again), and it names its PCA.
+    pca_model = load_model(spark, outputs.path("pca_model"))
     pca_version = pca_model.notes.get(VERSION)
     if fruit_classifier.notes.get(PCA_VERSION, pca_version) != pca_version:
         raise MismatchedModelsError(

@@ -57,8 +57,8 @@ def test_new_class_new_photos_and_nothing_new():
     ticks.materialized({"reduced_features"}, ["Banana", "Kiwi"])
     assert ticks.tick() == {"fruit_classifier": {None}}
     ticks.materialized({"fruit_classifier"})
-    assert ticks.tick() == {"classifier_evaluation": {None}}
-    ticks.materialized({"classifier_evaluation"})
+    assert ticks.tick() == {"classifier_evaluation": {None}, "field_evaluation": {None}}
+    ticks.materialized({"classifier_evaluation", "field_evaluation"})
     assert ticks.tick() == {}, "nothing new: nothing runs"
     assert ticks.tick() == {}
 
@@ -73,8 +73,8 @@ def test_new_class_new_photos_and_nothing_new():
     ticks.materialized({"reduced_features"}, ["Kiwi"])
     assert ticks.tick() == {"fruit_classifier": {None}}
     ticks.materialized({"fruit_classifier"})
-    assert ticks.tick() == {"classifier_evaluation": {None}}
-    ticks.materialized({"classifier_evaluation"})
+    assert ticks.tick() == {"classifier_evaluation": {None}, "field_evaluation": {None}}
+    ticks.materialized({"classifier_evaluation", "field_evaluation"})
     assert ticks.tick() == {}
 
     # A new class: its ingestion only; a PCA refit then projects every class again.

@@ -15,6 +15,7 @@ from spark_code.models.calibration import (
     choose_threshold,
     fit_temperature,
     fruit_answers,
+    is_sure,
     lowest_threshold,
     row_losses,
     with_temperature,
@@ -68,6 +69,8 @@ def test_an_answers_confidence_is_its_fruits_and_any_variety_is_right():
     right, _, bins = answers_in_bins(probabilities, ["Apple", "Banana"], MEMBERSHIP, 1.0)
     assert right.tolist() == [True, False] and bins.tolist() == [800, 600]
     assert MEMBERSHIP.index("Durian") == -1  # a fruit no class names
+    assert is_sure(np.array([0.8, 0.7999, 0.9]), 0.8).tolist() == [True, False, True]
+    assert not is_sure(np.array([1.0]), None).any()
 
 
 def test_the_threshold_keeps_the_most_answers_at_the_precision():
@@ -102,7 +105,7 @@ def test_spark_fits_what_the_arrays_give(spark):
 
     held_out, held_truth = _drawn(800, 2.0, seed=4)
     right, confidence, _ = answers_in_bins(held_out, held_truth, MEMBERSHIP, expected_t)
-    sure = confidence >= expected_threshold
+    sure = is_sure(confidence, expected_threshold)
     assert at_threshold(_frame(spark, held_out, held_truth), MEMBERSHIP, calibration) == {
         "photos": 800,
         "coverage": round(sure.mean(), 4),
