@@ -99,9 +99,9 @@ def field_evaluation(
     outputs: PublishedOutputs,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult | AssetObservation]:
     """Each field photo's prediction (path, label, split, predicted, confidence, fruit, predicted_fruit): accuracy by
-    class and by fruit, per fruit and per split. The photos are embedded through the embedding store (once each).
-    The app's confidence is calibrated on half of them (spark_code.models.calibration) and published with the rows;
-    its coverage and precision are measured on the other half."""
+    class and by fruit; the app's confidence calibrated on half of the photos, measured on the other half."""
+    # The photos are embedded through the embedding store (once each); the calibration (spark_code.models.calibration)
+    # is published with the rows. (The docstring is the UI's description: kept short for its catalog.)
     layout = settings.field_layout()
     if layout is None:
         yield skipped(context, "field_evaluation", "no field root is set (FRUITS_FIELD_ROOT, fruits run --field-root)")
