@@ -334,6 +334,7 @@ def run_main_job(
     selected = sorted(set(classes)) if classes else layout.classes
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
     effective.roles(layout.splits)  # and split settings that do not fit the layout
+    effective.field_layout()  # and a field root that is not there, or holds no class folder
 
     withdrawn = withdraw_deleted_classes(root, layout)
     # The models learn every class published, not only those refreshed now: a run over some classes never

@@ -14,7 +14,7 @@ from spark_code.features.embedding_store import STORE_FOLDER
 from spark_code.models.classifier import ClassifierSettings
 from spark_code.models.pca_refit import DEFAULT_REFIT_SHARE
 from spark_code.models.penalty_search import DEFAULT_SEARCH_SHARE
-from spark_code.photos.layout import ImagesLayout, discover_layout, is_remote, local_path
+from spark_code.photos.layout import ImagesLayout, LayoutError, discover_layout, is_remote, local_path
 from spark_code.photos.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings
 
@@ -114,8 +114,14 @@ class FruitsSettings(ConfigurableResource):
         )
 
     def field_layout(self, s3: Any = None) -> ImagesLayout | None:
-        """The field root's split and class folders, None without a field root."""
-        return discover_layout(self.field_root, s3) if self.field_root else None
+        """The field root's split and class folders, None without a field root; a field root that is no images root
+        is a LayoutError that says it is the field root."""
+        if not self.field_root:
+            return None
+        try:
+            return discover_layout(self.field_root, s3)
+        except LayoutError as exc:
+            raise LayoutError(f"field root (--field-root, FRUITS_FIELD_ROOT): {exc}") from exc
 
     def layout(self, s3: Any = None) -> ImagesLayout:
         """The images root's split and class folders; an s3:// root is listed with `s3` (a boto3 client) if given."""

@@ -134,6 +134,8 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
         (["--pca-variance", "1.5"], "pca_variance 1.5 must be in (0, 1]"),
         (["--alpha", "1.3"], "model_alpha 1.3 gives 1664-wide features, not the pipeline's 1280"),
         (["--alpha", "1.4"], "model_alpha 1.4 gives 1792-wide features"),
+        (["--field-root", "/nonexistent/field"], "field root (--field-root, FRUITS_FIELD_ROOT): images root"),
+        (["--min-field-fruit-accuracy", "1.5"], "min_field_fruit_accuracy 1.5 must be between 0 and 1"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, capsys, args, message):
