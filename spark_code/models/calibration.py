@@ -5,7 +5,8 @@ The app tells a fruit, so an answer's confidence is the probability of its fruit
 class together), and an answer is right when it names the right fruit. The temperature T divides the classifier's
 margins (softmax(margins / T)): fitted by the likelihood of the photos' true fruits over a grid of T. The threshold is
 the lowest confidence (on a grid of 1/BINS) at which the answers at or above it are right at least `precision` of
-the time. Only aggregates reach the driver: one loss per temperature, one count per confidence bin.
+the time, with 95% confidence (Wilson's lower bound: a handful of photos never makes it sure). Only aggregates reach
+the driver: one loss per temperature, one count per confidence bin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ BINS = 1000
 """Confidence bins the threshold is chosen on."""
 PRECISION = 0.95
 """The share of confident answers that must name the right fruit."""
+CONFIDENCE_Z = 1.645
+"""The precision must hold with 95% confidence (one-sided): its Wilson lower bound, not the share alone, reaches
+PRECISION, so that a few lucky photos never make the app sure (2 right of 2 is no evidence of 95%)."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,21 @@ def answers_in_bins(
     return right, confidence, confidence_bin(confidence)
 
 
+def wilson_lower(right: np.ndarray, photos: np.ndarray, z: float = CONFIDENCE_Z) -> np.ndarray:
+    """The Wilson score lower bound of the share right among `photos` (0 where there is no photo)."""
+    n = np.maximum(photos, 1)
+    share = right / n
+    centre = share + z * z / (2 * n)
+    spread = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return np.where(photos > 0, (centre - spread) / (1 + z * z / n), 0.0)
+
+
 def lowest_threshold(right_per_bin: np.ndarray, photos_per_bin: np.ndarray, precision: float) -> float | None:
-    """The lowest bin's confidence at which the photos at or above it are right at least `precision` of the time,
-    or None when none is."""
+    """The lowest bin's confidence at which the photos at or above it are right at least `precision` of the time
+    with 95% confidence (the Wilson lower bound), or None when none is."""
     above_right, above = np.cumsum(right_per_bin[::-1])[::-1], np.cumsum(photos_per_bin[::-1])[::-1]
-    good = [b for b in range(BINS) if photos_per_bin[b] and above_right[b] / above[b] >= precision]
+    bound = wilson_lower(above_right, above)
+    good = [b for b in range(BINS) if photos_per_bin[b] and bound[b] >= precision]
     return good[0] / BINS if good else None
 
 

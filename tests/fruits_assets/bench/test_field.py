@@ -18,9 +18,12 @@ def test_the_benchs_threshold_and_coverage_on_arrays():
     right = np.array([True, True, True, False, True, False, False])
     confidence = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
     bins = (confidence * 1000).astype(int)
-    assert threshold_for(right, bins, 0.75) == pytest.approx(0.8)  # 4 of 5 right at or above 0.8
-    assert threshold_for(right, bins, 0.95) == pytest.approx(0.95)
-    assert threshold_for(np.zeros(7, bool), bins, 0.5) is None
+    # 200 photos of each: at or above 0.8, 800 of 1000 right; at or above 0.95, all 400.
+    many_right, many_bins = np.repeat(right, 200), np.repeat(bins, 200)
+    assert threshold_for(many_right, many_bins, 0.75) == pytest.approx(0.8)
+    assert threshold_for(many_right, many_bins, 0.95) == pytest.approx(0.95)
+    assert threshold_for(right, bins, 0.5) is None  # 7 photos are no evidence
+    assert threshold_for(np.zeros(1400, bool), many_bins, 0.5) is None
     assert at_threshold(right, confidence, 0.8) == {"photos": 7, "confident": 5, "coverage": 0.7143, "precision": 0.8}
     assert at_threshold(right, confidence, None)["confident"] == 0
 

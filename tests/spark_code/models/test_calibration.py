@@ -18,6 +18,7 @@ from spark_code.models.calibration import (
     is_sure,
     lowest_threshold,
     row_losses,
+    wilson_lower,
     with_temperature,
 )
 
@@ -73,14 +74,25 @@ def test_an_answers_confidence_is_its_fruits_and_any_variety_is_right():
     assert not is_sure(np.array([1.0]), None).any()
 
 
-def test_the_threshold_keeps_the_most_answers_at_the_precision():
+def test_the_threshold_keeps_the_most_answers_at_the_precision_with_confidence():
     right, photos = np.zeros(BINS), np.zeros(BINS)
-    # bin 990: 1 right of 1; 950: 1 of 1; 900: 1 of 2; 800: 1 of 1; 700 and 600: 0 of 1 each
-    for b, r, n in [(990, 1, 1), (950, 1, 1), (900, 1, 2), (800, 1, 1), (700, 0, 1), (600, 0, 1)]:
+    # bin 990: 300 right of 300; 950: 300 of 310; 900: 150 of 200; 800: 100 of 100; 700: 0 of 100
+    for b, r, n in [(990, 300, 300), (950, 300, 310), (900, 150, 200), (800, 100, 100), (700, 0, 100)]:
         right[b], photos[b] = r, n
-    assert lowest_threshold(right, photos, 0.75) == pytest.approx(0.8)  # 4 of 5 at or above 0.8
+    # At or above 0.95: 600 of 610 (98.4%); 0.9: 750 of 810 (92.6%); 0.8: 850 of 910 (93.4%); 0.7: 850 of 1010.
     assert lowest_threshold(right, photos, 0.95) == pytest.approx(0.95)
-    assert lowest_threshold(np.zeros(BINS), photos, 0.5) is None
+    assert lowest_threshold(right, photos, 0.9) == pytest.approx(0.8)
+    assert lowest_threshold(right, photos, 0.995) is None  # 300 of 300 is not enough evidence of 99.5%
+    # A few lucky photos are no evidence: 2 right of 2 never makes it sure, 100 of 100 does at 95%.
+    few, many = np.zeros(BINS), np.zeros(BINS)
+    few[900], many[900] = 2, 100
+    assert lowest_threshold(few, few, 0.95) is None and lowest_threshold(many, many, 0.95) == pytest.approx(0.9)
+
+
+def test_the_wilson_bound_is_below_the_share_and_nears_it_with_more_photos():
+    bounds = wilson_lower(np.array([9.0, 90.0, 900.0]), np.array([10.0, 100.0, 1000.0]))
+    assert (bounds < 0.9).all() and bounds[0] < bounds[1] < bounds[2]
+    assert bounds[2] == pytest.approx(0.9, abs=0.02) and wilson_lower(np.array([0.0]), np.array([0.0]))[0] == 0.0
 
 
 def _frame(spark, probabilities: np.ndarray, truth: list[str]):
