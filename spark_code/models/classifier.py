@@ -252,6 +252,8 @@ class FruitScores:
     accuracy: float
     per_fruit: dict[str, tuple[int, int]]
     """fruit -> (photos answered with the right fruit, photos of that fruit)."""
+    confusion: dict[tuple[str, str], int]
+    """(true fruit, predicted fruit) -> images."""
 
 
 @dataclass(frozen=True)
@@ -275,16 +277,19 @@ class Evaluation:
         """The same answers scored by fruit; `fruit_of` names a class label's fruit."""
         right: dict[str, int] = defaultdict(int)
         seen: dict[str, int] = defaultdict(int)
+        confusion: dict[tuple[str, str], int] = defaultdict(int)
         for (true, guess), count in self.confusion.items():
-            fruit = fruit_of(true)
+            fruit, answer = fruit_of(true), fruit_of(guess)
             seen[fruit] += count
-            right[fruit] += count if fruit_of(guess) == fruit else 0
+            right[fruit] += count if answer == fruit else 0
+            confusion[(fruit, answer)] += count
         correct = sum(right.values())
         return FruitScores(
             images=self.images,
             correct=correct,
             accuracy=correct / self.images if self.images else 0.0,
             per_fruit={fruit: (right[fruit], seen[fruit]) for fruit in sorted(seen)},
+            confusion=dict(confusion),
         )
 
     @classmethod

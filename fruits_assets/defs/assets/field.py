@@ -138,10 +138,6 @@ def field_evaluation(
         f"field photos: fruit accuracy {fruit.accuracy:.4f}, class accuracy {result.accuracy:.4f} on "
         f"{result.images} photos of {layout.root} ({embedded_now} embedded now)"
     )
-    by_fruit_confusion: dict[tuple[str, str], int] = {}
-    for (true, guess), count in result.confusion.items():
-        key = (fruit_of(true), fruit_of(guess))
-        by_fruit_confusion[key] = by_fruit_confusion.get(key, 0) + count
     yield AssetCheckResult(
         check_name=FIELD_CHECK.name,
         asset_key=FIELD_CHECK.asset_key,
@@ -149,7 +145,7 @@ def field_evaluation(
         severity=AssetCheckSeverity.WARN,
         metadata={"fruit_accuracy": fruit.accuracy, "floor": settings.min_field_fruit_accuracy},
     )
-    fruits = sorted({name for pair in by_fruit_confusion for name in pair})
+    fruits = sorted({name for pair in fruit.confusion for name in pair})
     calibration = calibrate(scored.where(F.col(HALF)), labels, fruit_of)
     held_out = at_threshold(scored.where(~F.col(HALF)), FruitMembership(labels, fruit_of), calibration)
     context.log.info(
@@ -180,7 +176,7 @@ def field_evaluation(
                     for row in predictions.groupBy("predicted").count().orderBy(F.desc("count"), "predicted").take(5)
                 ]
             ),
-            "confusion_by_fruit": confusion_matrix_plot(by_fruit_confusion, fruits),
+            "confusion_by_fruit": confusion_matrix_plot(fruit.confusion, fruits),
             COMPUTED_FROM: MetadataValue.json({WHOLE: stamp}),
         },
     )

@@ -82,6 +82,7 @@ def test_scores_by_fruit_count_any_variety_of_the_right_fruit():
     fruit = result.by_fruit(lambda label: label.split()[0])
     assert fruit.images == 11 and fruit.correct == 7 and fruit.accuracy == pytest.approx(7 / 11)
     assert fruit.per_fruit == {"Apple": (6, 6), "Kiwi": (1, 5)}
+    assert fruit.confusion == {("Apple", "Apple"): 6, ("Kiwi", "Apple"): 4, ("Kiwi", "Kiwi"): 1}
     assert Evaluation.from_counts({}, ["Kiwi"]).by_fruit(str).accuracy == 0.0
 
 
