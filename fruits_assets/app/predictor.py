@@ -284,4 +284,5 @@ class FruitPredictor:
         probabilities = self._softmax(self._embedder(array[None])[0])
         best = np.argsort(probabilities)[::-1][: self.top]
         confidence, sure = self.confidence.of(probabilities) if self.confidence else (None, None)
-        return Prediction(photo, [(self.labels[i], float(probabilities[i])) for i in best], None, confidence, sure)
+        top = [(self.labels[i], float(probabilities[i])) for i in best]
+        return Prediction(photo, top, confidence=confidence, confident=sure)
