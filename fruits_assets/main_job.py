@@ -50,7 +50,7 @@ from fruits_assets.defs.io_managers import output_path
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.resources import resolved_settings, with_changes
 from fruits_assets.defs.staleness import Staleness, published_classes
-from spark_code.photos.layout import ImagesLayout, discover_layout
+from spark_code.photos.layout import ImagesLayout
 from spark_code.settings import chosen_output_root
 from spark_code.storage.parquet_store import withdraw_classes_except
 
@@ -330,7 +330,7 @@ def run_main_job(
     if problems:
         raise InvalidSettingsError("invalid settings: " + "; ".join(problems))
     root = chosen_output_root(output_root)
-    layout = discover_layout(effective.images_root)
+    layout = effective.layout()
     selected = sorted(set(classes)) if classes else layout.classes
     layout.class_dirs(selected)  # unknown classes fail here, before Spark starts
     effective.roles(layout.splits)  # and split settings that do not fit the layout

@@ -102,6 +102,12 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
         "'none': no calibration)",
     )
     field.add_argument("--precision", type=float, default=0.95, help="precision of confident answers (0.95)")
+    field.add_argument(
+        "--class-depth",
+        type=int,
+        default=int(os.environ.get("FRUITS_FIELD_CLASS_DEPTH", "0")),
+        help="folders below a split that the class folders lie (default: $FRUITS_FIELD_CLASS_DEPTH or 0, the leaves)",
+    )
     refit = bench.add_parser(
         "pca-refit", help="accuracy when the PCA was fitted without a share of the training photos (refit rule)"
     )
@@ -217,7 +223,9 @@ def run_bench(args: argparse.Namespace) -> int:
             return 2
         split = None if args.calibration_split == "none" else args.calibration_split
         try:
-            result = bench_field(chosen_output_root(args.output_root), field_root, split, args.precision)
+            result = bench_field(
+                chosen_output_root(args.output_root), field_root, split, args.precision, args.class_depth
+            )
         except (ValueError, FileNotFoundError) as exc:  # a layout, a split or models that are not there
             print(f"fruits: error: {exc}", file=sys.stderr)
             return 2

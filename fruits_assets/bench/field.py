@@ -45,14 +45,14 @@ class ScoredPhotos:
     rejected: int
 
 
-def field_photos(field_root: str) -> dict[str, list[tuple[str, str]]]:
+def field_photos(field_root: str, class_depth: int = 0) -> dict[str, list[tuple[str, str]]]:
     """split -> (photo URI, class label) of every visible file under the field root (split NO_SPLIT, '', for a root
-    without split folders)."""
-    layout = discover_layout(field_root)
+    without split folders), its class folders as deep as `class_depth` says (see spark_code.photos.layout)."""
+    layout = discover_layout(field_root, class_depth=class_depth)
     photos: dict[str, list[tuple[str, str]]] = {}
     for split, classes in sorted(layout.classes_by_split.items()):
         for label in classes:
-            folder = join_uri(field_root, *[part for part in (split, label) if part])
+            folder = join_uri(field_root, *[part for part in (split, layout.folder(split, label)) if part])
             photos.setdefault(split, []).extend(
                 (join_uri(folder, relative), label) for relative, _, _ in sorted(folder_entries(folder))
             )
@@ -143,11 +143,13 @@ def evaluation_split_accuracy(output_root: str) -> dict[str, float | int]:
     }
 
 
-def bench_field(output_root: str, field_root: str, calibration_split: str | None, precision: float) -> dict:
+def bench_field(
+    output_root: str, field_root: str, calibration_split: str | None, precision: float, class_depth: int = 0
+) -> dict:
     """Score the output root's classifier on every photo of the field root; calibrate on `calibration_split`."""
     started = time.perf_counter()
     predictor = FruitPredictor(output_root)
-    photos = field_photos(field_root)
+    photos = field_photos(field_root, class_depth)
     if calibration_split is not None and calibration_split not in photos:
         raise ValueError(f"no split {calibration_split!r} under {field_root} (splits: {', '.join(photos)})")
     scored = {split: score_photos(predictor, listed) for split, listed in photos.items()}

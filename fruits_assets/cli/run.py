@@ -49,17 +49,33 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="embed images only, not also their mirror image: half the work, lower accuracy",
     )
+    run.add_argument(
+        "--augment-views",
+        type=int,
+        help="augmented views of each training photo (other backgrounds, turned, scaled, lit, blurred), each embedded "
+        "once and trained on beside it (default 0: none)",
+    )
     run.add_argument("--training-split", help="split folder that trains (default: Training or train, any case)")
     run.add_argument("--validation-split", help="split folder that chooses the penalty (default: Validation/val/dev)")
     run.add_argument(
         "--evaluation-split", help="split folder that evaluates (default: Test; none: a hold-out of training images)"
     )
     run.add_argument("--holdout-fraction", type=float, help="share held out when no split evaluates (default 0.2)")
+    run.add_argument(
+        "--class-depth",
+        type=int,
+        help="folders below a split that the class folders lie (default 0: each branch's first folder holding photos)",
+    )
     run.add_argument("--min-accuracy", type=float, help="accuracy floor of the quality check (default 0.95)")
     run.add_argument(
         "--field-root",
         help="photos of the app's world, never trained on: the classifier is also evaluated on them, by class and by "
         "fruit (default: $FRUITS_FIELD_ROOT; none)",
+    )
+    run.add_argument(
+        "--field-class-depth",
+        type=int,
+        help="--class-depth of the field root (2: <split>/Fruit/Apple/.../<photo> is the class Apple; default 0)",
     )
     run.add_argument(
         "--min-field-fruit-accuracy",
@@ -107,12 +123,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "pca_variance",
         "pca_max_k",
         "flip_average",
+        "augment_views",
         "training_split",
         "validation_split",
         "evaluation_split",
         "holdout_fraction",
+        "class_depth",
         "min_accuracy",
         "field_root",
+        "field_class_depth",
         "min_field_fruit_accuracy",
         "max_rejected_share",
         "pca_refit_share",

@@ -29,6 +29,11 @@ class FruitsSettings(ConfigurableResource):
         default="",
         description="Root laid out as <root>/<split>/<class>/<image> or <root>/<class>/<image> (path or s3://).",
     )
+    class_depth: int = Field(
+        default=0,
+        description="How many folders below a split (or the root) the class folders lie; 0: each branch's first "
+        "folder holding images (the leaf of <split>/Fruit/Apple/Granny-Smith/<image>).",
+    )
     model_weights: str = Field(
         default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
     )
@@ -39,6 +44,11 @@ class FruitsSettings(ConfigurableResource):
     batch_size: int = Field(default=64, description="Images per inference batch.")
     flip_average: bool = Field(
         default=True, description="Average each image's embedding with its mirror image's (twice the model's work)."
+    )
+    augment_views: int = Field(
+        default=0,
+        description="Augmented views of each training photo (spark_code.photos.augment: the fruit on other "
+        "backgrounds, turned, scaled, lit and blurred), each embedded once and trained on beside the photo; 0: none.",
     )
     pca_variance: float = Field(default=0.95, description="Target explained variance choosing k.")
     pca_k: int = Field(default=0, description="Fixed number of components; 0 chooses k by pca_variance.")
@@ -60,6 +70,9 @@ class FruitsSettings(ConfigurableResource):
         default="",
         description="Photos of the app's world (<root>/<split>/<class>/<photo> or <root>/<class>/<photo>, path or "
         "s3://), never trained on: the classifier is also evaluated on them, by class and by fruit; empty: none.",
+    )
+    field_class_depth: int = Field(
+        default=0, description="class_depth of the field root (2: <split>/Fruit/Apple/.../<photo> is the class Apple)."
     )
     min_field_fruit_accuracy: float = Field(
         default=0.6, description="Fruit accuracy on the field photos under which their check warns."
@@ -119,22 +132,24 @@ class FruitsSettings(ConfigurableResource):
         if not self.field_root:
             return None
         try:
-            return discover_layout(self.field_root, s3)
+            return discover_layout(self.field_root, s3, self.field_class_depth)
         except LayoutError as exc:
             raise LayoutError(f"field root (--field-root, FRUITS_FIELD_ROOT): {exc}") from exc
 
     def layout(self, s3: Any = None) -> ImagesLayout:
         """The images root's split and class folders; an s3:// root is listed with `s3` (a boto3 client) if given."""
-        return discover_layout(self.images_root, s3)
+        return discover_layout(self.images_root, s3, self.class_depth)
 
 
 ENV_SETTINGS: dict[str, str] = {
     "images_root": "FRUITS_IMAGES_ROOT",
+    "class_depth": "FRUITS_CLASS_DEPTH",
     "model_weights": "FRUITS_MODEL_WEIGHTS",
     "model_alpha": "FRUITS_MODEL_ALPHA",
     "image_size": "FRUITS_IMAGE_SIZE",
     "batch_size": "FRUITS_BATCH_SIZE",
     "flip_average": "FRUITS_FLIP_AVERAGE",
+    "augment_views": "FRUITS_AUGMENT_VIEWS",
     "pca_variance": "FRUITS_PCA_VARIANCE",
     "pca_k": "FRUITS_PCA_K",
     "pca_max_k": "FRUITS_PCA_MAX_K",
@@ -143,6 +158,7 @@ ENV_SETTINGS: dict[str, str] = {
     "evaluation_split": "FRUITS_EVALUATION_SPLIT",
     "holdout_fraction": "FRUITS_HOLDOUT_FRACTION",
     "field_root": "FRUITS_FIELD_ROOT",
+    "field_class_depth": "FRUITS_FIELD_CLASS_DEPTH",
     "min_field_fruit_accuracy": "FRUITS_MIN_FIELD_FRUIT_ACCURACY",
     "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
     "min_accuracy": "FRUITS_MIN_ACCURACY",

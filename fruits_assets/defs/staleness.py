@@ -28,6 +28,7 @@ from fruits_assets.defs.resources import FruitsSettings
 from spark_code.features.embedding_store import settings_fingerprint
 from spark_code.models.ml_models import VERSION, published_notes
 from spark_code.models.pca_refit import FIT_SETTINGS, TRAINING_ROWS
+from spark_code.photos.augment import AUGMENTATION_VERSION
 from spark_code.photos.image_files import INDEX_FORMAT
 from spark_code.photos.layout import ImagesLayout
 from spark_code.photos.listing import class_versions
@@ -57,6 +58,9 @@ def embedding_stamps(indexed: dict[str, str | None], settings: FruitsSettings) -
     """Per class, what its embeddings are computed from: its index (the stamp of the index rows embedded) and the
     embedding settings."""
     fingerprint = settings_fingerprint(settings.model) or f"random-{uuid.uuid4().hex}"
+    if settings.augment_views:
+        augment = embedding_settings(settings)["augment"]
+        fingerprint += ":" + hashlib.sha256(json.dumps(augment, sort_keys=True).encode()).hexdigest()[:8]
     return {name: f"{stamp}:{fingerprint}" for name, stamp in indexed.items()}
 
 
@@ -70,9 +74,16 @@ PHOTO_SETTINGS = ("training_split", "validation_split", "evaluation_split", "hol
 
 
 def embedding_settings(settings: FruitsSettings) -> dict[str, Any]:
-    """The embedding settings an embedding depends on (the batch size changes none)."""
+    """The embedding settings an embedding depends on (the batch size changes none), and with augmented views what
+    makes them: their number, the recipe's version and the split they are made of."""
     embedding = asdict(settings.model)
     embedding.pop("batch_size")
+    if settings.augment_views:
+        embedding["augment"] = {
+            "views": settings.augment_views,
+            "version": AUGMENTATION_VERSION,
+            "training_split": settings.training_split,
+        }
     return embedding
 
 
@@ -95,6 +106,7 @@ def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
         "field_evaluation": {
             **embedding,
             "field_root": settings.field_root,
+            "field_class_depth": settings.field_class_depth,
             "min_field_fruit_accuracy": settings.min_field_fruit_accuracy,
         },
     }

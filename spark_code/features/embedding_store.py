@@ -29,6 +29,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from spark_code.features.embeddings import embed_images, ship_weights, spread
 from spark_code.photos.image_files import CONTENT_KEY, literal, with_contents
 from spark_code.photos.images import PREPROCESSING_VERSION
+from spark_code.photos.views import VIEW, photo_path, view_key, view_number
 from spark_code.progress import Progress
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 from spark_code.storage import publish, storage
@@ -84,8 +85,10 @@ def settings_fingerprint(settings: ModelSettings) -> str | None:
 
 
 def with_content_keys(files: DataFrame) -> DataFrame:
-    """Add each file's KEY, the SHA-256 of its content."""
-    return files.withColumn(KEY, F.sha2("content", 256))
+    """Add each file's KEY, the SHA-256 of its content (and of a row with a VIEW n >= 1, its n-th view's key:
+    spark_code.photos.augment.view_key)."""
+    key = F.sha2("content", 256)
+    return files.withColumn(KEY, view_key(key, F.col(VIEW)) if VIEW in files.columns else key)
 
 
 def segments(base: str, fingerprint: str) -> list[str]:
@@ -132,8 +135,10 @@ def append_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
 
 
 def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:
-    """KEY, path of the files whose content the store lacks, one file per distinct content."""
-    return keyed_files.select(KEY, "path").join(stored.select(KEY), KEY, "left_anti").dropDuplicates([KEY])
+    """KEY, path, VIEW of the files (and augmented views) whose content the store lacks, one per distinct KEY: the
+    path of the photo to read, and which view of it to embed (0: the photo itself)."""
+    missing = keyed_files.select(KEY, "path").join(stored.select(KEY), KEY, "left_anti").dropDuplicates([KEY])
+    return missing.select(KEY, photo_path().alias("path"), view_number().alias(VIEW))
 
 
 def with_stored_embeddings(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:

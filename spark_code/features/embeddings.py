@@ -14,8 +14,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
+from spark_code.photos.augment import augmented
 from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.photos.layout import is_remote, local_path
+from spark_code.photos.views import VIEW
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 
 _EMBED_SCHEMA = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])
@@ -133,14 +135,21 @@ def cached_embedder(settings: ModelSettings) -> Embedder:
     return _EMBEDDERS[settings]
 
 
-def embed_contents(contents: list[bytes], settings: ModelSettings) -> tuple[list[np.ndarray | None], list[str | None]]:
-    """Features (or None) and rejection reasons (or None) for a batch of encoded images."""
+def embed_contents(
+    contents: list[bytes], settings: ModelSettings, views: list[int] | None = None
+) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Features (or None) and rejection reasons (or None) for a batch of encoded images, each as it is or, where
+    `views` gives a number n >= 1, its n-th augmented view (spark_code.photos.augment)."""
     arrays: list[np.ndarray] = []
     positions: list[int] = []
     errors: list[str | None] = [None] * len(contents)
     for i, data in enumerate(contents):
+        view = views[i] if views is not None else 0
         try:
-            arrays.append(preprocess(bytes(data), settings.image_size))
+            if view:
+                arrays.append(augmented(bytes(data), view, settings.image_size))
+            else:
+                arrays.append(preprocess(bytes(data), settings.image_size))
             positions.append(i)
         except ImageDecodeError as exc:  # the file's own fault; anything else (memory, a codec, a bug) fails
             errors[i] = str(exc)
@@ -157,10 +166,13 @@ def _embed_udf(settings: ModelSettings, counter: Accumulator | None):  # noqa: A
     on `error` (as in `accepted`) is pushed below the projection and runs the whole model once more for it."""
 
     @pandas_udf(_EMBED_SCHEMA)
-    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def embed(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         size = settings.batch_size
-        for contents in batches:
-            chunks = [embed_contents(list(contents[i : i + size]), settings) for i in range(0, len(contents), size)]
+        for contents, views in batches:
+            chunks = [
+                embed_contents(list(contents[i : i + size]), settings, list(views[i : i + size]))
+                for i in range(0, len(contents), size)
+            ]
             if counter is not None:
                 counter.add(sum(f is not None for features, _ in chunks for f in features))
             yield pd.DataFrame(
@@ -179,10 +191,12 @@ def embed_images(
     keep: tuple[str, ...] = ("path", "label", "split"),
     counter: Accumulator | None = None,
 ) -> DataFrame:
-    """<keep>, content -> <keep>, features (array<float>, null if rejected), error (the rejection reason, else null).
-    Keep `content_hash` alone to fill the embedding store. `counter` (a Spark accumulator) counts the photos the
-    model ran on, as tasks finish (retried tasks count again: it counts the model's work, not distinct photos)."""
-    embedded = files.withColumn("_embedding", _embed_udf(settings, counter)("content"))
+    """<keep>, content (+ VIEW) -> <keep>, features (array<float>, null if rejected), error (the rejection reason,
+    else null): of a row with a VIEW n >= 1, its n-th augmented view's. Keep `content_hash` alone to fill the
+    embedding store. `counter` (a Spark accumulator) counts the photos the model ran on, as tasks finish (retried
+    tasks count again: it counts the model's work, not distinct photos)."""
+    view = F.col(VIEW) if VIEW in files.columns else F.lit(0)
+    embedded = files.withColumn("_embedding", _embed_udf(settings, counter)("content", view))
     return embedded.select(
         *keep,
         F.col("_embedding.features").alias("features"),

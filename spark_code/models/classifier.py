@@ -20,6 +20,7 @@ from pyspark.util import inheritable_thread_target
 
 from spark_code.errors import PermanentError
 from spark_code.photos.splits import ROLE, TRAIN, VALIDATE
+from spark_code.photos.views import is_view, photo_path
 
 FEATURES = "pca_vector"
 LABEL_INDEX = "label_index"
@@ -109,8 +110,9 @@ def with_folds(indexed: DataFrame) -> DataFrame:
     to the two folds in an order set by a hash of their path, per class, each class starting on the fold the previous
     one did not, so that neither fold is ever empty (2 photos suffice) and both hold every class of 2 photos or
     more."""
-    in_class = Window.partitionBy(LABEL_INDEX).orderBy(F.xxhash64("path"), "path")
-    return indexed.withColumn(FOLD, (F.row_number().over(in_class) + F.col(LABEL_INDEX).cast("int")) % 2)
+    photo = photo_path()  # a photo's augmented views go to its fold
+    in_class = Window.partitionBy(LABEL_INDEX).orderBy(F.xxhash64(photo), photo)
+    return indexed.withColumn(FOLD, (F.dense_rank().over(in_class) + F.col(LABEL_INDEX).cast("int")) % 2)
 
 
 def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -> list[float]:
@@ -128,7 +130,10 @@ def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -
     if validated:
         fit_on, validation = indexed.where(F.col(ROLE) == TRAIN), indexed.where(F.col(ROLE) == VALIDATE)
     else:
-        fit_on, validation = indexed.where(F.col(FOLD) == 0), indexed.where(F.col(FOLD) == 1)
+        fit_on, validation = (
+            indexed.where(F.col(FOLD) == 0),
+            indexed.where((F.col(FOLD) == 1) & ~is_view()),
+        )
     fitted = estimator.fitMultiple(fit_on, grid)  # thread-safe: one model per next()
 
     @inheritable_thread_target

@@ -18,7 +18,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
 from spark_code.photos.images import ImageDecodeError, check_image
-from spark_code.photos.layout import NO_SPLIT, ImagesLayout, empty_files, is_remote
+from spark_code.photos.layout import NO_SPLIT, ImagesLayout, empty_files, is_remote, join_uri
 from spark_code.storage import storage
 from spark_code.storage.storage import qualify
 
@@ -41,14 +41,26 @@ def literal(path: str) -> str:
     return "".join(f"\\{c}" if c in _GLOB_CHARACTERS else c for c in path)
 
 
-def with_split_and_label(files: DataFrame, qualified_root: str, has_splits: bool = True) -> DataFrame:
-    """Add `split` and `label` from `<root>/<split>/<class>/...`, or `<root>/<class>/...` with split NO_SPLIT
-    (images in nested sub-folders keep their class)."""
+def with_split_and_label(files: DataFrame, qualified_root: str, layout: ImagesLayout) -> DataFrame:
+    """Add `split` and `label` from `<root>/<split>/<class>/...`, or `<root>/<class>/...` with split NO_SPLIT, the
+    class folder lying as deep as the layout says (images in sub-folders of a class folder keep its class)."""
     relative = F.substring("path", len(qualified_root) + 2, 1 << 30)
     parts = F.split(relative, "/")
-    if not has_splits:
-        return files.withColumn("split", F.lit(NO_SPLIT)).withColumn("label", parts.getItem(0))
-    return files.withColumn("split", parts.getItem(0)).withColumn("label", parts.getItem(1))
+    split = parts.getItem(0) if layout.has_splits else F.lit(NO_SPLIT)
+    below = 1 if layout.has_splits else 0  # the parts before the class folder's
+    if not layout.folders:
+        return files.withColumn("split", split).withColumn("label", parts.getItem(below))
+    # Nested class folders: the label of the folder each file lies in, looked up at each depth a class folder has.
+    pairs = [
+        (join_uri(*[part for part in (name, layout.folder(name, label)) if part]), label)
+        for name, labels in layout.classes_by_split.items()
+        for label in labels
+    ]
+    by_folder = F.create_map(*[F.lit(text) for pair in pairs for text in pair])
+    label = F.coalesce(
+        *[by_folder[F.array_join(F.slice(parts, 1, below + depth), "/")] for depth in sorted(layout.depths)]
+    )
+    return files.withColumn("split", split).withColumn("label", label)
 
 
 def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], content: bool) -> DataFrame:
@@ -69,7 +81,7 @@ def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], conten
     if empty:
         schema = "path string, size_bytes long, modified long, content binary"
         files = files.unionByName(spark.createDataFrame(empty, schema).select(*columns))
-    labelled = with_split_and_label(files, qualify(spark, layout.root), layout.has_splits)
+    labelled = with_split_and_label(files, qualify(spark, layout.root), layout)
     return labelled.select("path", "label", "split", *columns[1:])
 
 

@@ -1,16 +1,19 @@
-"""The images layouts, `<root>/<split>/<class>/<image>` and `<root>/<class>/<image>`: finding splits and classes,
-on local disk or S3.
+"""The images layouts, `<root>/<split>/<class>/<image>` and `<root>/<class>/<image>`, classes nested in folders of
+their own (`<root>/<split>/Fruit/Apple/Granny-Smith/<image>`) included: finding splits and classes, on local disk or
+S3.
 
 The layout is detected from the tree, without a flag: when the root's folders hold image files themselves they are
 classes (the layout of Keras' `image_dataset_from_directory` and torchvision's `ImageFolder`); when they only hold
-folders they are splits, whatever their names. Listing is plain Python (no Spark) so that a Dagster sensor can
-discover classes cheaply.
+folders they are splits, whatever their names. Below a split, a class is the first folder on each branch that holds
+image files itself (the leaf folder of a nested tree; its own sub-folders' images are its), or, with a class depth
+N, the folder N levels down (every image below it is its: `Fruit/Apple/*/...` is the class Apple at depth 2).
+Listing is plain Python (no Spark) so that a Dagster sensor can discover classes cheaply.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -55,7 +58,7 @@ def _list_local(path: str) -> tuple[list[str], bool]:
         return sorted(e.name for e in entries if e.is_dir()), any(e.is_file() for e in entries)
 
 
-def _list_s3(uri: str, s3: Any = None) -> tuple[list[str], bool]:
+def _list_s3(uri: str, s3: Any = None, enough_with_a_file: bool = False) -> tuple[list[str], bool]:
     import boto3
 
     parsed = urlparse(uri)
@@ -72,14 +75,18 @@ def _list_s3(uri: str, s3: Any = None) -> tuple[list[str], bool]:
         has_files = has_files or any(
             not _hidden(item["Key"][len(prefix) :]) for item in page.get("Contents", []) if item["Key"] != prefix
         )
+        if has_files and enough_with_a_file:
+            break
     return sorted(names), has_files
 
 
-def list_folder(uri: str, s3: Any = None) -> tuple[list[str], bool]:
+def list_folder(uri: str, s3: Any = None, enough_with_a_file: bool = False) -> tuple[list[str], bool]:
     """The visible sub-folders of a local folder or S3 prefix (listed with `s3`, a boto3 client, if given), sorted,
-    and whether it directly holds any visible file."""
+    and whether it directly holds any visible file. `enough_with_a_file`: a caller that only needs the folders of a
+    folder without files lets an S3 listing stop at its first page holding a file (a class of 10,000 photos is 10
+    pages)."""
     if is_remote(uri):
-        return _list_s3(uri, s3)
+        return _list_s3(uri, s3, enough_with_a_file)
     path = local_path(uri)
     if not os.path.isdir(path):
         raise LayoutError(f"images root {uri!r} does not exist or is not a folder")
@@ -132,6 +139,20 @@ class ImagesLayout:
 
     root: str
     classes_by_split: dict[str, list[str]]
+    folders: dict[str, dict[str, str]] = field(default_factory=dict)
+    """split -> class -> the class's folder under the split (`Fruit/Apple/Granny-Smith`), where it is not the
+    class's own name."""
+
+    def folder(self, split: str, name: str) -> str:
+        """The class's folder under the split, relative to it."""
+        return self.folders.get(split, {}).get(name, name)
+
+    @property
+    def depths(self) -> set[int]:
+        """How many folders below its split each class folder lies (1 for `<split>/<class>`)."""
+        return {
+            self.folder(split, name).count("/") + 1 for split, names in self.classes_by_split.items() for name in names
+        }
 
     @property
     def has_splits(self) -> bool:
@@ -157,42 +178,88 @@ class ImagesLayout:
                 f"{len(self.classes)} classes exist there"
             )
         return [
-            join_uri(self.root, *[part for part in (split, name) if part])
+            join_uri(self.root, *[part for part in (split, self.folder(split, name)) if part])
             for split, names in sorted(self.classes_by_split.items())
             for name in classes
             if name in names
         ]
 
 
-def _check_inside_root(root: str, split: str, name: str) -> None:
+def _check_inside_root(root: str, split: str, folder: str) -> None:
     """A local split or class folder that is a link to somewhere outside the root would be read from there."""
     base = os.path.realpath(local_path(root))
-    real = os.path.realpath(os.path.join(local_path(root), split, name))
+    real = os.path.realpath(os.path.join(local_path(root), split, folder))
     if os.path.commonpath([base, real]) != base:
-        shown = f"{split}/{name}" if split else name
+        shown = f"{split}/{folder}" if split else folder
         raise LayoutError(f"class folder {shown} under {root!r} leads outside the images root (to {real})")
 
 
-def discover_layout(root: str, s3: Any = None) -> ImagesLayout:
-    """List `<root>/<split>/<class>` or `<root>/<class>` folders (see the module's docstring); a missing root or one
-    without any class is a clear error, and so is a class name or a linked folder that could make the pipeline read
-    outside the root."""
+def _class_folders(
+    root: str, split: str, top: list[str], class_depth: int, s3: Any, listed: dict[str, tuple[list[str], bool]]
+) -> dict[str, str]:
+    """class -> its folder under the split (see the module's docstring), from the split's folders `top` (`listed`:
+    those already listed); two class folders of one name in a split, or photos lying above the class depth, are
+    errors that say where."""
+    found: dict[str, str] = {}
+    todo = [(name, 1) for name in top]
+    while todo:
+        folder, level = todo.pop(0)
+        if level != class_depth:
+            where = join_uri(root, *[part for part in (split, folder) if part])
+            subfolders, has_files = listed.get(folder) or list_folder(where, s3, enough_with_a_file=not class_depth)
+            if class_depth and has_files:
+                where = f"{split}/{folder}" if split else folder
+                raise LayoutError(
+                    f"photos in {where} under {root!r} lie above the class folders (class depth {class_depth}): "
+                    "move them into a class folder or set another class depth"
+                )
+            if subfolders and (class_depth or not has_files):
+                todo.extend((f"{folder}/{name}", level + 1) for name in subfolders)
+                continue
+            if class_depth:
+                continue  # a branch that ends above the class depth holds no photo
+        name = validate_class_name(folder.rsplit("/", 1)[-1])
+        if name in found:
+            raise LayoutError(
+                f"two class folders are named {name!r} under {join_uri(root, split)!r}: {found[name]} and {folder}; "
+                "set a class depth that names each class once"
+            )
+        found[name] = folder
+    return found
+
+
+def discover_layout(root: str, s3: Any = None, class_depth: int = 0) -> ImagesLayout:
+    """List the split and class folders of `root` (see the module's docstring; `class_depth` 0 takes each branch's
+    first folder holding images); a missing root or one without any class is a clear error, and so is a class name
+    or a linked folder that could make the pipeline read outside the root."""
     if not root:
         raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
+    if class_depth < 0:
+        raise LayoutError(f"class depth {class_depth} is negative: 0 takes the leaf folders, N the folders N down")
     top, _ = list_folder(root, s3)
-    listed = {name: list_folder(join_uri(root, name), s3) for name in top}
+    listed = {name: list_folder(join_uri(root, name), s3, enough_with_a_file=True) for name in top}
     if any(has_files for _, has_files in listed.values()):
-        by_split = {NO_SPLIT: top}
+        under = {NO_SPLIT: top}
     else:
-        by_split = {split: folders for split, (folders, _) in listed.items() if folders}
+        under = {split: folders for split, (folders, _) in listed.items() if folders}
+    flat = listed if NO_SPLIT in under else {}
+    by_split = {split: _class_folders(root, split, names, class_depth, s3, flat) for split, names in under.items()}
+    by_split = {split: folders for split, folders in by_split.items() if folders}
     if not by_split:
         raise LayoutError(
             f"images root {root!r} holds no class folders: expected <root>/<split>/<class>/<image> "
             "or <root>/<class>/<image>"
         )
-    for split, names in by_split.items():
-        for name in names:
-            validate_class_name(name)
+    for split, folders in by_split.items():
+        for folder in folders.values():
             if not is_remote(root):
-                _check_inside_root(root, split, name)
-    return ImagesLayout(root=root, classes_by_split=by_split)
+                _check_inside_root(root, split, folder)
+    return ImagesLayout(
+        root=root,
+        classes_by_split={split: sorted(folders) for split, folders in by_split.items()},
+        folders={
+            split: nested
+            for split, folders in by_split.items()
+            if (nested := {name: folder for name, folder in folders.items() if folder != name})
+        },
+    )

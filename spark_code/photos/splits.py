@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from spark_code.photos.layout import NO_SPLIT, LayoutError
+from spark_code.photos.views import is_view, photo_path
 
 ROLE = "role"
 TRAIN = "train"
@@ -128,26 +129,29 @@ def _held_out(df: DataFrame, fraction: float) -> Column:
     hold-out). No rule on the photos present can do better (a class of one photo must train on it, so a photo that a
     larger class holds out moved when its class grew from it); a rule on class size moves photos in far more
     classes."""
-    key = F.concat_ws("/", F.col("label"), F.element_at(F.split(F.col("path"), "/"), -1))
+    photo = photo_path()  # a photo's augmented views go where it goes
+    key = F.concat_ws("/", F.col("label"), F.element_at(F.split(photo, "/"), -1))
     u = _unit_hash(key)
     in_class = Window.partitionBy("label", "split")
     by_hash = u < F.lit(fraction)
     class_trains_by_hash = F.max((~by_hash).cast("int")).over(in_class) == 1
-    highest = F.row_number().over(in_class.orderBy(u.desc(), F.col("path").desc())) == 1
+    highest = F.dense_rank().over(in_class.orderBy(u.desc(), photo.desc())) == 1
     return by_hash & (class_trains_by_hash | ~highest)
 
 
 def with_roles(df: DataFrame, roles: SplitRoles) -> DataFrame:
-    """Add `role` (TRAIN, VALIDATE, EVALUATE, or null for a split with no role) to rows with path, label, split."""
+    """Add `role` (TRAIN, VALIDATE, EVALUATE, or null for a split with no role) to rows with path, label, split. An
+    augmented view (spark_code.photos.views) only ever trains: the view of a held-out photo has no role."""
     split = F.col("split")
     role = F.when(split == roles.training, F.lit(TRAIN))
     if roles.validation is not None:
         role = role.when(split == roles.validation, F.lit(VALIDATE))
     if roles.evaluation is not None:
-        return df.withColumn(ROLE, role.when(split == roles.evaluation, F.lit(EVALUATE)))
-    held = _held_out(df, roles.holdout_fraction)
-    role = F.when((split == roles.training) & held, F.lit(EVALUATE)).otherwise(role)
-    return df.withColumn(ROLE, role)
+        role = role.when(split == roles.evaluation, F.lit(EVALUATE))
+    else:
+        held = _held_out(df, roles.holdout_fraction)
+        role = F.when((split == roles.training) & held, F.lit(EVALUATE)).otherwise(role)
+    return df.withColumn(ROLE, F.when(~is_view() | (role == TRAIN), role))
 
 
 def rows_with_role(df: DataFrame, roles: SplitRoles, *wanted: str) -> DataFrame:

@@ -93,6 +93,18 @@ def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(
     reduced = read_arrow(summary["outputs"]["reduced_features"])
     assert len(evaluated) == summary["evaluation_images"] and evaluated < set(reduced.column("path").to_pylist())
 
+    # Two augmented views of each training photo: only the views are embedded, they train (a held-out photo's views
+    # are dropped) and the same photos, not their views, are evaluated. Then nothing is left to do.
+    code, augmented = run(root, tmp_path / "out", "--augment-views", "2")
+    assert code == 0 and augmented["images_embedded"] == 36 and augmented["images_featurized"] == 54
+    assert augmented["checks"] == EVERY_CHECK
+    paths = read_arrow(augmented["outputs"]["image_embeddings"]).column("path").to_pylist()
+    photos = [path for path in paths if "#view=" not in path]
+    assert len(photos) == 18 and sorted(paths) == sorted(photos + [f"{p}#view={n}" for p in photos for n in (1, 2)])
+    assert set(read_arrow(augmented["outputs"]["classifier_evaluation"]).column("path").to_pylist()) == evaluated
+    assert augmented["accuracy"] == 1.0
+    assert run(root, tmp_path / "out", "--augment-views", "2")[1]["steps"] == []
+
 
 @pytest.mark.slow
 def test_a_validation_split_chooses_the_penalty(photos, tmp_path):

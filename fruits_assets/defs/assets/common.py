@@ -22,6 +22,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 
 from fruits_assets.defs.resources import FruitsSettings
+from spark_code.photos.augment import MAX_VIEWS
 from spark_code.photos.layout import ImagesLayout, is_remote, validate_class_name
 from spark_code.photos.splits import SplitRoles, split_names
 from spark_code.settings import EMBEDDING_WIDTH
@@ -66,6 +67,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"model_alpha {model.alpha} is not one of {', '.join(map(str, MOBILENET_ALPHAS))}")
     if model.image_size < 32:
         problems.append(f"image_size {model.image_size} is below MobileNetV2's minimum of 32")
+    if not 0 <= settings.augment_views <= MAX_VIEWS:
+        problems.append(f"augment_views {settings.augment_views} must be between 0 and {MAX_VIEWS}")
     if model.batch_size < 1:
         problems.append(f"batch_size {model.batch_size} must be at least 1")
     if not 0 < settings.pca_variance <= 1:
@@ -83,6 +86,9 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
             problems.append(f"{name} {getattr(settings, name)} must be between 0 and 1")
     if not 0 <= settings.min_field_fruit_accuracy <= 1:
         problems.append(f"min_field_fruit_accuracy {settings.min_field_fruit_accuracy} must be between 0 and 1")
+    for name in ("class_depth", "field_class_depth"):
+        if getattr(settings, name) < 0:
+            problems.append(f"{name} {getattr(settings, name)} must be 0 (the leaf folders) or more")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems

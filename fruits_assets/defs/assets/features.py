@@ -37,6 +37,7 @@ from spark_code.features.embedding_store import KEY, embedded_with_store, settin
 from spark_code.features.embeddings import accepted, rejected
 from spark_code.models.ml_models import VERSION, ModelArtifact
 from spark_code.models.pca import apply_pca, pca_k
+from spark_code.photos.views import is_view, with_views
 from spark_code.storage.parquet_store import input_stamps
 
 
@@ -44,7 +45,8 @@ from spark_code.storage.parquet_store import input_stamps
     outs={
         "image_embeddings": AssetOut(
             io_manager_key="class_parquet_io_manager",
-            description="MobileNetV2 (ImageNet) pooled features of each image: path, label, split, features[1280].",
+            description="MobileNetV2 (ImageNet) pooled features of each image (and of its augmented training views, "
+            "path `<photo>#view=<n>`): path, label, split, features[1280].",
             kinds={"spark", "tensorflow"},
             automation_condition=CHANGED_UPSTREAM,
             code_version=code_version("image_embeddings"),
@@ -73,9 +75,9 @@ def image_embeddings(
     pyspark: LazyPySparkResource,
     embedding_store: EmbeddingStore,
 ) -> Iterator[Output[DataFrame] | AssetCheckResult]:
-    """Embed every indexed image of the run's classes whose content the embedding store lacks; undecodable files go
-    to rejected_images, not to failure."""
-    run_layout(context, settings)
+    """Embed every indexed image of the run's classes whose content the embedding store lacks, and the augmented
+    views of the training photos (settings.augment_views); undecodable files go to rejected_images, not to failure."""
+    layout, _ = run_layout(context, settings)
     stamps = MetadataValue.json(embedding_stamps(input_stamps(raw_images), settings))
     fresh_spark(pyspark, "image_embeddings")
     model = settings.model
@@ -84,19 +86,22 @@ def image_embeddings(
             description="raw_images of these classes was indexed before content hashes: materialize raw_images again",
             allow_retries=False,
         )
-    keyed = raw_images.select("path", "label", "split", KEY).persist()
+    training_split = settings.roles(layout.splits).training
+    keyed = with_views(raw_images.select("path", "label", "split", KEY), training_split, settings.augment_views)
     embedded, embedded_now = embedded_with_store(
-        keyed, model, embedding_store.base, "image_embeddings", context.log.info
+        keyed.persist(), model, embedding_store.base, "image_embeddings", context.log.info
     )
-    context.log.info(f"{embedded_now} photo(s) embedded, the others' embeddings reused from the store")
+    context.log.info(f"{embedded_now} photo(s) and view(s) embedded, the others' embeddings reused from the store")
     embeddings = accepted(embedded)
+    photos = embedded.where(~is_view())  # a view of a rejected photo is no file of its own
     yield from refuse_when_blocked(
         [
-            check_nothing_lost(raw_images, embedded),
-            check_rejected_share(embedded, settings.max_rejected_share),
+            check_nothing_lost(raw_images, photos),
+            check_rejected_share(photos, settings.max_rejected_share),
             check_embeddings_width(embeddings),
         ]
     )
+    views = embeddings.where(is_view()).count() if settings.augment_views else 0
     yield Output(
         embeddings,
         output_name="image_embeddings",
@@ -105,13 +110,14 @@ def image_embeddings(
             "model_alpha": MetadataValue.float(model.alpha),
             "image_size": MetadataValue.int(model.image_size),
             "images_embedded": MetadataValue.int(embedded_now),
+            "augmented_views": MetadataValue.int(views),
             "settings_fingerprint": MetadataValue.text(
                 settings_fingerprint(model) or "none (random weights are never stored)"
             ),
             COMPUTED_FROM: stamps,
         },
     )
-    yield Output(rejected(embedded), output_name="rejected_images", metadata={COMPUTED_FROM: stamps})
+    yield Output(rejected(photos), output_name="rejected_images", metadata={COMPUTED_FROM: stamps})
 
 
 @asset(

@@ -63,3 +63,20 @@ def test_the_bench_scores_every_field_photo_by_class_and_by_fruit(trained_run, t
 
     code = main(["bench", "field", str(root), "--output-root", str(output_root), "--calibration-split", "x"])
     assert code == 2 and "no split 'x'" in capsys.readouterr().err
+
+
+def test_the_benchs_photos_of_a_nested_field_root_are_labelled_by_the_class_depth(tmp_path):
+    for key in ("val/Fruit/Apple/Granny-Smith/1.jpg", "val/Fruit/Apple/Golden/2.jpg", "val/Fruit/Kiwi/3.jpg"):
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(b"jpeg")
+    leaves, fruits = field_photos(str(tmp_path)), field_photos(str(tmp_path), class_depth=2)
+    assert sorted((uri.rsplit("/", 1)[-1], label) for uri, label in leaves["val"]) == [
+        ("1.jpg", "Granny-Smith"),
+        ("2.jpg", "Golden"),
+        ("3.jpg", "Kiwi"),
+    ]
+    assert sorted((uri[len(str(tmp_path)) :], label) for uri, label in fruits["val"]) == [
+        ("/val/Fruit/Apple/Golden/2.jpg", "Apple"),
+        ("/val/Fruit/Apple/Granny-Smith/1.jpg", "Apple"),
+        ("/val/Fruit/Kiwi/3.jpg", "Kiwi"),
+    ]

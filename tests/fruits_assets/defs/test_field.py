@@ -33,17 +33,21 @@ def test_the_field_stamp_follows_the_classifier_the_photos_and_the_settings():
     assert stamp != field_stamp("v1", listing, FruitsSettings(field_root="/other"))
 
 
+NESTED = {"Banana": "Fruit/Banana", "Kiwi": "Fruit/Kiwi", "Apple Red 1": "Fruit/Apple/Royal-Gala"}
+"""Where the field root files each shared class: a nested tree like the GroceryStoreDataset's, read at class depth 2
+(`Fruit/Apple/Royal-Gala/` is the class Apple)."""
+
+
 def _field_root(target: Path) -> Path:
-    """Real grocery-store photos of the trained run's fruits in two splits, filed as the field photos' own classes
-    ('Apple Red 1' is no class of the model: by class always wrong, by fruit right when it says any apple), and one
-    file that is no photo."""
+    """Real grocery-store photos of the trained run's fruits in two splits, in a nested tree ('Apple' is no class of
+    the model: by class always wrong, by fruit right when it says any apple), and one file that is no photo."""
     for split in ("train", "val"):
-        for label in ("Banana", "Kiwi", "Apple Red 1"):
-            folder = target / split / label
+        for label, nested in NESTED.items():
+            folder = target / split / nested
             folder.mkdir(parents=True)
             for photo in sorted((FIELD / split / label).iterdir())[:3]:
                 shutil.copy(photo, folder / photo.name)
-    (target / "val" / "Kiwi" / "notes.jpg").write_text("not a photo")
+    (target / "val" / NESTED["Kiwi"] / "notes.jpg").write_text("not a photo")
     return target
 
 
@@ -55,11 +59,13 @@ def _run(*args: str, capsys) -> tuple[int, dict]:
 def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(small_root, trained_copy, tmp_path, capsys):
     field = _field_root(tmp_path / "field")
     base = ["--images-root", str(small_root), "--output-root", str(trained_copy), "--field-root", str(field)]
+    base += ["--field-class-depth", "2"]
     code, summary = _run(*base, capsys=capsys)
     assert code == 0 and [step.split(" (")[0] for step in summary["steps"]] == ["field_evaluation"]
     table = read_arrow(summary["outputs"]["field_evaluation"])
     assert table.num_rows == summary["field_images"] == 18  # the file that is no photo is left out
     assert set(table.column("split").to_pylist()) == {"train", "val"}
+    assert set(table.column("label").to_pylist()) == {"Apple", "Banana", "Kiwi"}
     right = pc.equal(table["fruit"], table["predicted_fruit"])
     assert summary["field_fruit_accuracy"] == pytest.approx(pc.mean(right.cast("int8")).as_py())
     assert summary["field_accuracy"] == pytest.approx(
@@ -78,7 +84,7 @@ def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(smal
     assert calibration["threshold"] is None or 0 <= calibration["threshold"] <= 1
 
     # `fruits predict` answers with that confidence: the fruit's calibrated probability, sure at the threshold only.
-    photo = str(next((field / "val" / "Banana").iterdir()))
+    photo = str(next((field / "val" / NESTED["Banana"]).iterdir()))
     assert main(["predict", photo, "--output-root", str(trained_copy), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert 0 < answer["confidence"] <= 1
@@ -99,7 +105,7 @@ def test_field_photos_are_evaluated_by_fruit_once_per_classifier_and_photos(smal
 
     # One new field photo: only the field evaluation runs again, and the model runs on that photo alone.
     new = sorted((FIELD / "val" / "Banana").iterdir())[-1]
-    shutil.copy(new, field / "val" / "Banana" / new.name)
+    shutil.copy(new, field / "val" / NESTED["Banana"] / new.name)
     code, summary = _run(*base, capsys=capsys)
     assert code == 0 and [step.split(" (")[0] for step in summary["steps"]] == ["field_evaluation"]
     assert summary["field_images"] == 19

@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_code.features import embeddings
+from spark_code.features.embedding_store import embedded_with_store, with_content_keys
 from spark_code.features.embeddings import (
     PHOTOS_PER_TASK,
     PHOTOS_PER_TASK_CONF,
@@ -18,9 +19,11 @@ from spark_code.features.embeddings import (
     ship_weights,
     spread,
 )
-from spark_code.photos.image_files import _check_images, read_image_files
+from spark_code.photos.augment import augmented
+from spark_code.photos.image_files import CONTENT_KEY, _check_images, read_image_files
 from spark_code.photos.images import MissingCodecError, preprocess
 from spark_code.photos.layout import discover_layout
+from spark_code.photos.views import VIEW, with_views
 from spark_code.settings import EMBEDDING_WIDTH, ModelSettings
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
 
@@ -69,6 +72,32 @@ def test_spark_features_equal_the_model_run_directly(embedded, mixed_root, model
     direct = build_embedder(model_settings)(preprocess(path.read_bytes(), model_settings.image_size)[None])[0]
     row = accepted(embedded).where(F.col("path").endswith(path.name)).first()
     assert np.array_equal(np.asarray(row["features"], dtype=np.float32), direct)
+
+
+def test_a_row_with_a_view_number_gets_that_augmented_views_features(spark, mixed_root, model_settings, tmp_path):
+    """In a Spark batch, a view's features are the model's on `augmented` of the photo's bytes; through the embedding
+    store, a second pass over the same photo and views embeds nothing (the views are keyed by content and number)."""
+    path = sorted((mixed_root / "Training" / "Mixed").glob("*_100.jpg"))[0]
+    files = read_image_files(spark, discover_layout(str(mixed_root)), ["Mixed"]).where(
+        F.col("path").endswith(path.name)
+    )
+    viewed = files.select("*", F.explode(F.array(F.lit(0), F.lit(2))).alias(VIEW))
+    rows = {r[VIEW]: r["features"] for r in embed_images(viewed, model_settings, keep=(VIEW,)).collect()}
+    embedder = build_embedder(model_settings)
+    data, size = path.read_bytes(), model_settings.image_size
+    assert np.array_equal(np.asarray(rows[0], dtype=np.float32), embedder(preprocess(data, size)[None])[0])
+    assert np.array_equal(np.asarray(rows[2], dtype=np.float32), embedder(augmented(data, 2, size)[None])[0])
+
+    keyed = with_views(with_content_keys(files).select("path", "label", "split", CONTENT_KEY), "Training", 2)
+    store, log = str(tmp_path / "store"), lambda _: None
+    first, ran = embedded_with_store(keyed, model_settings, store, "test", log)
+    assert ran == 3 and first.where(F.col("features").isNull()).count() == 0
+    again, ran_again = embedded_with_store(keyed, model_settings, store, "test", log)
+    assert ran_again == 0
+    by_path = {r["path"]: r["features"] for r in again.collect()}
+    assert by_path == {r["path"]: r["features"] for r in first.collect()}
+    view = next(p for p in by_path if p.endswith("#view=2"))
+    assert np.array_equal(np.asarray(by_path[view], dtype=np.float32), np.asarray(rows[2], dtype=np.float32))
 
 
 def test_the_model_runs_once_even_when_only_accepted_rows_are_kept(spark, mixed_root, model_settings):

@@ -160,6 +160,32 @@ def test_without_a_validation_split_candidates_are_fitted_on_one_half_and_scored
     assert trained.reg_param == min(expected, key=expected.get)
 
 
+def test_augmented_views_train_in_their_photos_fold_and_are_never_scored(spark):
+    """Views (rows whose path is `<photo>#view=<n>`, features of their own) join their photo's fold; the candidates
+    are fitted on FOLD 0 with its views and scored on the photos of FOLD 1 alone; the photos' folds do not move."""
+    rows = _fine_feature_in_noise(spark, {"Training": 30, "Test": 4})
+    views = rows.where("split = 'Training'").select(
+        F.concat("path", F.lit("#view=1")).alias("path"),
+        "label",
+        "split",
+        F.transform("pca_features", lambda x: x * 0.5).alias("pca_features"),
+    )
+    both = rows.unionByName(views)
+    indexed = both.where("split = 'Training'").withColumn("label_index", F.ascii("label") - 65.0)
+    folds = {row["path"]: row["fold"] for row in with_folds(indexed).collect()}
+    photos = {path: fold for path, fold in folds.items() if "#view=" not in path}
+    assert all(folds[f"{path}#view=1"] == fold for path, fold in photos.items())
+    plain = rows.where("split = 'Training'").withColumn("label_index", F.ascii("label") - 65.0)
+    assert photos == {row["path"]: row["fold"] for row in with_folds(plain).collect()}
+    folded = with_folds(indexed).drop("label_index")
+    fitted_on = folded.where(F.col("fold") == 0).drop("fold")
+    scored_on = folded.where((F.col("fold") == 1) & ~F.col("path").contains("#view=")).drop("fold")
+    reg_params = (1e-2, 1e-6)
+    expected = {reg: _log_loss(fitted_on, scored_on, reg) for reg in reg_params}
+    trained = train_classifier(with_roles(both, ROLES), ClassifierSettings(reg_params=reg_params))
+    assert trained.validation_metric == pytest.approx(expected, abs=1e-3)
+
+
 def test_a_fit_that_does_not_converge_is_refused_with_each_reason(clustered):
     with pytest.raises(DegenerateClassifierError, match="did not converge in 1 iterations") as failure:
         train_classifier(with_roles(clustered, ROLES), ClassifierSettings(max_iter=1))

@@ -51,6 +51,27 @@ def test_class_names_with_glob_characters_read_exactly_their_folder(spark, tmp_p
         assert [(r["path"].rsplit("/", 1)[-1], r["label"]) for r in rows] == [(f"{i}.jpg", name)], name
 
 
+def test_photos_of_nested_class_folders_get_their_class_at_any_depth(spark, tmp_path):
+    photo = GOOD_IMAGES["rgb.jpg"]
+    write_files(tmp_path / "train" / "Fruit" / "Apple" / "Granny-Smith", {"1.jpg": photo})
+    write_files(tmp_path / "train" / "Fruit" / "Banana", {"2.jpg": photo})
+    write_files(tmp_path / "train" / "Fruit" / "Banana" / "close-ups", {"3.jpg": photo})
+    write_files(tmp_path / "val" / "Fruit" / "Apple" / "Golden", {"4.jpg": photo})
+    for depth, expected in (
+        (0, {"1.jpg": "Granny-Smith", "2.jpg": "Banana", "3.jpg": "Banana", "4.jpg": "Golden"}),
+        (2, {"1.jpg": "Apple", "2.jpg": "Banana", "3.jpg": "Banana", "4.jpg": "Apple"}),
+    ):
+        layout = discover_layout(str(tmp_path), class_depth=depth)
+        rows = list_image_files(spark, layout, layout.classes).collect()
+        assert {r["path"].rsplit("/", 1)[-1]: r["label"] for r in rows} == expected, depth
+        assert {r["path"].rsplit("/", 1)[-1]: r["split"] for r in rows} == {
+            "1.jpg": "train",
+            "2.jpg": "train",
+            "3.jpg": "train",
+            "4.jpg": "val",
+        }
+
+
 def _by_name(index) -> dict:
     return {r["path"].rsplit("/", 1)[-1]: r for r in index.collect()}
 

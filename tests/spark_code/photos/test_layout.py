@@ -108,6 +108,78 @@ def test_a_root_of_loose_images_names_both_layouts(tmp_path):
         discover_layout(str(tmp_path))
 
 
+GROCERY_TREE = [
+    "train/Fruit/Apple/Granny-Smith/1.jpg",
+    "train/Fruit/Apple/Golden-Delicious/2.jpg",
+    "train/Fruit/Banana/3.jpg",
+    "train/Fruit/Banana/close-ups/4.jpg",
+    "val/Fruit/Apple/Granny-Smith/5.jpg",
+    "val/Vegetables/Potato/Floury/6.jpg",
+]
+"""A tree like the GroceryStoreDataset's: class folders at two depths below each split, a class with a sub-folder."""
+
+
+def _write_tree(root, keys) -> None:
+    for key in keys:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"jpeg")
+
+
+def test_nested_class_folders_are_the_leaves_holding_photos(tmp_path):
+    _write_tree(tmp_path, GROCERY_TREE)
+    layout = discover_layout(str(tmp_path))
+    assert layout.classes_by_split == {
+        "train": ["Banana", "Golden-Delicious", "Granny-Smith"],
+        "val": ["Floury", "Granny-Smith"],
+    }
+    assert layout.class_dirs(["Granny-Smith"]) == [
+        f"{tmp_path}/train/Fruit/Apple/Granny-Smith",
+        f"{tmp_path}/val/Fruit/Apple/Granny-Smith",
+    ]
+    assert layout.class_dirs(["Banana"]) == [f"{tmp_path}/train/Fruit/Banana"]  # close-ups/ is Banana's
+    assert layout.depths == {2, 3}
+
+
+@pytest.mark.parametrize(
+    ("depth", "expected"),
+    [
+        (1, {"train": ["Fruit"], "val": ["Fruit", "Vegetables"]}),
+        (2, {"train": ["Apple", "Banana"], "val": ["Apple", "Potato"]}),
+    ],
+)
+def test_a_class_depth_names_the_folders_that_many_levels_down(tmp_path, depth, expected):
+    _write_tree(tmp_path, GROCERY_TREE)
+    layout = discover_layout(str(tmp_path), class_depth=depth)
+    assert layout.classes_by_split == expected
+    assert layout.depths == {depth}
+
+
+def test_photos_above_the_class_depth_are_a_clear_error(tmp_path):
+    _write_tree(tmp_path, GROCERY_TREE)
+    with pytest.raises(
+        LayoutError, match=r"photos in train/Fruit/Banana .* lie above the class folders \(class depth 3"
+    ):
+        discover_layout(str(tmp_path), class_depth=3)
+    with pytest.raises(LayoutError, match="negative"):
+        discover_layout(str(tmp_path), class_depth=-1)
+
+
+def test_two_leaves_of_one_name_in_a_split_are_a_clear_error(tmp_path):
+    _write_tree(tmp_path, ["train/Fruit/Apple/Red/1.jpg", "train/Vegetables/Pepper/Red/2.jpg"])
+    with pytest.raises(
+        LayoutError, match="two class folders are named 'Red'.*Fruit/Apple/Red and Vegetables/Pepper/Red"
+    ):
+        discover_layout(str(tmp_path))
+    assert discover_layout(str(tmp_path), class_depth=2).classes == ["Apple", "Pepper"]
+
+
+def test_a_nested_class_folder_linked_outside_the_root_is_refused(tmp_path):
+    _write_tree(tmp_path, ["outside/secret.jpg", "images/train/Fruit/Kiwi/1.jpg"])
+    (tmp_path / "images" / "train" / "Fruit" / "Evil").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(LayoutError, match="train/Fruit/Evil .* leads outside the images root"):
+        discover_layout(str(tmp_path / "images"))
+
+
 def test_both_layouts_on_s3(aws):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="fruits-layouts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
@@ -125,6 +197,16 @@ def test_both_layouts_on_s3(aws):
     assert flat.class_dirs(["Kiwi"]) == ["s3://fruits-layouts/flat/Kiwi"]
     split = discover_layout("s3://fruits-layouts/split")
     assert split.classes_by_split == {"test": ["Fig"], "train": ["Kiwi"]}
+    for key in GROCERY_TREE:
+        s3.put_object(Bucket="fruits-layouts", Key=f"nested/{key}", Body=b"jpeg")
+    nested = discover_layout("s3://fruits-layouts/nested")
+    assert nested.classes_by_split == {
+        "train": ["Banana", "Golden-Delicious", "Granny-Smith"],
+        "val": ["Floury", "Granny-Smith"],
+    }
+    assert nested.class_dirs(["Banana"]) == ["s3://fruits-layouts/nested/train/Fruit/Banana"]
+    by_fruit = discover_layout("s3://fruits-layouts/nested", class_depth=2)
+    assert by_fruit.classes_by_split == {"train": ["Apple", "Banana"], "val": ["Apple", "Potato"]}
 
 
 def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
