@@ -59,8 +59,8 @@ def embedding_stamps(indexed: dict[str, str | None], settings: FruitsSettings) -
     embedding settings."""
     fingerprint = settings_fingerprint(settings.model) or f"random-{uuid.uuid4().hex}"
     if settings.augment_views:
-        augment = embedding_settings(settings)["augment"]
-        fingerprint += ":" + hashlib.sha256(json.dumps(augment, sort_keys=True).encode()).hexdigest()[:8]
+        augment = json.dumps(augment_settings(settings), sort_keys=True)
+        fingerprint += ":" + hashlib.sha256(augment.encode()).hexdigest()[:8]
     return {name: f"{stamp}:{fingerprint}" for name, stamp in indexed.items()}
 
 
@@ -74,17 +74,20 @@ PHOTO_SETTINGS = ("training_split", "validation_split", "evaluation_split", "hol
 
 
 def embedding_settings(settings: FruitsSettings) -> dict[str, Any]:
-    """The embedding settings an embedding depends on (the batch size changes none), and with augmented views what
-    makes them: their number, the recipe's version and the split they are made of."""
+    """The embedding settings an embedding depends on (the batch size changes none)."""
     embedding = asdict(settings.model)
     embedding.pop("batch_size")
-    if settings.augment_views:
-        embedding["augment"] = {
-            "views": settings.augment_views,
-            "version": AUGMENTATION_VERSION,
-            "training_split": settings.training_split,
-        }
     return embedding
+
+
+def augment_settings(settings: FruitsSettings) -> dict[str, Any]:
+    """What the augmented views among a class's embeddings are made with: their number, the recipe's version and the
+    split they are made of (none without views). The PCA (fitted on the views too) and the classifier follow the
+    embeddings through their stamps and training rows."""
+    if not settings.augment_views:
+        return {}
+    augment = {"views": settings.augment_views, "version": AUGMENTATION_VERSION}
+    return {"augment": {**augment, "training_split": settings.training_split}}
 
 
 def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
@@ -97,8 +100,8 @@ def asset_settings(asset: str, settings: FruitsSettings) -> dict[str, Any]:
     fit = {"variance": settings.pca_variance, "k": settings.pca_k, "max_k": settings.pca_max_k}
     by_asset: dict[str, dict[str, Any]] = {
         "raw_images": {},
-        "image_embeddings": embedding,
-        "rejected_images": embedding,
+        "image_embeddings": {**embedding, **augment_settings(settings)},
+        "rejected_images": {**embedding, **augment_settings(settings)},
         "pca_model": {**embedding, "photos": photos, FIT_SETTINGS: fit},
         "reduced_features": {},
         "fruit_classifier": {"photos": photos, "classifier": asdict(settings.classifier)},

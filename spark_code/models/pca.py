@@ -53,16 +53,18 @@ def fit_pca(
     reaching the target variance, at most max_k; either way at most rows - 1 (the rank of centered rows)."""
     # A few cached partitions (one per core), not one per class file or shuffle partition: each of the fits below is
     # a pass over them, and on small data the per-task overhead would dominate.
+    # Only the centred rows are kept in memory: two cached copies of 78,000 rows of 1,280 doubles (photos and two
+    # augmented views of each) ran the 4 GB local driver out of heap.
     cores = train.sparkSession.sparkContext.defaultParallelism
-    train = train.select(array_to_vector("features").alias("raw")).coalesce(cores).persist()
+    train = train.select(array_to_vector("features").alias("raw")).coalesce(cores)
+    rows = train.count()
+    if rows < 2:
+        raise PcaInputError(f"PCA needs at least 2 training embeddings, found {rows}")
+    if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
+        raise PcaInputError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
+    centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
+    centered = centering.transform(train).select("vector").persist()
     try:
-        rows = train.count()
-        if rows < 2:
-            raise PcaInputError(f"PCA needs at least 2 training embeddings, found {rows}")
-        if k is not None and not 1 <= k <= EMBEDDING_WIDTH:
-            raise PcaInputError(f"PCA k must be between 1 and {EMBEDDING_WIDTH}, got {k}")
-        centering = StandardScaler(inputCol="raw", outputCol="vector", withMean=True, withStd=False).fit(train)
-        centered = centering.transform(train).persist()
         # Each fit is a pass over every row (a 1280 x 1280 covariance) and an eigen-decomposition: fit the most
         # components k may need, once; its explained variances are shares of the total, so they also tell the
         # smallest k reaching the target. A second, smaller fit only when that k is smaller.
@@ -72,9 +74,8 @@ def fit_pca(
         requested = k if k is not None else choose_k(cumulative, target_variance, max_k)
         chosen = min(requested, rows - 1)
         pca = widest if chosen == most else PCA(k=chosen, inputCol="vector", outputCol="pca").fit(centered)
-        centered.unpersist()
     finally:
-        train.unpersist()
+        centered.unpersist()
     model = PipelineModel(stages=[centering, pca])
     return PcaFit(model, chosen, float(cumulative[chosen - 1]), cumulative, rows, requested)
 

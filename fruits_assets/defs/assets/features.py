@@ -91,7 +91,11 @@ def image_embeddings(
     embedded, embedded_now = embedded_with_store(
         keyed.persist(), model, embedding_store.base, "image_embeddings", context.log.info
     )
-    context.log.info(f"{embedded_now} photo(s) and view(s) embedded, the others' embeddings reused from the store")
+    viewed = f" (augmented views of the training photos included: {settings.augment_views} each)"
+    context.log.info(
+        f"{embedded_now} photo(s) embedded{viewed if settings.augment_views else ''}, the others' embeddings reused "
+        "from the store"
+    )
     embeddings = accepted(embedded)
     photos = embedded.where(~is_view())  # a view of a rejected photo is no file of its own
     yield from refuse_when_blocked(

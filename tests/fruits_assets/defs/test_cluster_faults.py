@@ -22,7 +22,7 @@ from spark_code.storage.parquet_store import read_arrow
 from tests.conftest import REPO, copy_sample, driver_command
 
 CLASS = "Apple Braeburn"
-IMAGES = 160
+IMAGES = 80
 RUN_LIMIT_S = 540
 
 

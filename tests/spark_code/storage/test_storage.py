@@ -12,7 +12,7 @@ import pytest
 
 from spark_code.storage import storage
 
-DELAY_S = 4.0
+DELAY_S = 3.5
 """Longer than the SDK's default request timeout (3 s), far below the one the driver sets."""
 
 
