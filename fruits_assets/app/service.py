@@ -36,7 +36,9 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.routing import Match
 
+from fruits_assets.app.feedback_api import PER_MINUTE, Feedback, add_feedback_routes
 from fruits_assets.app.models_watch import ModelWatcher, ServedModel
 from spark_code.models.fruit_facts import FruitFacts, facts_for
 from spark_code.photos.images import ImageDecodeError
@@ -351,6 +353,8 @@ class Guess(BaseModel):
 
 
 class Prediction(BaseModel):
+    id: str
+    """The photo's SHA-256: what feedback on this answer names (`POST /v1/feedback?answer=<id>`)."""
     label: str
     probability: float
     confidence: float | None
@@ -390,6 +394,9 @@ RETRY_AFTER = {
 }
 ERRORS: dict[int, str] = {
     400: "an empty body, or a multipart form without a `photo` file",
+    401: "feedback without the operator's token (`Authorization: Bearer <token>`)",
+    404: "feedback is off (no token or feedback root set), or no such feedback photo or recent answer",
+    429: "a sender sending more feedback photos a minute than the service takes",
     413: "a body over the service's `max_bytes`",
     415: "bytes that are no image format",
     422: "a bad query parameter, or an image that cannot be decoded (truncated, corrupt, a decompression bomb)",
@@ -440,13 +447,21 @@ def create_app(
     max_inflight_bytes: int | None = None,
     answer_timeout_s: float | None = None,
     retry_after_s: float | None = None,
+    feedback_root: str | None = None,
+    feedback_token: str | None = None,
 ) -> FastAPI:
     """The service over the models published under `output_root` (local path or s3://).
 
     The limits not given come from FRUITS_SERVE_MAX_QUEUE, FRUITS_SERVE_MAX_INFLIGHT_BYTES,
     FRUITS_SERVE_ANSWER_TIMEOUT_S and FRUITS_SERVE_RETRY_AFTER_S, else the defaults above (the bytes in flight at
-    least max_bytes).
+    least max_bytes); feedback (fruits_assets.app.feedback_api) from FRUITS_FEEDBACK_ROOT, FRUITS_FEEDBACK_TOKEN and
+    FRUITS_FEEDBACK_PER_MINUTE.
     """
+    feedback = Feedback.configure(
+        feedback_root or os.environ.get("FRUITS_FEEDBACK_ROOT"),
+        feedback_token or os.environ.get("FRUITS_FEEDBACK_TOKEN"),
+        setting(None, "FRUITS_FEEDBACK_PER_MINUTE", PER_MINUTE),
+    )
     max_queue = setting(max_queue, "FRUITS_SERVE_MAX_QUEUE", MAX_QUEUE)
     inflight_default = max(MAX_INFLIGHT_BYTES, max_bytes)  # a larger --max-bytes alone must still be answerable
     max_inflight_bytes = setting(max_inflight_bytes, "FRUITS_SERVE_MAX_INFLIGHT_BYTES", inflight_default)
@@ -517,8 +532,18 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        # Its headers too: a 405's `Allow` says which methods the path takes.
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        # Its headers too: a 405's `Allow` says which methods the path takes, over every route of that path (Starlette
+        # names only the first route's: /v1/feedback's POST, not its GET).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = {
+                method
+                for route in app.routes
+                if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE
+                for method in route.methods
+            }
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -583,7 +608,7 @@ def create_app(
         finally:
             budget.give_back(taken)
         request.state.model_version = served.info["version"]
-        return _answer(answer, served, top)
+        return {"id": feedback.remember(data), **_answer(answer, served, top)}
 
     @app.get("/v1/fruits", response_model=None, responses={200: {"model": Fruits}, **_errors(503)})
     async def fruits() -> dict[str, Any]:
@@ -604,6 +629,14 @@ def create_app(
     async def metrics() -> Response:
         """Request counts, latencies, photos per model call, photos queued and bytes in flight."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def read_photo(request: Request) -> bytes:
+        data, taken = await photo_bytes(request, max_bytes, budget)
+        budget.give_back(taken)
+        return data
+
+    add_feedback_routes(app, feedback, watcher, read_photo, _errors, PHOTO_BODY, PhotoError)
+    app.state.feedback = feedback
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:

@@ -21,8 +21,9 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve",
         help="HTTP API and page that name the fruit in a photo, following the models the platform publishes",
-        description="Serve POST /v1/predict, GET /v1/fruits, GET /livez, /readyz and /healthz, GET /metrics, GET / "
-        "(a page) and the OpenAPI description (/docs), with the newest published classifier whose evaluation passed.",
+        description="Serve POST /v1/predict, GET /v1/fruits, POST/GET/DELETE /v1/feedback (with a token), GET "
+        "/livez, /readyz and /healthz, GET /metrics, GET / (a page) and the OpenAPI description (/docs), with the "
+        "newest published classifier whose evaluation passed.",
     )
     serve.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -46,6 +47,11 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
         "(default: $FRUITS_SERVE_ANSWER_TIMEOUT_S or 60)",
     )
     serve.add_argument(
+        "--feedback-root",
+        help="where feedback photos are kept, local or s3:// (default: $FRUITS_FEEDBACK_ROOT); feedback is on only "
+        "with a token in $FRUITS_FEEDBACK_TOKEN too",
+    )
+    serve.add_argument(
         "--limit-concurrency",
         type=int,
         help=f"connections uvicorn holds before it answers 503 itself (default: $FRUITS_SERVE_LIMIT_CONCURRENCY or "
@@ -67,6 +73,7 @@ def build_server(args: argparse.Namespace) -> uvicorn.Server:
         max_queue=args.max_queue,
         max_inflight_bytes=args.max_inflight_bytes,
         answer_timeout_s=args.answer_timeout,
+        feedback_root=args.feedback_root,
     )
     limit = setting(args.limit_concurrency, "FRUITS_SERVE_LIMIT_CONCURRENCY", LIMIT_CONCURRENCY)
     config = uvicorn.Config(

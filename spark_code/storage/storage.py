@@ -90,23 +90,29 @@ def read_text(uri: str) -> str | None:
         return None
 
 
-def write_text(uri: str, text: str) -> None:
-    """Replace a small UTF-8 file atomically: a reader finds the old text or the new one, never a part.
+def write_bytes(uri: str, data: bytes) -> None:
+    """Replace a file atomically: a reader finds the old bytes or the new ones, never a part, and a writer killed
+    midway leaves no part under the name.
 
-    On S3 an object appears whole when its upload completes. On local disk the text goes to a hidden temporary
-    file beside the target, then renamed over it (an atomic rename on POSIX).
+    On S3 an object appears whole when its upload completes. On local disk the bytes go to a hidden temporary file
+    beside the target (hidden from Spark's readers and the listings), then renamed over it (atomic on POSIX).
     """
     fs, path = filesystem(uri)
     if is_remote(uri):
         with fs.open_output_stream(path) as out:
-            out.write(text.encode("utf-8"))
+            out.write(data)
         return
     folder, name = path.rsplit("/", 1)
     fs.create_dir(folder, recursive=True)
     temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(temporary) as out:
-        out.write(text.encode("utf-8"))
+        out.write(data)
     fs.move(temporary, path)
+
+
+def write_text(uri: str, text: str) -> None:
+    """Replace a small UTF-8 file atomically (see write_bytes)."""
+    write_bytes(uri, text.encode("utf-8"))
 
 
 def qualify(spark: SparkSession, uri: str) -> str:
