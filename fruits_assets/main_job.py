@@ -89,6 +89,9 @@ class RunSummary:
     """Which images the PCA and classifier were fitted on."""
     classifier_reg_param: float | None = None
     classifier_selection: str | None = None
+    feedback_photos: int = 0
+    """Photos of the feedback area the classifier was trained on (the app's users'), and per class."""
+    feedback_photos_per_class: dict[str, int] = field(default_factory=dict)
     accuracy: float | None = None
     macro_f1: float | None = None
     evaluated_on: str | None = None
@@ -404,6 +407,8 @@ def _summary(
         training_images=pca.get("training_images"),
         classifier_reg_param=classifier.get("reg_param"),
         classifier_selection=classifier.get("selection"),
+        feedback_photos=classifier.get("feedback_photos", 0),
+        feedback_photos_per_class=classifier.get("feedback_photos_per_class", {}),
         accuracy=evaluation.get("accuracy"),
         macro_f1=evaluation.get("macro_f1"),
         evaluated_on=evaluation.get("evaluated_on"),

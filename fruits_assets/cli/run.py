@@ -62,6 +62,14 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--holdout-fraction", type=float, help="share held out when no split evaluates (default 0.2)")
     run.add_argument(
+        "--feedback-root",
+        help="the feedback area: photos the app's users confirmed, trained on beside the images, never evaluated "
+        "(default: $FRUITS_FEEDBACK_ROOT; none)",
+    )
+    run.add_argument(
+        "--feedback-weight", type=float, help="what a feedback photo weighs in the classifier's fit (default 1)"
+    )
+    run.add_argument(
         "--class-depth",
         type=int,
         help="folders below a split that the class folders lie (default 0: each branch's first folder holding photos)",
@@ -129,6 +137,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "evaluation_split",
         "holdout_fraction",
         "class_depth",
+        "feedback_root",
+        "feedback_weight",
         "min_accuracy",
         "field_root",
         "field_class_depth",
@@ -156,6 +166,8 @@ def summary_lines(summary: dict[str, Any], seconds: float) -> list[str]:
         rows.append(("trained on", summary["training_images"]))
     if summary["classifier_reg_param"] is not None:
         rows.append(("classifier", f"regParam {summary['classifier_reg_param']:g}, {summary['classifier_selection']}"))
+    if summary["feedback_photos"]:
+        rows.append(("feedback", f"{summary['feedback_photos']} photo(s) of the app's users trained on"))
     if summary["accuracy"] is not None:
         rows.append(("evaluation", f"accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}"))
         rows.append(("evaluated on", f"{summary['evaluation_images']} images, {summary['evaluated_on']}"))

@@ -14,8 +14,8 @@ from spark_code.features.embedding_store import STORE_FOLDER
 from spark_code.models.classifier import ClassifierSettings
 from spark_code.models.pca_refit import DEFAULT_REFIT_SHARE
 from spark_code.models.penalty_search import DEFAULT_SEARCH_SHARE
-from spark_code.photos.layout import ImagesLayout, LayoutError, discover_layout, is_remote, local_path
-from spark_code.photos.splits import HOLDOUT_FRACTION, SplitRoles, resolve_roles
+from spark_code.photos.layout import ImagesLayout, LayoutError, discover_layout, is_remote, local_path, with_source
+from spark_code.photos.splits import FEEDBACK, HOLDOUT_FRACTION, SplitRoles, resolve_roles
 from spark_code.settings import DEFAULT_OUTPUT_ROOT, OUTPUT_ROOT_ENV, ModelSettings
 
 
@@ -33,6 +33,14 @@ class FruitsSettings(ConfigurableResource):
         default=0,
         description="How many folders below a split (or the root) the class folders lie; 0: each branch's first "
         "folder holding images (the leaf of <split>/Fruit/Apple/Granny-Smith/<image>).",
+    )
+    feedback_root: str = Field(
+        default="",
+        description="The feedback area (<root>/<class>/<photo>, path or s3://: the photos the app's users confirmed, "
+        "`fruits serve` keeps them there): they train beside the images, never validate or evaluate; empty: none.",
+    )
+    feedback_weight: float = Field(
+        default=1.0, description="What a feedback photo weighs in the classifier's fit against an image of the root."
     )
     model_weights: str = Field(
         default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
@@ -117,7 +125,7 @@ class FruitsSettings(ConfigurableResource):
 
     @property
     def classifier(self) -> ClassifierSettings:
-        return ClassifierSettings(max_iter=self.classifier_max_iter)
+        return ClassifierSettings(max_iter=self.classifier_max_iter, feedback_weight=self.feedback_weight)
 
     def roles(self, splits: list[str]) -> SplitRoles:
         """The role of each split among these (see spark_code.photos.splits); a named split that is missing is an
@@ -137,13 +145,17 @@ class FruitsSettings(ConfigurableResource):
             raise LayoutError(f"field root (--field-root, FRUITS_FIELD_ROOT): {exc}") from exc
 
     def layout(self, s3: Any = None) -> ImagesLayout:
-        """The images root's split and class folders; an s3:// root is listed with `s3` (a boto3 client) if given."""
-        return discover_layout(self.images_root, s3, self.class_depth)
+        """The images root's split and class folders, and the feedback area's class folders as the split FEEDBACK;
+        an s3:// root is listed with `s3` (a boto3 client) if given."""
+        layout = discover_layout(self.images_root, s3, self.class_depth)
+        return with_source(layout, FEEDBACK, self.feedback_root, s3) if self.feedback_root else layout
 
 
 ENV_SETTINGS: dict[str, str] = {
     "images_root": "FRUITS_IMAGES_ROOT",
     "class_depth": "FRUITS_CLASS_DEPTH",
+    "feedback_root": "FRUITS_FEEDBACK_ROOT",
+    "feedback_weight": "FRUITS_FEEDBACK_WEIGHT",
     "model_weights": "FRUITS_MODEL_WEIGHTS",
     "model_alpha": "FRUITS_MODEL_ALPHA",
     "image_size": "FRUITS_IMAGE_SIZE",

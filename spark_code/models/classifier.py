@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from spark_code.errors import PermanentError
-from spark_code.photos.splits import ROLE, TRAIN, VALIDATE
+from spark_code.photos.splits import FEEDBACK, ROLE, TRAIN, VALIDATE
 from spark_code.photos.views import is_view, photo_path
 
 FEATURES = "pca_vector"
@@ -51,6 +51,9 @@ class ClassifierSettings:
     """What the candidates are compared by (MulticlassClassificationEvaluator's metricName; ties go to the first
     candidate, the strongest penalty)."""
     standardization: bool = False
+    feedback_weight: float = 1.0
+    """What a photo of the feedback area (spark_code.photos.splits.FEEDBACK) weighs in the fit against a photo of
+    the images root: its loss counts this many times."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,11 @@ def _problem(model: LogisticRegressionModel, settings: ClassifierSettings, chanc
     return None
 
 
+WEIGHT = "weight"
+
+
 def _estimator(settings: ClassifierSettings, tol: float, max_iter: int) -> LogisticRegression:
-    return LogisticRegression(
+    estimator = LogisticRegression(
         featuresCol=FEATURES,
         labelCol=LABEL_INDEX,
         family="multinomial",
@@ -103,6 +109,14 @@ def _estimator(settings: ClassifierSettings, tol: float, max_iter: int) -> Logis
         tol=tol,
         standardization=settings.standardization,
     )
+    return estimator.setWeightCol(WEIGHT) if settings.feedback_weight != 1.0 else estimator
+
+
+def with_weights(rows: DataFrame, settings: ClassifierSettings) -> DataFrame:
+    """Add WEIGHT (the feedback area's photos settings.feedback_weight, every other 1) when the weights differ."""
+    if settings.feedback_weight == 1.0:
+        return rows
+    return rows.withColumn(WEIGHT, F.when(F.col("split") == FEEDBACK, settings.feedback_weight).otherwise(1.0))
 
 
 def with_folds(indexed: DataFrame) -> DataFrame:
@@ -132,7 +146,7 @@ def _search(indexed: DataFrame, validated: bool, settings: ClassifierSettings) -
     else:
         fit_on, validation = (
             indexed.where(F.col(FOLD) == 0),
-            indexed.where((F.col(FOLD) == 1) & ~is_view()),
+            indexed.where((F.col(FOLD) == 1) & ~is_view() & (F.col("split") != FEEDBACK)),  # studio photos only
         )
     fitted = estimator.fitMultiple(fit_on, grid)  # thread-safe: one model per next()
 
@@ -171,6 +185,7 @@ def train_classifier(
     earlier search, see spark_code.models.penalty_search) that penalty is refitted without a search, unless it is
     refused."""
     candidates = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).withColumn(FEATURES, array_to_vector("pca_features"))
+    candidates = with_weights(candidates, settings)
     indexer = StringIndexer(
         inputCol="label", outputCol=LABEL_INDEX, stringOrderType="alphabetAsc", handleInvalid="skip"
     ).fit(candidates.where(F.col(ROLE) == TRAIN))

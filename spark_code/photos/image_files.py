@@ -63,15 +63,13 @@ def with_split_and_label(files: DataFrame, qualified_root: str, layout: ImagesLa
     return files.withColumn("split", split).withColumn("label", label)
 
 
-def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], content: bool) -> DataFrame:
-    """Every visible file of the given classes, all splits: path, label, split, size_bytes, modified (milliseconds
-    since the epoch) (+ content).
+def _read_folders(spark: SparkSession, dirs: list[str], content: bool) -> DataFrame:
+    """path, size_bytes, modified (milliseconds since the epoch) (+ content) of every visible file under the folders.
 
     Spark's binaryFile source skips hidden files (names starting with '.' or '_'), so `.DS_Store` is never seen.
     It also skips zero-byte files; those are listed separately and added with empty content (and no modification
     time, so they are always read again), to be rejected. Without `content`, no file is opened.
     """
-    dirs = layout.class_dirs(classes)
     files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load([literal(d) for d in dirs])
     columns = ["path", "size_bytes", "modified", *(["content"] if content else [])]
     files = files.select(
@@ -81,8 +79,29 @@ def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], conten
     if empty:
         schema = "path string, size_bytes long, modified long, content binary"
         files = files.unionByName(spark.createDataFrame(empty, schema).select(*columns))
-    labelled = with_split_and_label(files, qualify(spark, layout.root), layout)
-    return labelled.select("path", "label", "split", *columns[1:])
+    return files
+
+
+def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], content: bool) -> DataFrame:
+    """Every visible file of the given classes, all splits and sources: path, label, split, size_bytes, modified
+    (+ content); see _read_folders."""
+    layout.class_dirs(classes)  # unknown classes fail here
+    sources = {split: [name for name in classes if name in layout.classes_by_split[split]] for split in layout.roots}
+    own = ImagesLayout(
+        layout.root, {k: v for k, v in layout.classes_by_split.items() if k not in layout.roots}, layout.folders
+    )
+    parts = []
+    if dirs := own.class_dirs([name for name in classes if name in own.classes]):
+        parts.append(with_split_and_label(_read_folders(spark, dirs, content), qualify(spark, layout.root), own))
+    for split, names in sources.items():
+        if names:
+            root = layout.roots[split]
+            files = _read_folders(spark, [join_uri(root, name) for name in names], content)
+            relative = F.substring("path", len(qualify(spark, root)) + 2, 1 << 30)
+            parts.append(files.withColumn("split", F.lit(split)).withColumn("label", F.split(relative, "/")[0]))
+    labelled = functools.reduce(DataFrame.unionByName, parts)
+    columns = ["path", "label", "split", "size_bytes", "modified", *(["content"] if content else [])]
+    return labelled.select(*columns)
 
 
 def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[str]) -> DataFrame:

@@ -13,6 +13,7 @@ Listing is plain Python (no Spark) so that a Dagster sensor can discover classes
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -142,6 +143,9 @@ class ImagesLayout:
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
     """split -> class -> the class's folder under the split (`Fruit/Apple/Granny-Smith`), where it is not the
     class's own name."""
+    roots: dict[str, str] = field(default_factory=dict)
+    """split -> a root of its own, `<root>/<class>/<image>`, for a source of photos beside the images root (the
+    feedback area: see with_source)."""
 
     def folder(self, split: str, name: str) -> str:
         """The class's folder under the split, relative to it."""
@@ -151,7 +155,10 @@ class ImagesLayout:
     def depths(self) -> set[int]:
         """How many folders below its split each class folder lies (1 for `<split>/<class>`)."""
         return {
-            self.folder(split, name).count("/") + 1 for split, names in self.classes_by_split.items() for name in names
+            self.folder(split, name).count("/") + 1
+            for split, names in self.classes_by_split.items()
+            if split not in self.roots
+            for name in names
         }
 
     @property
@@ -161,8 +168,9 @@ class ImagesLayout:
 
     @property
     def splits(self) -> list[str]:
-        """The split folders' names, sorted ([NO_SPLIT] without split folders)."""
-        return sorted(self.classes_by_split)
+        """The split folders' names, sorted ([NO_SPLIT] without split folders); the sources of other roots are not
+        among them (they take no role by name)."""
+        return sorted(split for split in self.classes_by_split if split not in self.roots)
 
     @property
     def classes(self) -> list[str]:
@@ -170,19 +178,28 @@ class ImagesLayout:
         return sorted({c for names in self.classes_by_split.values() for c in names})
 
     def class_dirs(self, classes: list[str]) -> list[str]:
-        """The folders holding the given classes' images, across all splits; unknown classes are an error."""
+        """The folders holding the given classes' images, across all splits and sources; unknown classes are an
+        error."""
+        return [uri for _, uri in self.class_folders(classes)]
+
+    def class_folders(self, classes: list[str]) -> list[tuple[str, str]]:
+        """(where, folder URI) of the given classes' folders across all splits and sources, `where` naming the folder
+        whatever root it lies under (`Training/Kiwi`, `_feedback/Kiwi`); unknown classes are an error."""
         unknown = sorted(set(classes) - set(self.classes))
         if unknown:
             raise LayoutError(
                 f"unknown class(es) {', '.join(map(repr, unknown))} under images root {self.root!r}; "
                 f"{len(self.classes)} classes exist there"
             )
-        return [
-            join_uri(self.root, *[part for part in (split, self.folder(split, name)) if part])
-            for split, names in sorted(self.classes_by_split.items())
-            for name in classes
-            if name in names
-        ]
+        found = []
+        for split, names in sorted(self.classes_by_split.items()):
+            for name in (name for name in classes if name in names):
+                if split in self.roots:
+                    found.append((f"{split}/{name}", join_uri(self.roots[split], name)))
+                else:
+                    where = "/".join(part for part in (split, self.folder(split, name)) if part)
+                    found.append((where, join_uri(self.root, where)))
+        return found
 
 
 def _check_inside_root(root: str, split: str, folder: str) -> None:
@@ -201,16 +218,16 @@ def _class_folders(
     those already listed); two class folders of one name in a split, or photos lying above the class depth, are
     errors that say where."""
     found: dict[str, str] = {}
-    todo = [(name, 1) for name in top]
+    todo = deque((name, 1) for name in top)
     while todo:
-        folder, level = todo.pop(0)
+        folder, level = todo.popleft()
         if level != class_depth:
-            where = join_uri(root, *[part for part in (split, folder) if part])
-            subfolders, has_files = listed.get(folder) or list_folder(where, s3, enough_with_a_file=not class_depth)
+            uri = join_uri(root, *[part for part in (split, folder) if part])
+            subfolders, has_files = listed.get(folder) or list_folder(uri, s3, enough_with_a_file=not class_depth)
             if class_depth and has_files:
-                where = f"{split}/{folder}" if split else folder
+                shown = f"{split}/{folder}" if split else folder
                 raise LayoutError(
-                    f"photos in {where} under {root!r} lie above the class folders (class depth {class_depth}): "
+                    f"photos in {shown} under {root!r} lie above the class folders (class depth {class_depth}): "
                     "move them into a class folder or set another class depth"
                 )
             if subfolders and (class_depth or not has_files):
@@ -262,4 +279,26 @@ def discover_layout(root: str, s3: Any = None, class_depth: int = 0) -> ImagesLa
             for split, folders in by_split.items()
             if (nested := {name: folder for name, folder in folders.items() if folder != name})
         },
+    )
+
+
+def with_source(layout: ImagesLayout, split: str, root: str, s3: Any = None) -> ImagesLayout:
+    """The layout and, as split `split`, the `<root>/<class>/<image>` folders of another root for the classes the
+    layout has (a class only that root has is left out: it is no class of the images); a root not there yet adds
+    nothing."""
+    try:
+        names, _ = list_folder(root, s3)
+    except LayoutError:
+        return layout
+    known = [name for name in names if name in set(layout.classes)]
+    if not known:
+        return layout
+    if not is_remote(root):
+        for name in known:
+            _check_inside_root(root, "", name)
+    return ImagesLayout(
+        root=layout.root,
+        classes_by_split={**layout.classes_by_split, split: known},
+        folders=layout.folders,
+        roots={**layout.roots, split: root},
     )

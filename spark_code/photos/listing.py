@@ -57,15 +57,21 @@ def folder_entries(folder: str, s3: Any = None) -> list[tuple[str, int, str]]:
 def class_versions(layout: ImagesLayout, classes: list[str], s3: Any = None) -> dict[str, str]:
     """The data version of each class (a hex SHA-256 of its files' listing, across all splits)."""
     versions = {}
-    root = layout.root.rstrip("/")
     # Where the photos are is part of what they are: the outputs' rows name their paths, so a copy of the images
-    # elsewhere (times kept by `cp -p` or `rsync -a`; ETags are the content's MD5 on S3) is other data.
-    where_root = root if is_remote(root) else os.path.realpath(local_path(root))
+    # elsewhere (times kept by `cp -p` or `rsync -a`; ETags are the content's MD5 on S3) is other data. So is a
+    # class's folder in another source (the feedback area), which only counts where the class has one.
     for name in classes:
-        digest = hashlib.sha256(f"{where_root}\n".encode())
-        for folder in layout.class_dirs([name]):
-            where = folder[len(root) + 1 :]
+        digest = hashlib.sha256(f"{_located(layout.root)}\n".encode())
+        for where, folder in layout.class_folders([name]):
+            split = where.split("/", 1)[0]
+            if split in layout.roots:
+                digest.update(f"{split} in {_located(layout.roots[split])}\n".encode())
             for relative, size, stamp in sorted(folder_entries(folder, s3)):
                 digest.update(f"{where}/{relative}\0{size}\0{stamp}\n".encode())
         versions[name] = digest.hexdigest()
     return versions
+
+
+def _located(root: str) -> str:
+    root = root.rstrip("/")
+    return root if is_remote(root) else os.path.realpath(local_path(root))

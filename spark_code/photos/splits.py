@@ -29,6 +29,11 @@ DEFAULT_SPLIT_NAMES = {
 }
 """Split folder names (compared case-insensitively) that take a role when the settings name none."""
 
+FEEDBACK = "_feedback"
+"""The split of the photos the app's users confirmed (the feedback area, a source of its own beside the images
+root): they always train, never validate or evaluate. Hidden to the layout's listing, no split folder has this
+name."""
+
 HOLDOUT_FRACTION = 0.2
 """Share of each class's training images held out for evaluation when there is no evaluation split."""
 
@@ -141,9 +146,10 @@ def _held_out(df: DataFrame, fraction: float) -> Column:
 
 def with_roles(df: DataFrame, roles: SplitRoles) -> DataFrame:
     """Add `role` (TRAIN, VALIDATE, EVALUATE, or null for a split with no role) to rows with path, label, split. An
-    augmented view (spark_code.photos.views) only ever trains: the view of a held-out photo has no role."""
+    augmented view (spark_code.photos.views) only ever trains: the view of a held-out photo has no role; so does a
+    photo of the feedback area (FEEDBACK)."""
     split = F.col("split")
-    role = F.when(split == roles.training, F.lit(TRAIN))
+    role = F.when(split == roles.training, F.lit(TRAIN)).when(split == FEEDBACK, F.lit(TRAIN))
     if roles.validation is not None:
         role = role.when(split == roles.validation, F.lit(VALIDATE))
     if roles.evaluation is not None:
@@ -160,5 +166,6 @@ def rows_with_role(df: DataFrame, roles: SplitRoles, *wanted: str) -> DataFrame:
 
 
 def split_names(df: DataFrame) -> list[str]:
-    """The distinct split names of some rows (a handful of values; no row reaches the driver)."""
-    return sorted(row[0] for row in df.select("split").distinct().collect())
+    """The distinct split names of some rows (a handful of values; no row reaches the driver), the feedback area's
+    left out: it takes no role by name (with_roles gives it its own)."""
+    return sorted(row[0] for row in df.select("split").distinct().collect() if row[0] != FEEDBACK)

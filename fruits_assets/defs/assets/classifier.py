@@ -41,7 +41,7 @@ from spark_code.models.classifier import (
 from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsError, ModelArtifact, published_notes
 from spark_code.models.pca import classes_not_projected_by
 from spark_code.models.penalty_search import SEARCH, search_reason
-from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
+from spark_code.photos.splits import EVALUATE, FEEDBACK, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
 from spark_code.storage.parquet_store import input_stamps
 from spark_code.storage.publish import WHOLE
 
@@ -91,8 +91,11 @@ def fruit_classifier(
     require_projected_by(reduced_features, pca_version, "the published PCA")
     roles = split_roles(settings, reduced_features)
     rows = with_roles(reduced_features, roles)
-    fitted_on = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).groupBy("label").count().collect()
-    training_rows = {row["label"]: row["count"] for row in fitted_on}  # one row per class
+    from_feedback = F.sum((F.col("split") == FEEDBACK).cast("int")).alias("feedback")
+    fitted_on = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE)).groupBy("label").agg(F.count("*"), from_feedback)
+    fitted_on = fitted_on.collect()  # one row per class
+    training_rows = {row["label"]: row["count(1)"] for row in fitted_on}
+    feedback = {row["label"]: row["feedback"] for row in fitted_on if row["feedback"]}
     search_context = json.loads(json.dumps({"classifier": asdict(settings.classifier), "roles": asdict(roles)}))
     previous = published_notes(outputs.path("fruit_classifier"))
     reason = search_reason(previous, training_rows, search_context, settings.classifier_search_share)
@@ -139,6 +142,8 @@ def fruit_classifier(
             "training_accuracy": MetadataValue.float(trained.training_accuracy),
             "iterations": MetadataValue.int(trained.iterations),
             "classes_without_training_images": MetadataValue.json(without_training),
+            "feedback_photos": MetadataValue.int(sum(feedback.values())),
+            "feedback_photos_per_class": MetadataValue.json(feedback),
         },
     )
 

@@ -89,6 +89,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
     for name in ("class_depth", "field_class_depth"):
         if getattr(settings, name) < 0:
             problems.append(f"{name} {getattr(settings, name)} must be 0 (the leaf folders) or more")
+    if not settings.feedback_weight > 0:
+        problems.append(f"feedback_weight {settings.feedback_weight} must be above 0")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     return problems

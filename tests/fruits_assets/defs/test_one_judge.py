@@ -32,8 +32,9 @@ from tests.images_factory import GOOD_IMAGES, write_files
 CLASSES = ["Apple", "Kiwi"]
 PER_CLASS = ("raw_images", "image_embeddings", "rejected_images", "reduced_features")
 ASSETS = (*PER_CLASS, "pca_model", "fruit_classifier", "classifier_evaluation", "field_evaluation")
-NOT_A_SETTING = {"images_root"}
-"""The photos' place: its changes reach the UI as the photos' data versions (the discovery sensor), not settings."""
+NOT_A_SETTING = {"images_root", "feedback_root"}
+"""The photos' places: their changes reach the UI as the photos' data versions (the discovery sensor), not
+settings."""
 
 
 @pytest.fixture(scope="module")

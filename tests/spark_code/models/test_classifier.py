@@ -18,7 +18,7 @@ from spark_code.models.classifier import (
     train_classifier,
     with_folds,
 )
-from spark_code.photos.splits import SplitRoles, with_roles
+from spark_code.photos.splits import FEEDBACK, SplitRoles, with_roles
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +203,21 @@ def test_a_kept_penalty_is_refitted_without_a_search_unless_it_is_refused(cluste
     fallback = train_classifier(with_roles(clustered, ROLES), settings, kept_reg_param=1e-2)
     assert fallback.searched and fallback.rejected == ["regParam 0.01: did not converge in 30 iterations"]
     assert fallback.reg_param == 1e-7 and fallback.iterations < 30
+
+
+def test_a_feedback_photos_weight_counts_it_that_many_times(clustered):
+    """Weight 2 for the feedback area's photos fits the model that training on each of them twice fits."""
+    some = clustered.where("split = 'Training'").where(F.col("path").rlike("/[0-9][.]jpg$"))  # 10 of each class
+    some = some.withColumn("split", F.lit(FEEDBACK))
+    weighted = train_classifier(
+        with_roles(clustered.unionByName(some), ROLES), ClassifierSettings(feedback_weight=2.0), kept_reg_param=1e-3
+    )
+    twice = clustered.unionByName(some.withColumn("split", F.lit("Training")))
+    duplicated = train_classifier(with_roles(twice.unionByName(some), ROLES), kept_reg_param=1e-3)
+    once = train_classifier(with_roles(clustered.unionByName(some), ROLES), kept_reg_param=1e-3)
+    coefficients = [trained.model.stages[-1].coefficientMatrix.toArray() for trained in (weighted, duplicated, once)]
+    assert np.allclose(coefficients[0], coefficients[1], atol=1e-4)
+    assert not np.allclose(coefficients[0], coefficients[2], atol=1e-4)
 
 
 def test_one_class_is_not_enough(clustered):

@@ -16,7 +16,7 @@ from spark_code.photos.image_files import (
     reindex,
     with_contents,
 )
-from spark_code.photos.layout import discover_layout
+from spark_code.photos.layout import discover_layout, with_source
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files
 
 
@@ -70,6 +70,21 @@ def test_photos_of_nested_class_folders_get_their_class_at_any_depth(spark, tmp_
             "3.jpg": "train",
             "4.jpg": "val",
         }
+
+
+def test_photos_of_a_source_of_its_own_get_its_split_and_their_folders_class(spark, tmp_path):
+    write_files(tmp_path / "images" / "Training" / "Kiwi", {"1.jpg": GOOD_IMAGES["rgb.jpg"]})
+    write_files(tmp_path / "images" / "Training" / "Fig", {"2.jpg": GOOD_IMAGES["rgb.jpg"]})
+    write_files(tmp_path / "feedback" / "Kiwi", {"a.jpg": GOOD_IMAGES["rgb.jpg"], "b.png": GOOD_IMAGES["alpha.png"]})
+    layout = with_source(discover_layout(str(tmp_path / "images")), "_feedback", str(tmp_path / "feedback"))
+    rows = list_image_files(spark, layout, ["Kiwi", "Fig"]).collect()
+    assert sorted((r["path"].rsplit("/", 1)[-1], r["label"], r["split"]) for r in rows) == [
+        ("1.jpg", "Kiwi", "Training"),
+        ("2.jpg", "Fig", "Training"),
+        ("a.jpg", "Kiwi", "_feedback"),
+        ("b.png", "Kiwi", "_feedback"),
+    ]
+    assert [r["split"] for r in list_image_files(spark, layout, ["Fig"]).collect()] == ["Training"]
 
 
 def _by_name(index) -> dict:

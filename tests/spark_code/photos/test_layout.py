@@ -3,7 +3,14 @@ import socket
 import boto3
 import pytest
 
-from spark_code.photos.layout import NO_SPLIT, LayoutError, discover_layout, empty_files, validate_class_name
+from spark_code.photos.layout import (
+    NO_SPLIT,
+    LayoutError,
+    discover_layout,
+    empty_files,
+    validate_class_name,
+    with_source,
+)
 
 
 def test_discovers_every_class_and_split_of_the_shared_sample(shared_root):
@@ -221,3 +228,18 @@ def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     assert empty_files("s3://fruits-empty/Kiwi", s3) == ["deep/none.png", "empty.jpg"]
+
+
+def test_a_source_of_its_own_adds_its_folders_of_known_classes_as_a_split(tmp_path):
+    _write_tree(tmp_path / "images", ["Training/Kiwi/1.jpg", "Training/Fig/2.jpg", "Test/Kiwi/3.jpg"])
+    _write_tree(tmp_path / "feedback", ["Kiwi/a.jpg", "Durian/b.jpg", "_records/a.json"])
+    layout = discover_layout(str(tmp_path / "images"))
+    added = with_source(layout, "_feedback", str(tmp_path / "feedback"))
+    assert added.classes_by_split["_feedback"] == ["Kiwi"]  # Durian is no class of the images
+    assert added.splits == ["Test", "Training"] and added.classes == ["Fig", "Kiwi"]
+    assert added.class_folders(["Kiwi"]) == [
+        ("Test/Kiwi", f"{tmp_path}/images/Test/Kiwi"),
+        ("Training/Kiwi", f"{tmp_path}/images/Training/Kiwi"),
+        ("_feedback/Kiwi", f"{tmp_path}/feedback/Kiwi"),
+    ]
+    assert with_source(layout, "_feedback", str(tmp_path / "not yet")) == layout

@@ -1,7 +1,7 @@
 import os
 import shutil
 
-from spark_code.photos.layout import discover_layout
+from spark_code.photos.layout import discover_layout, with_source
 from spark_code.photos.listing import class_versions
 
 
@@ -46,6 +46,21 @@ def test_the_same_files_under_another_root_are_other_data(tmp_path):
     versions = [class_versions(discover_layout(str(root)), ["Kiwi"]) for root in (tmp_path / "one", copy)]
     assert versions[0] != versions[1]
     assert class_versions(discover_layout(f"{tmp_path}/two/"), ["Kiwi"]) == versions[1]  # same root, spelled apart
+
+
+def test_a_feedback_photo_changes_its_class_version_and_only_it(tmp_path):
+    for name in ("Kiwi", "Banana"):
+        _write(tmp_path / "images" / "Training" / name / "a.jpg")
+    plain = discover_layout(str(tmp_path / "images"))
+    before = class_versions(plain, ["Banana", "Kiwi"])
+    # A feedback area with nothing for a class yet leaves the versions as they are.
+    _write(tmp_path / "feedback" / "Banana" / "x.jpg")
+    with_banana = with_source(plain, "_feedback", str(tmp_path / "feedback"))
+    after = class_versions(with_banana, ["Banana", "Kiwi"])
+    assert after["Kiwi"] == before["Kiwi"] and after["Banana"] != before["Banana"]
+    _write(tmp_path / "feedback" / "Kiwi" / "y.jpg")
+    again = class_versions(with_source(plain, "_feedback", str(tmp_path / "feedback")), ["Banana", "Kiwi"])
+    assert again["Banana"] == after["Banana"] and again["Kiwi"] != before["Kiwi"]
 
 
 def test_s3_versions_come_from_the_listing_etags(aws):

@@ -2,7 +2,18 @@ import pytest
 from pyspark.sql import functions as F
 
 from spark_code.photos.layout import NO_SPLIT
-from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, VALIDATE, SplitError, SplitRoles, resolve_roles, with_roles
+from spark_code.photos.splits import (
+    EVALUATE,
+    FEEDBACK,
+    ROLE,
+    TRAIN,
+    VALIDATE,
+    SplitError,
+    SplitRoles,
+    resolve_roles,
+    split_names,
+    with_roles,
+)
 
 
 @pytest.mark.parametrize(
@@ -115,3 +126,14 @@ def test_splits_with_roles_and_without(spark):
     got = _roles(df, SplitRoles("train", "val", "test"))
     assert got == {"a": TRAIN, "b": VALIDATE, "c": EVALUATE, "d": None}
     assert with_roles(df, SplitRoles("train", "val", "test")).where(F.col(ROLE) == EVALUATE).count() == 1
+
+
+def test_feedback_photos_always_train_and_take_no_role_by_name(spark):
+    rows = spark.createDataFrame(
+        [(f"file:/data/{split}/kiwi/{i}.jpg", "kiwi", split) for split in ("Training", FEEDBACK) for i in range(20)],
+        "path string, label string, split string",
+    )
+    for roles in (SplitRoles("Training"), SplitRoles("Training", None, "Test")):
+        found = {row["path"]: row[ROLE] for row in with_roles(rows, roles).collect()}
+        assert {role for path, role in found.items() if f"/{FEEDBACK}/" in path} == {TRAIN}
+    assert split_names(rows) == ["Training"]
