@@ -10,7 +10,10 @@ EMR_VENV := .venv-emr
 EMR_STAMP := $(EMR_VENV)/.installed
 
 # Packages are installed by uv (pinned in requirements.lock, put in each environment by its pip first): about 4x
-# faster than pip here (BENCHMARKS.md, "Test suite"); both keep their downloads in ~/.cache between runs.
+# faster than pip here (BENCHMARKS.md, "Test suite"); both keep their downloads in ~/.cache between runs. uv compiles
+# the packages' bytecode at install time (pip did, uv does not by default): otherwise the first process to import
+# TensorFlow, Dagster or Spark in a fresh environment compiles them, a run's or a test's time.
+export UV_COMPILE_BYTECODE := 1
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -c requirements.lock uv
