@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from fruits_assets.app.models_watch import ModelWatcher
 from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import LayoutError
-from spark_code.storage.feedback import FeedbackNotFound, FeedbackStore
+from spark_code.storage.feedback import FeedbackNotFound, FeedbackRecord, FeedbackStore
 
 PER_MINUTE = 30
 """Photos one sender may send a minute."""
@@ -89,14 +89,10 @@ class SenderLimiter:
         return 0.0
 
 
-class FeedbackRecordBody(BaseModel):
-    id: str
-    label: str
-    sender: str
-    source: str
-    received_at: str
-    size_bytes: int
-    path: str
+@dataclass(frozen=True)
+class FeedbackRecordBody(FeedbackRecord):
+    """A stored photo's record (spark_code.storage.feedback), as the API answers it."""
+
     stored: bool
     """false: the photo is missing (a writer stopped between its record and its photo); remove it."""
 
@@ -128,27 +124,18 @@ class Feedback:
         """An answered photo's id; kept a while when feedback is on, so that feedback can name it."""
         return self.recent.add(data) if self.on else hashlib.sha256(data).hexdigest()
 
-    def store(self) -> FeedbackStore:
+    def open(self, request: Request) -> FeedbackStore:
+        """The feedback area, for a request that carries the token; FeedbackOff when feedback is off,
+        PermissionError without the token."""
         if self.settings is None:
             raise FeedbackOff(
                 "feedback is off: the operator sets FRUITS_FEEDBACK_TOKEN and FRUITS_FEEDBACK_ROOT to turn it on"
             )
-        return FeedbackStore(self.settings.root)
-
-    def authorize(self, request: Request) -> None:
-        """Raise PermissionError unless the request carries the token."""
-        store_settings = self.settings
-        if store_settings is None:
-            self.store()  # raises FeedbackOff
-            return
         given = request.headers.get("authorization", "")
-        expected = f"Bearer {store_settings.token}"
+        expected = f"Bearer {self.settings.token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise PermissionError("feedback needs the operator's token: Authorization: Bearer <token>")
-
-
-def _body(store: FeedbackStore, record: Any) -> dict[str, Any]:
-    return {**asdict(record), "stored": store.is_stored(record)}
+        return FeedbackStore(self.settings.root)
 
 
 def add_feedback_routes(
@@ -158,24 +145,20 @@ def add_feedback_routes(
     read_photo: Callable[[Request], Awaitable[bytes]],
     errors: Callable[..., dict],
     photo_body: dict,
-    error: Callable[[int, str, dict[str, str] | None], Exception],
+    error: Callable[..., Exception],
 ) -> None:
     """POST, GET and DELETE /v1/feedback on `app`, beside the service's other routes: `read_photo(request)` reads a
     request's photo within the service's limits, `errors(*statuses)` describes error answers in the OpenAPI
-    description, `photo_body` the photo's request body, and `error(status, message, headers)` is the exception the
+    description, `photo_body` the photo's request body, and `error(status, message[, headers])` is the exception the
     service answers as `{"error": message}`."""
-
-    def _fail(status: int, message: str, headers: dict[str, str] | None = None) -> Exception:
-        return error(status, message, headers)
 
     def _open(request: Request) -> FeedbackStore:
         try:
-            feedback.authorize(request)
-            return feedback.store()
+            return feedback.open(request)
         except FeedbackOff as exc:
-            raise _fail(404, str(exc)) from exc
+            raise error(404, str(exc)) from exc
         except PermissionError as exc:
-            raise _fail(401, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+            raise error(401, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
 
     @app.post(
         "/v1/feedback",
@@ -194,20 +177,20 @@ def add_feedback_routes(
         store = _open(request)
         served = watcher.current
         if served is None:
-            raise _fail(503, watcher.problem, {"Retry-After": "2"})
+            raise error(503, watcher.problem, {"Retry-After": "2"})
         if label not in served.predictor.labels:
-            raise _fail(422, f"unknown class {label!r}: the model knows {len(served.predictor.labels)} classes")
+            raise error(422, f"unknown class {label!r}: the model knows {len(served.predictor.labels)} classes")
         sender = request.headers.get(SENDER_HEADER) or (request.client.host if request.client else "unknown")
         assert feedback.limiter is not None
         wait = feedback.limiter.wait_for(sender)
         if wait:
             limit = feedback.limiter.per_minute
             retry = {"Retry-After": str(max(1, round(wait)))}
-            raise _fail(429, f"{sender} sent too many photos: at most {limit} a minute", retry)
+            raise error(429, f"{sender} sent too many photos: at most {limit} a minute", retry)
         if answer is not None:
             data = feedback.recent.get(answer)
             if data is None:
-                raise _fail(404, f"no recent answer {answer}: send the photo itself")
+                raise error(404, f"no recent answer {answer}: send the photo itself")
             source = "answer"
         else:
             data = await read_photo(request)
@@ -215,17 +198,16 @@ def add_feedback_routes(
         try:
             record = await asyncio.to_thread(store.add, data, label, sender, source)
         except ImageDecodeError as exc:
-            raise _fail(415, str(exc)) from exc
+            raise error(415, str(exc)) from exc
         except LayoutError as exc:
-            raise _fail(422, str(exc)) from exc
+            raise error(422, str(exc)) from exc
         return {**asdict(record), "stored": True}
 
     @app.get("/v1/feedback", response_model=FeedbackList, responses=errors(401, 404))
     async def list_feedback(request: Request) -> dict[str, Any]:
         """Every stored feedback photo: its id, label, sender, source and time."""
         store = _open(request)
-        records = await asyncio.to_thread(store.records)
-        return {"feedback": [await asyncio.to_thread(_body, store, record) for record in records]}
+        return {"feedback": await asyncio.to_thread(store.listed)}
 
     @app.delete("/v1/feedback/{photo_id}", response_model=FeedbackRecordBody, responses=errors(401, 404, 422))
     async def remove_feedback(request: Request, photo_id: str = Path(..., pattern=ID_PATTERN)) -> dict[str, Any]:
@@ -234,5 +216,5 @@ def add_feedback_routes(
         try:
             record = await asyncio.to_thread(store.remove, photo_id)
         except FeedbackNotFound as exc:
-            raise _fail(404, f"no feedback photo {photo_id}") from exc
+            raise error(404, f"no feedback photo {photo_id}") from exc
         return {**asdict(record), "stored": False}

@@ -40,7 +40,7 @@ def feedback_command(args: argparse.Namespace) -> int:
     store = FeedbackStore(root)
     try:
         if args.action == "list":
-            records = [{**asdict(r), "stored": store.is_stored(r)} for r in store.records()]
+            records = store.listed()
         elif args.action == "remove":
             records = [asdict(store.remove(args.photo_id))]
         else:

@@ -100,6 +100,10 @@ class FeedbackStore:
         """Whether the record's photo is there (a writer stopped between the two writes leaves it missing)."""
         return storage.exists(record.path)
 
+    def listed(self) -> list[dict]:
+        """Every record as a dict, oldest first, with `stored`: whether its photo is there (see is_stored)."""
+        return [{**asdict(record), "stored": self.is_stored(record)} for record in self.records()]
+
     def remove(self, photo_id: str) -> FeedbackRecord:
         """Delete a stored photo, then its record; raises FeedbackNotFound for an unknown id."""
         record = self.get(photo_id)
