@@ -108,6 +108,19 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
         default=int(os.environ.get("FRUITS_FIELD_CLASS_DEPTH", "0")),
         help="folders below a split that the class folders lie (default: $FRUITS_FIELD_CLASS_DEPTH or 0, the leaves)",
     )
+    field.add_argument(
+        "--feedback",
+        action="store_true",
+        help="instead: fruits run on --images-root from nothing, then again with the field root's --feedback-split "
+        "as the feedback area, both evaluated on its --held-split: accuracies and the runs' time ratio",
+    )
+    field.add_argument("--feedback-split", default="train", help="with --feedback: the users' photos (train)")
+    field.add_argument("--held-split", default="val", help="with --feedback: the photos never trained on (val)")
+    field.add_argument("--feedback-weight", type=float, help="with --feedback: fruits run --feedback-weight")
+    field.add_argument(
+        "--work-dir", default="bench-feedback", help="with --feedback: the outputs and Dagster instance (replaced)"
+    )
+    _model_arguments(field)
     refit = bench.add_parser(
         "pca-refit", help="accuracy when the PCA was fitted without a share of the training photos (refit rule)"
     )
@@ -172,6 +185,24 @@ def _settings(args: argparse.Namespace) -> ModelSettings:
     )
 
 
+def _feedback_bench(args: argparse.Namespace, field_root: str) -> dict:
+    """`fruits bench field --feedback`: two main jobs (fruits_assets.bench.feedback)."""
+    from fruits_assets.bench.feedback import bench_feedback
+
+    images_root = args.images_root or os.environ.get("FRUITS_IMAGES_ROOT")
+    if not images_root:
+        raise ValueError("give --images-root or set FRUITS_IMAGES_ROOT")
+    return bench_feedback(
+        Path(images_root),
+        field_root,
+        args.feedback_split,
+        args.held_split,
+        Path(args.work_dir),
+        _settings(args),
+        args.feedback_weight,
+    )
+
+
 def _photos(args: argparse.Namespace) -> list[Path]:
     return sorted(
         file
@@ -223,9 +254,12 @@ def run_bench(args: argparse.Namespace) -> int:
             return 2
         split = None if args.calibration_split == "none" else args.calibration_split
         try:
-            result = bench_field(
-                chosen_output_root(args.output_root), field_root, split, args.precision, args.class_depth
-            )
+            if args.feedback:
+                result = _feedback_bench(args, field_root)
+            else:
+                result = bench_field(
+                    chosen_output_root(args.output_root), field_root, split, args.precision, args.class_depth
+                )
         except (ValueError, FileNotFoundError) as exc:  # a layout, a split or models that are not there
             print(f"fruits: error: {exc}", file=sys.stderr)
             return 2

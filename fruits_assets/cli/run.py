@@ -70,6 +70,11 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "--feedback-weight", type=float, help="what a feedback photo weighs in the classifier's fit (default 1)"
     )
     run.add_argument(
+        "--feedback-sender-share",
+        type=float,
+        help="share of a class's feedback photos above which one sender floods it: a warning (default 0.5)",
+    )
+    run.add_argument(
         "--class-depth",
         type=int,
         help="folders below a split that the class folders lie (default 0: each branch's first folder holding photos)",
@@ -139,6 +144,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "class_depth",
         "feedback_root",
         "feedback_weight",
+        "feedback_sender_share",
         "min_accuracy",
         "field_root",
         "field_class_depth",

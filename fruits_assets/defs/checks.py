@@ -6,13 +6,22 @@ check stops its step before any output is yielded (`refuse_when_blocked`): Dagst
 after its outputs were stored, which would publish the rows the check refused.
 """
 
+from collections import Counter
 from collections.abc import Iterator
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure, MetadataValue
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_code.models.label_check import NEIGHBOURS, neighbour_votes
+from spark_code.photos.splits import FEEDBACK, ROLE, TRAIN, VALIDATE
+from spark_code.photos.views import is_view
 from spark_code.settings import EMBEDDING_WIDTH
+from spark_code.storage.feedback import FeedbackRecord
+
+FLOOD_MIN_PHOTOS = 10
+"""Below this many photos in a class no sender floods it: a handful from one person is how a class's feedback
+starts."""
 
 EMBEDDINGS_WIDTH_CHECK = AssetCheckSpec(
     "embeddings_are_1280_wide_without_nan",
@@ -137,5 +146,90 @@ def check_rejected_share(embedded: DataFrame, limit: float) -> AssetCheckResult:
             "max_rejected_share": limit,
             "classes_over_limit": len(over),
             "worst_classes": worst,
+        },
+    )
+
+
+FEEDBACK_LABELS_CHECK = AssetCheckSpec(
+    "feedback_photos_look_like_their_class",
+    asset="fruit_classifier",
+    description=f"No feedback photo has none of its {NEIGHBOURS} nearest training photos in the class a user gave it "
+    "(a likely wrong label); warns with the photos named.",
+)
+FEEDBACK_SENDERS_CHECK = AssetCheckSpec(
+    "no_sender_floods_a_class",
+    asset="fruit_classifier",
+    description=f"No sender gave a class at least {FLOOD_MIN_PHOTOS} feedback photos and more than "
+    "feedback_sender_share of its feedback photos; warns with the senders named.",
+)
+NAMED = 50
+"""Photos or senders a warning names in full; the counts cover them all."""
+
+
+def check_feedback_labels(rows: DataFrame, feedback_photos: int) -> AssetCheckResult:
+    """`rows`: the classifier's rows (path, label, split, pca_features, role). The feedback photos among the training
+    rows are the suspects, every training photo the pool (augmented views left out: a photo's view votes for it)."""
+    result = {"check_name": FEEDBACK_LABELS_CHECK.name, "asset_key": FEEDBACK_LABELS_CHECK.asset_key}
+    if not feedback_photos:
+        return AssetCheckResult(passed=True, metadata={"feedback_photos": 0}, **result)
+    pool = rows.where(F.col(ROLE).isin(TRAIN, VALIDATE) & ~is_view())
+    votes = neighbour_votes(pool, pool.where(F.col("split") == FEEDBACK), "pca_features")
+    flagged = votes.where((F.col("agreeing") == 0) & F.col("neighbours_say").isNotNull()).persist()
+    per_class = {row["label"]: int(row["count"]) for row in flagged.groupBy("label").count().collect()}
+    named = flagged.orderBy("label", "path").limit(NAMED).collect()
+    flagged.unpersist()
+    table = "\n".join(f"| {row['label']} | {row['neighbours_say']} | {_photo_id(row['path'])} |" for row in named)
+    return AssetCheckResult(
+        passed=not per_class,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "feedback_photos": feedback_photos,
+            "flagged": sum(per_class.values()),
+            "flagged_per_class": per_class,
+            "flagged_photos": MetadataValue.md(
+                f"| given class | its {NEIGHBOURS} nearest photos say | id (`fruits feedback remove <id>`) |\n"
+                f"|---|---|---|\n{table}"
+            ),
+        },
+        **result,
+    )
+
+
+def _photo_id(path: str) -> str:
+    """A feedback photo's id: its file name without the extension (spark_code.storage.feedback)."""
+    return path.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def flooding_senders(records: list[FeedbackRecord], share: float) -> list[dict]:
+    """The (class, sender) pairs where one sender gave at least FLOOD_MIN_PHOTOS photos and more than `share` of the
+    class's feedback photos, most photos first."""
+    per_class = Counter(record.label for record in records)
+    per_sender = Counter((record.label, record.sender) for record in records)
+    flooding = [
+        {"class": label, "sender": sender, "photos": photos, "share": round(photos / per_class[label], 4)}
+        for (label, sender), photos in per_sender.items()
+        if photos >= FLOOD_MIN_PHOTOS and photos > share * per_class[label]
+    ]
+    return sorted(flooding, key=lambda item: (-item["photos"], item["class"], item["sender"]))
+
+
+def check_feedback_senders(records: list[FeedbackRecord], share: float) -> AssetCheckResult:
+    """Warn about senders who flood a class (flooding_senders), naming them and the command that drops them."""
+    flooding = flooding_senders(records, share)
+    table = "\n".join(f"| {f['class']} | {f['sender']} | {f['photos']} | {f['share']:.0%} |" for f in flooding[:NAMED])
+    return AssetCheckResult(
+        check_name=FEEDBACK_SENDERS_CHECK.name,
+        asset_key=FEEDBACK_SENDERS_CHECK.asset_key,
+        passed=not flooding,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "feedback_photos": len(records),
+            "senders": len({record.sender for record in records}),
+            "feedback_sender_share": share,
+            "flooding": len(flooding),
+            "flooding_senders": MetadataValue.md(
+                "| class | sender (`fruits feedback drop-sender <sender>`) | photos | share |\n|---|---|---|---|\n"
+                + table
+            ),
         },
     )

@@ -42,6 +42,11 @@ class FruitsSettings(ConfigurableResource):
     feedback_weight: float = Field(
         default=1.0, description="What a feedback photo weighs in the classifier's fit against an image of the root."
     )
+    feedback_sender_share: float = Field(
+        default=0.5,
+        description="The share of a class's feedback photos above which one sender floods it (a warning of the "
+        "classifier's check no_sender_floods_a_class, from 10 photos on); changes no output.",
+    )
     model_weights: str = Field(
         default="imagenet", description='"imagenet" or a MobileNetV2 weights file (path or s3://).'
     )
@@ -156,6 +161,7 @@ ENV_SETTINGS: dict[str, str] = {
     "class_depth": "FRUITS_CLASS_DEPTH",
     "feedback_root": "FRUITS_FEEDBACK_ROOT",
     "feedback_weight": "FRUITS_FEEDBACK_WEIGHT",
+    "feedback_sender_share": "FRUITS_FEEDBACK_SENDER_SHARE",
     "model_weights": "FRUITS_MODEL_WEIGHTS",
     "model_alpha": "FRUITS_MODEL_ALPHA",
     "image_size": "FRUITS_IMAGE_SIZE",

@@ -54,6 +54,9 @@ def test_corrected_photos_train_the_next_model_which_names_them(trained_run, tra
         assert summary["images_embedded"] == 6 and summary["feedback_photos"] == 6
         assert summary["feedback_photos_per_class"] == {"Banana": 3, "Kiwi": 3}
         assert summary["evaluation_images"] == trained_run[0]["evaluation_images"]  # never evaluated
+        # the safeguards ran on them: their neighbours agree with them, and three photos flood no class
+        assert summary["checks"]["feedback_photos_look_like_their_class"] is True
+        assert summary["checks"]["no_sender_floods_a_class"] is True
         reduced = read_arrow(summary["outputs"]["reduced_features"])
         from_feedback = reduced.filter(pc.equal(reduced["split"], FEEDBACK))
         assert sorted(from_feedback.column("label").to_pylist()) == ["Banana"] * 3 + ["Kiwi"] * 3

@@ -20,6 +20,8 @@ EVERY_CHECK = {
     "every_indexed_file_is_embedded_or_rejected": True,
     "rejected_share_within_limit": True,
     "reduced_width_equals_k": True,
+    "feedback_photos_look_like_their_class": True,
+    "no_sender_floods_a_class": True,
     "accuracy_above_floor": True,
 }
 

@@ -21,6 +21,12 @@ from pyspark.sql import functions as F
 
 from fruits_assets.defs.assets.common import SPARK_RETRY, StepLauncherParam, fresh_spark, skipped, split_roles
 from fruits_assets.defs.automation import AFTER_UPSTREAM_DECISIONS, code_version
+from fruits_assets.defs.checks import (
+    FEEDBACK_LABELS_CHECK,
+    FEEDBACK_SENDERS_CHECK,
+    check_feedback_labels,
+    check_feedback_senders,
+)
 from fruits_assets.defs.io_managers import PUBLISHED_CLASSES_ONLY
 from fruits_assets.defs.plots import confusion_matrix_plot
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
@@ -42,6 +48,7 @@ from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsEr
 from spark_code.models.pca import classes_not_projected_by
 from spark_code.models.penalty_search import SEARCH, search_reason
 from spark_code.photos.splits import EVALUATE, FEEDBACK, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
+from spark_code.storage.feedback import FeedbackStore
 from spark_code.storage.parquet_store import input_stamps
 from spark_code.storage.publish import WHOLE
 
@@ -67,6 +74,7 @@ def require_projected_by(reduced: DataFrame, version: str | None, which: str) ->
     io_manager_key="spark_model_io_manager",
     ins={"reduced_features": AssetIn(metadata={PUBLISHED_CLASSES_ONLY: True}), "pca_model": AssetIn()},
     kinds={"spark"},
+    check_specs=[FEEDBACK_LABELS_CHECK, FEEDBACK_SENDERS_CHECK],
     retry_policy=SPARK_RETRY,
     output_required=False,
     automation_condition=AFTER_UPSTREAM_DECISIONS,
@@ -81,9 +89,9 @@ def fruit_classifier(
     settings: FruitsSettings,
     pyspark: LazyPySparkResource,
     outputs: PublishedOutputs,
-) -> Iterator[Output[ModelArtifact] | AssetObservation]:
+) -> Iterator[Output[ModelArtifact] | AssetObservation | AssetCheckResult]:
     """Logistic regression (Spark ML) on every class's PCA features, its penalty chosen on validation data; never
-    published when degenerate."""
+    published when degenerate. Warns of feedback photos their neighbours contradict and of senders flooding a class."""
     # Skipped (an observation with the reason) below two classes with training images.
     fresh_spark(pyspark, "fruit_classifier")
     pca_version = pca_model.notes.get(VERSION)
@@ -96,6 +104,9 @@ def fruit_classifier(
     fitted_on = fitted_on.collect()  # one row per class
     training_rows = {row["label"]: row["count(1)"] for row in fitted_on}
     feedback = {row["label"]: row["feedback"] for row in fitted_on if row["feedback"]}
+    records = FeedbackStore(settings.feedback_root).records() if settings.feedback_root else []
+    yield check_feedback_labels(rows, sum(feedback.values()))
+    yield check_feedback_senders(records, settings.feedback_sender_share)
     search_context = json.loads(json.dumps({"classifier": asdict(settings.classifier), "roles": asdict(roles)}))
     previous = published_notes(outputs.path("fruit_classifier"))
     reason = search_reason(previous, training_rows, search_context, settings.classifier_search_share)

@@ -79,6 +79,8 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"pca_max_k {settings.pca_max_k} must be between 1 and {EMBEDDING_WIDTH}")
     if not 0 < settings.holdout_fraction < 1:
         problems.append(f"holdout_fraction {settings.holdout_fraction} must be between 0 and 1")
+    if not 0 < settings.feedback_sender_share <= 1:
+        problems.append(f"feedback_sender_share {settings.feedback_sender_share} must be above 0 and at most 1")
     if not 0 <= settings.max_rejected_share <= 1:
         problems.append(f"max_rejected_share {settings.max_rejected_share} must be between 0 and 1")
     for name in ("pca_refit_share", "classifier_search_share"):

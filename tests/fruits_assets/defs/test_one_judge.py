@@ -143,10 +143,17 @@ def test_changing_a_setting_makes_the_same_assets_stale_for_the_planner_and_the_
 
 
 def test_settings_that_change_no_output_make_nothing_stale(images, tmp_path):
-    """The batch size, the policies that decide when to refit or search again, and the check's limit."""
+    """The batch size, the policies that decide when to refit or search again, and the checks' limits."""
     base = _settings(images)
     out = _up_to_date_root(tmp_path / "out", base)
-    for name in ("batch_size", "pca_refit_share", "classifier_search_share", "max_rejected_share", "reread_files"):
+    for name in (
+        "batch_size",
+        "pca_refit_share",
+        "classifier_search_share",
+        "max_rejected_share",
+        "reread_files",
+        "feedback_sender_share",
+    ):
         changed = _settings(images, **{name: _changed(name, getattr(base, name), tmp_path)})
         assert _planner_stale(out, changed) == set(), name
         assert all(code_version(asset, changed) == code_version(asset, base) for asset in ASSETS), name
