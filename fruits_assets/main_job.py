@@ -253,6 +253,29 @@ def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, 
     return ranges
 
 
+BRIDGE_PHOTOS = 6_000
+"""Up-to-date photos a run redoes (from the embedding store: no model call) in the time another Dagster run takes to
+start. Measured on the full sample taking in the field photos as feedback (BENCHMARKS.md): an ingestion run of one
+class took 4.5-5 s, one of five 5.8 s, about 0.25 s per class of about 340 photos beyond the start."""
+
+
+def bridged_ranges(
+    ordered: list[str], chosen: list[str], photos: dict[str, int], may_redo: set[str], bridge: int = BRIDGE_PHOTOS
+) -> list[tuple[str, str]]:
+    """contiguous_ranges, two neighbouring ranges made one where the classes between them may be done again
+    (`may_redo`: listed by this run) and hold at most `bridge` photos (`photos`: each class's, as published): redoing
+    them costs less than another run's start, and they come out as they were."""
+    merged: list[tuple[str, str]] = []
+    for first, last in contiguous_ranges(ordered, chosen):
+        if merged:
+            gap = ordered[ordered.index(merged[-1][1]) + 1 : ordered.index(first)]
+            if set(gap) <= may_redo and sum(photos.get(name, 0) for name in gap) <= bridge:
+                merged[-1] = (merged[-1][0], last)
+                continue
+        merged.append((first, last))
+    return merged
+
+
 EventListener = Callable[[EventLogEntry], None]
 """Called with each event of the main job's runs as it happens (step started, log line, step succeeded...), on the
 thread that logs it: it must be quick and never raise."""
@@ -312,10 +335,16 @@ class _Runner:
         self.results.append(result)
         self.steps.append(f"{what} ({time.perf_counter() - started:.1f} s, run {result.run_id[:8]})")
 
-    def run_classes(self, assets: tuple[str, ...], ordered: list[str], classes: list[str], what: str) -> None:
-        for first, last in contiguous_ranges(ordered, classes):
-            count = ordered.index(last) - ordered.index(first) + 1
-            self.run(assets, (first, last), f"{what}: {count} class(es)")
+    def run_classes(
+        self, assets: tuple[str, ...], ordered: list[str], classes: list[str], what: str, state: Staleness
+    ) -> None:
+        """One run per range of stale classes (bridged_ranges); a run's name counts the up-to-date classes it
+        redoes apart."""
+        photos = {name: entry.get("rows", 0) for name, entry in state.stamps("raw_images").items()}
+        for first, last in bridged_ranges(ordered, classes, photos, set(state.refreshed)):
+            span = ordered[ordered.index(first) : ordered.index(last) + 1]
+            redone = len(set(span) - set(classes))
+            self.run(assets, (first, last), f"{what}: {len(span)} class(es)" + (f", {redone} redone" if redone else ""))
 
 
 def run_main_job(
@@ -354,13 +383,13 @@ def run_main_job(
         every = OUTPUT_FOLDERS + field_step
         runner.run(every, (ordered[0], ordered[-1]), f"every asset: {len(ordered)} class(es)")
     else:
-        runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings")
+        runner.run_classes(INGESTION, ordered, ingest, "raw_images, image_embeddings", state)
         if ingest or full or state.pca_may_be_stale():
             runner.run(("pca_model",), None, "pca_model")
     # What is still stale: after one run for every asset, a PCA kept by its rule materialized nothing, so Dagster
     # skipped the steps after it; they project with the published PCA here.
     if not runner.failed:
-        runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features")
+        runner.run_classes(("reduced_features",), ordered, state.stale_reduced(), "reduced_features", state)
     if not runner.failed and state.classifier_stale():
         runner.run(CLASSIFIER + field_step, None, ", ".join(CLASSIFIER + field_step))
     elif not runner.failed and state.evaluation_stale():

@@ -180,6 +180,7 @@ class Staleness:
         self.settings = settings
         self.classes = classes
         listed = classes if refresh is None else [name for name in classes if name in set(refresh)]
+        self.refreshed = listed  # the classes whose photos are listed now: a run may redo those
         kept = self.stamps("raw_images")
         self.indexed = {
             **{name: kept.get(name, {}).get("stamp") for name in classes},

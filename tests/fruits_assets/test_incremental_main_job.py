@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.main_job import contiguous_ranges, run_main_job
+from fruits_assets.main_job import bridged_ranges, contiguous_ranges, run_main_job
 from spark_code.models.ml_models import VERSION, published_notes
 from spark_code.storage.parquet_store import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
@@ -37,6 +37,18 @@ def test_contiguous_ranges_follow_the_instance_order():
     assert contiguous_ranges(ordered, ["Banana", "Apple", "Fig"]) == [("Banana", "Apple"), ("Fig", "Fig")]
     assert contiguous_ranges(ordered, []) == []
     assert contiguous_ranges(ordered, ordered) == [("Kiwi", "Fig")]
+
+
+def test_ranges_are_bridged_where_redoing_the_classes_between_costs_less_than_a_run():
+    ordered = ["A", "B", "C", "D", "E", "F"]
+    photos = {"A": 10, "B": 300, "C": 10, "D": 5000, "E": 10, "F": 10}
+    every = set(ordered)
+    assert bridged_ranges(ordered, ["A", "C", "E"], photos, every, bridge=300) == [("A", "C"), ("E", "E")]
+    assert bridged_ranges(ordered, ["A", "C", "E"], photos, every, bridge=5000) == [("A", "E")]
+    assert bridged_ranges(ordered, ["A", "C", "E"], photos, every, bridge=299) == [("A", "A"), ("C", "C"), ("E", "E")]
+    # a class this run did not list (fruits run --classes) is never redone
+    assert bridged_ranges(ordered, ["A", "C"], photos, every - {"B"}, bridge=5000) == [("A", "A"), ("C", "C")]
+    assert bridged_ranges(ordered, [], photos, every) == []
 
 
 @pytest.fixture(scope="module")
@@ -77,24 +89,29 @@ def test_a_rerun_does_only_what_changed(images, first_run, shared_root, spark):
     assert again.steps == [] and again.images_embedded == 0
     assert again.images_featurized == 24 and again.accuracy == first.accuracy and again.pca_k == first.pca_k
 
-    # One new training photo in Kiwi: below the refit share, the PCA is kept; only Kiwi is embedded and projected.
-    # (Not the photo a later test adds: this root's embedding store would already hold it.)
-    extra = sorted((shared_root / "Training" / "Kiwi").iterdir())[7]
-    shutil.copy(extra, images / "Training" / "Kiwi" / extra.name)
-    grown = _run(images, out)
+    # One new training photo in Apple Braeburn and one in Kiwi: below a refit share of 20%, the PCA is kept; only they are
+    # embedded and projected, in one run each stage: Banana, between them and with few photos, is redone (from the
+    # store: no model call), and comes out as it was. (Not photos a later test adds: this root's store would hold them.)
+    banana = _rows(f"{out}/image_embeddings", "features", "Banana")
+    extras = [sorted((shared_root / "Training" / name).iterdir())[7] for name in ("Apple Braeburn", "Kiwi")]
+    for extra in extras:
+        shutil.copy(extra, images / "Training" / extra.parent.name / extra.name)
+    grown = _run(images, out, pca_refit_share=0.2)
     assert _ran(grown) == [
-        "raw_images, image_embeddings: 1 class(es)",
+        "raw_images, image_embeddings: 3 class(es), 1 redone",
         "pca_model",
-        "reduced_features: 1 class(es)",
+        "reduced_features: 3 class(es), 1 redone",
         "fruit_classifier, classifier_evaluation",
     ]
-    assert grown.images_embedded == 1 and grown.images_featurized == 25
+    assert grown.images_embedded == 2 and grown.images_featurized == 26
+    assert _rows(f"{out}/image_embeddings", "features", "Banana") == banana
     assert _pca_version(out) == pca and "kept PCA version" in grown.skipped["pca_model"]
     reduced = published_stamps(f"{out}/reduced_features")
     assert all(stamp["stamp"].endswith(pca) for stamp in reduced.values())
 
     # A refit share of 0 refits on any change; a deleted output is recomputed, whatever the instance remembers.
-    (images / "Training" / "Kiwi" / extra.name).unlink()
+    for extra in extras:
+        (images / "Training" / extra.parent.name / extra.name).unlink()
     shutil.rmtree(out / "classifier_evaluation")
     refit = _run(images, out, pca_refit_share=0.0)
     assert _pca_version(out) != pca and refit.images_embedded == 0 and refit.images_featurized == 24
@@ -102,10 +119,10 @@ def test_a_rerun_does_only_what_changed(images, first_run, shared_root, spark):
     assert _run(images, out, pca_refit_share=0.0).steps == []
 
 
-def _rows(folder: str, column: str) -> dict[str, list[float]]:
+def _rows(folder: str, column: str, label: str | None = None) -> dict[str, list[float]]:
     table = read_arrow(folder).to_pylist()
     assert len({row["path"] for row in table}) == len(table)
-    return {row["path"]: row[column] for row in table}
+    return {row["path"]: row[column] for row in table if label in (None, row["label"])}
 
 
 def test_another_output_root_or_images_root_is_never_taken_as_up_to_date(images, first, tmp_path, spark):
