@@ -89,9 +89,9 @@ def test_a_rerun_does_only_what_changed(images, first_run, shared_root, spark):
     assert again.steps == [] and again.images_embedded == 0
     assert again.images_featurized == 24 and again.accuracy == first.accuracy and again.pca_k == first.pca_k
 
-    # One new training photo in Apple Braeburn and one in Kiwi: below a refit share of 20%, the PCA is kept; only they are
-    # embedded and projected, in one run each stage: Banana, between them and with few photos, is redone (from the
-    # store: no model call), and comes out as it was. (Not photos a later test adds: this root's store would hold them.)
+    # One new training photo in Apple Braeburn and one in Kiwi: below a refit share of 20%, the PCA is kept; only
+    # they are embedded and projected, in one run each stage: Banana, between them and with few photos, is redone
+    # (from the store: no model call) and comes out as it was. (Not photos a later test adds: the store has them.)
     banana = _rows(f"{out}/image_embeddings", "features", "Banana")
     extras = [sorted((shared_root / "Training" / name).iterdir())[7] for name in ("Apple Braeburn", "Kiwi")]
     for extra in extras:
