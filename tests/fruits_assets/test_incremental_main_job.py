@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.main_job import bridged_ranges, contiguous_ranges, run_main_job
+from fruits_assets.defs.partitions import fruit_class_partitions
+from fruits_assets.main_job import bridged_ranges, contiguous_ranges, persistent_instance, run_main_job
 from spark_code.models.ml_models import VERSION, published_notes
 from spark_code.storage.parquet_store import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
@@ -89,11 +90,14 @@ def test_a_rerun_does_only_what_changed(images, first_run, shared_root, spark):
     assert again.steps == [] and again.images_embedded == 0
     assert again.images_featurized == 24 and again.accuracy == first.accuracy and again.pca_k == first.pca_k
 
-    # One new training photo in Apple Braeburn and one in Kiwi: below a refit share of 20%, the PCA is kept; only
-    # they are embedded and projected, in one run each stage: Banana, between them and with few photos, is redone
-    # (from the store: no model call) and comes out as it was. (Not photos a later test adds: the store has them.)
-    banana = _rows(f"{out}/image_embeddings", "features", "Banana")
-    extras = [sorted((shared_root / "Training" / name).iterdir())[7] for name in ("Apple Braeburn", "Kiwi")]
+    # One new training photo in the first and the last class of the instance's order (which the tests before this one
+    # decide): below a refit share of 20%, the PCA is kept; only they are embedded and projected, in one run each
+    # stage: the class between them, with few photos, is redone (from the store: no model call) and comes out as it
+    # was. (Not photos a later test adds: the store would have them.)
+    ordered = persistent_instance().get_dynamic_partitions(fruit_class_partitions.name)
+    assert sorted(ordered) == REAL_CLASSES
+    between = _rows(f"{out}/image_embeddings", "features", ordered[1])
+    extras = [sorted((shared_root / "Training" / name).iterdir())[7] for name in (ordered[0], ordered[2])]
     for extra in extras:
         shutil.copy(extra, images / "Training" / extra.parent.name / extra.name)
     grown = _run(images, out, pca_refit_share=0.2)
@@ -104,7 +108,7 @@ def test_a_rerun_does_only_what_changed(images, first_run, shared_root, spark):
         "fruit_classifier, classifier_evaluation",
     ]
     assert grown.images_embedded == 2 and grown.images_featurized == 26
-    assert _rows(f"{out}/image_embeddings", "features", "Banana") == banana
+    assert _rows(f"{out}/image_embeddings", "features", ordered[1]) == between
     assert _pca_version(out) == pca and "kept PCA version" in grown.skipped["pca_model"]
     reduced = published_stamps(f"{out}/reduced_features")
     assert all(stamp["stamp"].endswith(pca) for stamp in reduced.values())

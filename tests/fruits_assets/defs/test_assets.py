@@ -94,7 +94,7 @@ def test_the_trained_run_materialized_every_asset_over_its_range_of_classes_with
     assert len(reduced) == 42 and set(reduced["pca_features"].map(len)) == {pca["k"]}
     assert set(reduced.columns) == {"path", "label", "split", "pca_features", "pca_version"}
     checks = _run_events(run_id, DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert len(checks) == 5 and all(e.event_specific_data.passed for e in checks)
+    assert len(checks) == 7 and all(e.event_specific_data.passed for e in checks)
     evaluation = metadata["classifier_evaluation"]
     assert evaluation["accuracy"] == 1.0 and evaluation["images"] == 12
     assert evaluation["confusion_matrix"].startswith("![confusion matrix](data:image/png;base64,")
