@@ -2,10 +2,11 @@
 features) and the labels those carry.
 
 Why neighbours: a photo a user filed under the wrong class sits among photos of its true class. Measured on the
-field photos given as feedback, with 3% or 10% of their labels made wrong at random (BENCHMARKS.md, "Feedback
-safeguards"), "none of its 10 nearest training photos carries its label" found 92-93% of the wrong ones, and 75-88%
-of what it flagged was wrong; the distance to the class's centre (robust z-score) found half at a precision of 16-45%,
-because real photos lie far from a studio class's centre whether their label is right or not.
+field photos given as feedback, with 3% or 10% of their labels made wrong at random (BENCHMARKS.md, "The app's
+users' photos as training data"), "none of its 10 nearest training photos carries its label" found 92-93% of the
+wrong ones, and 75-88% of what it flagged was wrong; the distance to the class's centre (robust z-score) found half
+at a precision of 16-45%, because real photos lie far from a studio class's centre whether their label is right or
+not.
 
 The search is exact and stays in Spark: the pool and the suspects are cut in blocks of about BLOCK_ROWS rows, each
 pair of blocks meets in one matrix product in Python, and only the k best of a pool block per suspect leave it.
