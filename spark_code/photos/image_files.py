@@ -85,20 +85,15 @@ def _read_folders(spark: SparkSession, dirs: list[str], content: bool) -> DataFr
 def _files(spark: SparkSession, layout: ImagesLayout, classes: list[str], content: bool) -> DataFrame:
     """Every visible file of the given classes, all splits and sources: path, label, split, size_bytes, modified
     (+ content); see _read_folders."""
-    layout.class_dirs(classes)  # unknown classes fail here
-    sources = {split: [name for name in classes if name in layout.classes_by_split[split]] for split in layout.roots}
-    own = ImagesLayout(
-        layout.root, {k: v for k, v in layout.classes_by_split.items() if k not in layout.roots}, layout.folders
-    )
+    folders = layout.class_folders(classes)  # unknown classes fail here
     parts = []
-    if dirs := own.class_dirs([name for name in classes if name in own.classes]):
-        parts.append(with_split_and_label(_read_folders(spark, dirs, content), qualify(spark, layout.root), own))
-    for split, names in sources.items():
-        if names:
-            root = layout.roots[split]
-            files = _read_folders(spark, [join_uri(root, name) for name in names], content)
+    if own := [uri for split, _, uri in folders if split not in layout.roots]:
+        parts.append(with_split_and_label(_read_folders(spark, own, content), qualify(spark, layout.root), layout))
+    for source, root in layout.roots.items():
+        if dirs := [uri for split, _, uri in folders if split == source]:
             relative = F.substring("path", len(qualify(spark, root)) + 2, 1 << 30)
-            parts.append(files.withColumn("split", F.lit(split)).withColumn("label", F.split(relative, "/")[0]))
+            files = _read_folders(spark, dirs, content)
+            parts.append(files.withColumn("split", F.lit(source)).withColumn("label", F.split(relative, "/")[0]))
     labelled = functools.reduce(DataFrame.unionByName, parts)
     columns = ["path", "label", "split", "size_bytes", "modified", *(["content"] if content else [])]
     return labelled.select(*columns)

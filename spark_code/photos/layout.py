@@ -180,11 +180,11 @@ class ImagesLayout:
     def class_dirs(self, classes: list[str]) -> list[str]:
         """The folders holding the given classes' images, across all splits and sources; unknown classes are an
         error."""
-        return [uri for _, uri in self.class_folders(classes)]
+        return [uri for _, _, uri in self.class_folders(classes)]
 
-    def class_folders(self, classes: list[str]) -> list[tuple[str, str]]:
-        """(where, folder URI) of the given classes' folders across all splits and sources, `where` naming the folder
-        whatever root it lies under (`Training/Kiwi`, `_feedback/Kiwi`); unknown classes are an error."""
+    def class_folders(self, classes: list[str]) -> list[tuple[str, str, str]]:
+        """(split, where, folder URI) of the given classes' folders across all splits and sources, `where` naming the
+        folder whatever root it lies under (`Training/Kiwi`, `_feedback/Kiwi`); unknown classes are an error."""
         unknown = sorted(set(classes) - set(self.classes))
         if unknown:
             raise LayoutError(
@@ -195,10 +195,10 @@ class ImagesLayout:
         for split, names in sorted(self.classes_by_split.items()):
             for name in (name for name in classes if name in names):
                 if split in self.roots:
-                    found.append((f"{split}/{name}", join_uri(self.roots[split], name)))
+                    found.append((split, f"{split}/{name}", join_uri(self.roots[split], name)))
                 else:
                     where = "/".join(part for part in (split, self.folder(split, name)) if part)
-                    found.append((where, join_uri(self.root, where)))
+                    found.append((split, where, join_uri(self.root, where)))
         return found
 
 

@@ -62,8 +62,7 @@ def class_versions(layout: ImagesLayout, classes: list[str], s3: Any = None) -> 
     # class's folder in another source (the feedback area), which only counts where the class has one.
     for name in classes:
         digest = hashlib.sha256(f"{_located(layout.root)}\n".encode())
-        for where, folder in layout.class_folders([name]):
-            split = where.split("/", 1)[0]
+        for split, where, folder in layout.class_folders([name]):
             if split in layout.roots:
                 digest.update(f"{split} in {_located(layout.roots[split])}\n".encode())
             for relative, size, stamp in sorted(folder_entries(folder, s3)):

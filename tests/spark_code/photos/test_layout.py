@@ -238,8 +238,8 @@ def test_a_source_of_its_own_adds_its_folders_of_known_classes_as_a_split(tmp_pa
     assert added.classes_by_split["_feedback"] == ["Kiwi"]  # Durian is no class of the images
     assert added.splits == ["Test", "Training"] and added.classes == ["Fig", "Kiwi"]
     assert added.class_folders(["Kiwi"]) == [
-        ("Test/Kiwi", f"{tmp_path}/images/Test/Kiwi"),
-        ("Training/Kiwi", f"{tmp_path}/images/Training/Kiwi"),
-        ("_feedback/Kiwi", f"{tmp_path}/feedback/Kiwi"),
+        ("Test", "Test/Kiwi", f"{tmp_path}/images/Test/Kiwi"),
+        ("Training", "Training/Kiwi", f"{tmp_path}/images/Training/Kiwi"),
+        ("_feedback", "_feedback/Kiwi", f"{tmp_path}/feedback/Kiwi"),
     ]
     assert with_source(layout, "_feedback", str(tmp_path / "not yet")) == layout
