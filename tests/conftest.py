@@ -19,6 +19,12 @@ os.environ.setdefault("FRUITS_MODEL_WEIGHTS", str(WEIGHTS))
 os.environ.setdefault("FRUITS_MODEL_ALPHA", "0.35")
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One classifier penalty, fitted without a search, for the main-job runs of the tests: on a few photos the search
+# (six fits besides the refit, each L-BFGS iteration a Spark job) was a third of a run. The search itself is tested
+# where it lives (tests/spark_code/models/test_classifier.py) and end to end by the tests that ask for
+# `default_penalties`.
+PENALTIES_ENV = "FRUITS_CLASSIFIER_PENALTIES"
+os.environ.setdefault(PENALTIES_ENV, "1e-4")
 # `fruits run` records its runs in DAGSTER_HOME: the tests' own instance, never the developer's ./.dagster_home.
 os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="fruits-tests-dagster-home-")
 
@@ -29,6 +35,13 @@ from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf 
 REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
 REPO = Path(__file__).resolve().parents[1]
 
+
+SHORT_LIVED_JVM = ("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
+"""The JVMs the tests start in other processes (`fruits run`, drivers, benches) live for a run on a few photos: with
+the JIT's first tier only they start faster (a cold `fruits run` on 3 classes of 10 photos: 34-35 s against 39-43 s).
+This process's JVM lives through the whole run and keeps every tier (the `spark` fixture starts it without this):
+there the first tier alone made the in-process main-job tests slower (175 s against 165 s)."""
+os.environ.setdefault(*SHORT_LIVED_JVM)
 
 SLOW_FIXTURES = {"spark", "trained_run", "cluster", "aws_server"}
 """Fixtures that start Spark, train a model, start a cluster or an S3 server: a test using one is `slow`, left out of
@@ -69,10 +82,26 @@ def spark() -> SparkSession:
     builder = SparkSession.builder.master("local[2]").appName("fruits-tests")
     for key, value in {**spark_conf(), "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    name, value = SHORT_LIVED_JVM
+    short_lived = os.environ.get(name) == value
+    if short_lived:
+        del os.environ[name]
+    try:
+        session = builder.getOrCreate()
+    finally:
+        if short_lived:
+            os.environ[name] = value
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _long_lived_jvm_first(request: pytest.FixtureRequest) -> None:
+    """With slow tests to run, this process's JVM comes from the `spark` fixture before any other session fixture
+    (e.g. `trained_run`, whose `fruits run` would otherwise launch it with SHORT_LIVED_JVM's setting)."""
+    if any(item.get_closest_marker("slow") for item in request.session.items):
+        request.getfixturevalue("spark")
 
 
 def copy_sample(source: Path, target: Path, classes: list[str], per_split: dict[str, int]) -> Path:
@@ -108,6 +137,12 @@ def trained_run(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     summary = json.loads(stdout.getvalue())
     assert code == 0, summary
     return summary, output_root
+
+
+@pytest.fixture
+def default_penalties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classifier's default candidate penalties and their search, for a test that runs the main job."""
+    monkeypatch.delenv(PENALTIES_ENV, raising=False)
 
 
 @pytest.fixture

@@ -106,6 +106,11 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         help="refit the PCA when this share of training photos changed, or a class came or went (default 0.1)",
     )
     run.add_argument(
+        "--classifier-penalties",
+        help="L2 penalties the classifier chooses among on validation data, comma-separated (e.g. 1e-4,1e-6); one "
+        "penalty: no search (default: 1e-2 to 1e-7, a decade apart)",
+    )
+    run.add_argument(
         "--classifier-search-share",
         type=float,
         help="search the classifier's penalty again when this share of training photos changed since the last "
@@ -152,6 +157,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_rejected_share",
         "pca_refit_share",
         "classifier_search_share",
+        "classifier_penalties",
     )
     return {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
 

@@ -93,6 +93,11 @@ class FruitsSettings(ConfigurableResource):
     classifier_max_iter: int = Field(
         default=ClassifierSettings.max_iter, description="Iterations after which a classifier fit counts as failed."
     )
+    classifier_penalties: str = Field(
+        default="",
+        description="L2 penalties the classifier chooses among on validation data, comma-separated (e.g. 1e-4,1e-6); "
+        "one penalty: no search, that one is fitted; empty: 1e-2 to 1e-7, a decade apart.",
+    )
     min_accuracy: float = Field(default=0.95, description="Accuracy floor of the classifier's asset check.")
     max_rejected_share: float = Field(
         default=0.1, description="Most files that may be rejected as undecodable, in a run and in each class."
@@ -129,8 +134,23 @@ class FruitsSettings(ConfigurableResource):
         )
 
     @property
+    def penalties(self) -> tuple[float, ...]:
+        """classifier_penalties as numbers (the defaults when empty); text that is no list of numbers is a
+        ValueError naming the setting."""
+        if not self.classifier_penalties.strip():
+            return ClassifierSettings.reg_params
+        try:
+            return tuple(float(text) for text in self.classifier_penalties.split(","))
+        except ValueError:
+            raise ValueError(
+                f"classifier_penalties {self.classifier_penalties!r}: expected numbers separated by commas"
+            ) from None
+
+    @property
     def classifier(self) -> ClassifierSettings:
-        return ClassifierSettings(max_iter=self.classifier_max_iter, feedback_weight=self.feedback_weight)
+        return ClassifierSettings(
+            reg_params=self.penalties, max_iter=self.classifier_max_iter, feedback_weight=self.feedback_weight
+        )
 
     def roles(self, splits: list[str]) -> SplitRoles:
         """The role of each split among these (see spark_code.photos.splits); a named split that is missing is an
@@ -179,6 +199,7 @@ ENV_SETTINGS: dict[str, str] = {
     "field_class_depth": "FRUITS_FIELD_CLASS_DEPTH",
     "min_field_fruit_accuracy": "FRUITS_MIN_FIELD_FRUIT_ACCURACY",
     "classifier_max_iter": "FRUITS_CLASSIFIER_MAX_ITER",
+    "classifier_penalties": "FRUITS_CLASSIFIER_PENALTIES",
     "min_accuracy": "FRUITS_MIN_ACCURACY",
     "max_rejected_share": "FRUITS_MAX_REJECTED_SHARE",
     "pca_refit_share": "FRUITS_PCA_REFIT_SHARE",

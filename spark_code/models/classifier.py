@@ -38,6 +38,9 @@ class ClassifierSettings:
     """
 
     reg_params: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+    """The candidate penalties; a single one is fitted without a search (the search is 6 fits of up to 100
+    iterations besides the refit: on a few photos, where each iteration is a Spark job, most of the training's
+    time)."""
     search_tol: float = 1e-6
     """Spark's default tolerance while comparing candidates: enough to rank them, a fraction of the iterations."""
     search_max_iter: int = 100
@@ -203,7 +206,9 @@ def train_classifier(
     final = _estimator(settings, settings.tol, settings.max_iter)
     rejected: list[str] = []
 
-    def refit(reg_param: float, metrics: dict[float, float], selection: str) -> TrainedClassifier | None:
+    def refit(
+        reg_param: float, metrics: dict[float, float], selection: str, kept: bool = False
+    ) -> TrainedClassifier | None:
         model = final.fit(indexed, {final.regParam: reg_param})
         problem = _problem(model, settings, chance)
         if problem:
@@ -217,16 +222,21 @@ def train_classifier(
             validation_metric=metrics,
             selection=selection,
             rejected=list(rejected),
-            searched=bool(metrics),
+            searched=not kept,
         )
 
     try:
         largest = indexed.groupBy(LABEL_INDEX).count().agg(F.max("count"), F.sum("count")).first()
         chance = largest[0] / largest[1]
         if kept_reg_param is not None:
-            kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.models.penalty_search)")
+            kept = refit(kept_reg_param, {}, "kept from the last search (spark_code.models.penalty_search)", kept=True)
             if kept is not None:
                 return kept
+        if len(settings.reg_params) == 1:  # nothing to choose among: the one candidate is fitted, no search
+            only = refit(settings.reg_params[0], {}, "the only candidate penalty, no search")
+            if only is not None:
+                return only
+            raise DegenerateClassifierError("no usable classifier: " + "; ".join(rejected))
         metrics = _search(indexed, validated, settings)
         selection = (
             f"fitted on the training split, scored by {settings.metric} on the validation split"

@@ -81,6 +81,7 @@ def test_no_split_folders_and_user_written_class_names(photos, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("default_penalties")
 def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(photos, tmp_path):
     """With two augmented views of each training photo: the views train (a held-out photo's views are dropped), and
     the photos, not their views, are evaluated."""
@@ -104,6 +105,7 @@ def test_training_split_only_is_evaluated_on_a_holdout_the_classifier_never_saw(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("default_penalties")
 def test_a_validation_split_chooses_the_penalty(photos, tmp_path):
     """Split names other than Fruits-360's (the names each role is found by: tests/spark_code/photos/test_splits.py)."""
     train, val, test = "train", "val", "test"

@@ -95,6 +95,11 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
         problems.append(f"feedback_weight {settings.feedback_weight} must be above 0")
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
+    try:
+        if any(not penalty >= 0 or penalty == float("inf") for penalty in settings.penalties):
+            problems.append(f"classifier_penalties {settings.classifier_penalties!r} must be numbers of 0 or more")
+    except ValueError as exc:
+        problems.append(str(exc))
     return problems
 
 

@@ -138,6 +138,8 @@ def test_a_subset_of_classes_and_the_human_summary(small_root, output_root, caps
         (["--alpha", "1.4"], "model_alpha 1.4 gives 1792-wide features"),
         (["--field-root", "/nonexistent/field"], "field root (--field-root, FRUITS_FIELD_ROOT): images root"),
         (["--min-field-fruit-accuracy", "1.5"], "min_field_fruit_accuracy 1.5 must be between 0 and 1"),
+        (["--classifier-penalties", "1e-4,,1e-6"], "classifier_penalties '1e-4,,1e-6': expected numbers separated"),
+        (["--classifier-penalties", "-1"], "classifier_penalties '-1' must be numbers of 0 or more"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(small_root, tmp_path, capsys, args, message):

@@ -125,7 +125,12 @@ def _changed(name: str, value: object, tmp_path: Path) -> object:
         return value + 1
     if isinstance(value, float):
         return round(value * 0.9, 6)
-    return {"training_split": "Training", "validation_split": "Validation", "evaluation_split": "Test"}[name]
+    return {
+        "training_split": "Training",
+        "validation_split": "Validation",
+        "evaluation_split": "Test",
+        "classifier_penalties": "1e-3,1e-5",
+    }[name]
 
 
 def test_a_fresh_hand_made_root_is_up_to_date(images, tmp_path):

@@ -5,7 +5,7 @@ from dataclasses import replace
 import boto3
 import pyarrow.dataset as ds
 
-from fruits_assets.defs.resources import FruitsSettings
+from fruits_assets.defs.resources import resolved_settings
 from fruits_assets.defs.staleness import Staleness
 from spark_code.features.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
 from spark_code.photos.layout import discover_layout
@@ -17,7 +17,8 @@ BUCKET = "fruits-outputs"
 
 
 def _state(root: str, images) -> Staleness:
-    settings = FruitsSettings(images_root=str(images), model_weights=str(WEIGHTS), model_alpha=0.35)
+    # as `fruits run` resolved them for the trained run: the environment's FRUITS_* variables, then its options
+    settings = resolved_settings({"images_root": str(images), "model_weights": str(WEIGHTS), "model_alpha": 0.35})
     layout = discover_layout(str(images))
     return Staleness(root, settings, layout, layout.classes)
 

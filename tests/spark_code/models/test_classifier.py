@@ -205,6 +205,16 @@ def test_a_kept_penalty_is_refitted_without_a_search_unless_it_is_refused(cluste
     assert fallback.reg_param == 1e-7 and fallback.iterations < 30
 
 
+def test_a_single_candidate_penalty_is_fitted_without_a_search(clustered):
+    only = train_classifier(with_roles(clustered, ROLES), ClassifierSettings(reg_params=(1e-3,)))
+    assert only.reg_param == 1e-3 and only.searched and only.validation_metric == {} and only.rejected == []
+    assert only.selection == "the only candidate penalty, no search" and only.training_accuracy == 1.0
+    searched = train_classifier(with_roles(clustered, ROLES), ClassifierSettings(reg_params=(1e-3, 1e-5)))
+    assert set(searched.validation_metric) == {1e-3, 1e-5}  # two are searched as before
+    with pytest.raises(DegenerateClassifierError, match="regParam 0.001: did not converge in 1 iterations"):
+        train_classifier(with_roles(clustered, ROLES), ClassifierSettings(reg_params=(1e-3,), max_iter=1))
+
+
 def test_a_feedback_photos_weight_counts_it_that_many_times(clustered):
     """Weight 2 for the feedback area's photos fits the model that training on each of them twice fits."""
     some = clustered.where("split = 'Training'").where(F.col("path").rlike("/[0-9][.]jpg$"))  # 10 of each class
