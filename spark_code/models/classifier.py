@@ -73,7 +73,8 @@ class TrainedClassifier:
     rejected: list[str]
     """Candidates refitted before this one and refused, with the reason (a fallback happened if not empty)."""
     searched: bool
-    """Whether the penalty was chosen by a search in this training (else kept from an earlier one)."""
+    """Whether the penalty was chosen in this training, by a search or as the only candidate (else kept from an
+    earlier search)."""
 
 
 class NotEnoughClassesError(PermanentError, ValueError):
