@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from spark_code.photos.images import check_image
-from spark_code.photos.layout import join_uri, validate_class_name
+from spark_code.photos.layout import is_remote, join_uri, validate_class_name
 from spark_code.storage import storage
 
 RECORDS = "_records"
 """The records' folder under the feedback root."""
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 """File extension of each image format Pillow reports; any other format is stored as `.img`."""
+REMOTE_READERS = 16
+"""Records read at a time from S3 (one GET each, mostly waiting on the network): every training run reads them all for
+the classifier's sender check."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,12 @@ class FeedbackStore:
     def records(self) -> list[FeedbackRecord]:
         """Every record, oldest first."""
         names = [name for name in storage.list_names(join_uri(self.root, RECORDS)) if name.endswith(".json")]
-        found = [self.get(name.removesuffix(".json")) for name in names]
+        ids = [name.removesuffix(".json") for name in names]
+        if is_remote(self.root):
+            with ThreadPoolExecutor(REMOTE_READERS) as pool:
+                found = list(pool.map(self.get, ids))
+        else:
+            found = [self.get(photo_id) for photo_id in ids]
         return sorted((record for record in found if record is not None), key=lambda r: (r.received_at, r.id))
 
     def is_stored(self, record: FeedbackRecord) -> bool:
