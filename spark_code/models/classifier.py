@@ -234,20 +234,18 @@ def train_classifier(
             if kept is not None:
                 return kept
         if len(settings.reg_params) == 1:  # nothing to choose among: the one candidate is fitted, no search
-            only = refit(settings.reg_params[0], {}, "the only candidate penalty, no search")
-            if only is not None:
-                return only
-            raise DegenerateClassifierError("no usable classifier: " + "; ".join(rejected))
-        metrics = _search(indexed, validated, settings)
-        selection = (
-            f"fitted on the training split, scored by {settings.metric} on the validation split"
-            if validated
-            else f"fitted on half of the training photos, scored by {settings.metric} on the other half (stratified, "
-            "by a hash of each path)"
-        )
-        better = 1 if MulticlassClassificationEvaluator(metricName=settings.metric).isLargerBetter() else -1
-        order = sorted(range(len(metrics)), key=lambda i: (-better * metrics[i], i))
-        scores = dict(zip(settings.reg_params, metrics, strict=True))
+            order, scores, selection = [0], {}, "the only candidate penalty, no search"
+        else:
+            metrics = _search(indexed, validated, settings)
+            selection = (
+                f"fitted on the training split, scored by {settings.metric} on the validation split"
+                if validated
+                else f"fitted on half of the training photos, scored by {settings.metric} on the other half "
+                "(stratified, by a hash of each path)"
+            )
+            better = 1 if MulticlassClassificationEvaluator(metricName=settings.metric).isLargerBetter() else -1
+            order = sorted(range(len(metrics)), key=lambda i: (-better * metrics[i], i))
+            scores = dict(zip(settings.reg_params, metrics, strict=True))
         for i in order:
             trained = refit(settings.reg_params[i], scores, selection)
             if trained is not None:

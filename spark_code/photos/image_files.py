@@ -20,7 +20,7 @@ from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, 
 from spark_code.photos.images import ImageDecodeError, check_image
 from spark_code.photos.layout import NO_SPLIT, ImagesLayout, empty_files, is_remote, join_uri
 from spark_code.storage import storage
-from spark_code.storage.storage import qualify
+from spark_code.storage.storage import REMOTE_READERS, qualify
 
 CONTENT_KEY = "content_hash"
 """The SHA-256 of a file's bytes (hex): what the embedding store keys embeddings by."""
@@ -107,10 +107,6 @@ def read_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[st
 def list_image_files(spark: SparkSession, layout: ImagesLayout, classes: list[str]) -> DataFrame:
     """The same rows as read_image_files without content: no file is opened, only listed."""
     return _files(spark, layout, classes, content=False)
-
-
-REMOTE_READERS = 16
-"""Objects one task fetches at a time from S3: each GET mostly waits on the network."""
 
 
 @functools.lru_cache(maxsize=8)

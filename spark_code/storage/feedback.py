@@ -24,9 +24,6 @@ RECORDS = "_records"
 """The records' folder under the feedback root."""
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 """File extension of each image format Pillow reports; any other format is stored as `.img`."""
-REMOTE_READERS = 16
-"""Records read at a time from S3 (one GET each, mostly waiting on the network): every training run reads them all for
-the classifier's sender check."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +95,8 @@ class FeedbackStore:
         """Every record, oldest first."""
         names = [name for name in storage.list_names(join_uri(self.root, RECORDS)) if name.endswith(".json")]
         ids = [name.removesuffix(".json") for name in names]
-        if is_remote(self.root):
-            with ThreadPoolExecutor(REMOTE_READERS) as pool:
+        if is_remote(self.root):  # every training reads them all, for the classifier's sender check
+            with ThreadPoolExecutor(storage.REMOTE_READERS) as pool:
                 found = list(pool.map(self.get, ids))
         else:
             found = [self.get(photo_id) for photo_id in ids]

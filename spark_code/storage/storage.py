@@ -22,6 +22,9 @@ S3_PATIENCE = {
 }
 """Timeouts and retries of the driver's S3 calls: the AWS SDK's defaults (1 s to connect, 3 s a request, 3
 attempts) fail a run on one slow answer from a busy endpoint; these ride out throttling and a loaded server."""
+REMOTE_READERS = 16
+"""Objects read at a time from S3 where many are read one by one (a task's photos, the feedback records): each GET
+mostly waits on the network."""
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -3,6 +3,7 @@ fail fast when they cannot work, and the retry policy for transient failures."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
@@ -96,7 +97,7 @@ def settings_problems(settings: FruitsSettings) -> list[str]:
     if settings.classifier_max_iter < 1:
         problems.append(f"classifier_max_iter {settings.classifier_max_iter} must be at least 1")
     try:
-        if any(not penalty >= 0 or penalty == float("inf") for penalty in settings.penalties):
+        if not all(0 <= penalty < math.inf for penalty in settings.penalties):  # NaN fails too
             problems.append(f"classifier_penalties {settings.classifier_penalties!r} must be numbers of 0 or more")
     except ValueError as exc:
         problems.append(str(exc))
