@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 EMBEDDING_WIDTH = 1280
@@ -56,8 +57,27 @@ def one_blas_thread_here() -> None:
         os.environ.setdefault(key, value)
 
 
-def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
-    """Spark settings the pipeline relies on, for a local session and for a cluster alike."""
+SHUFFLE_PARTITIONS_PER_CORE = 4
+"""A local session's shuffle partitions per core. Spark's 200 suit a cluster: adaptive execution merges the small
+ones of a query, but Spark 3.5 keeps all 200 in a result that is persisted (a tiny run's `image_embeddings` took
+1,828 tasks for 3 photos); a few per core keep each task's share small on a laptop too."""
+
+
+def local_cores(master: str) -> int | None:
+    """The cores of a local master (`local`, `local[4]`, `local[*]`, `local[4,2]`); None for a cluster's."""
+    found = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if not found:
+        return None
+    if found[1] is None:
+        return 1
+    return (os.cpu_count() or 1) if found[1] == "*" else int(found[1])
+
+
+def spark_conf(batch_size: int = ModelSettings.batch_size, master: str | None = None) -> dict[str, str]:
+    """Spark settings the pipeline relies on, for a local session and for a cluster alike; with a local `master`,
+    also its shuffle partitions (SHUFFLE_PARTITIONS_PER_CORE)."""
+    cores = local_cores(master) if master else None
+    local = {"spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS_PER_CORE * cores)} if cores else {}
     return {
         **{f"spark.executorEnv.{key}": value for key, value in ONE_BLAS_THREAD.items()},
         # Class folders like "1" or "2019" stay strings.
@@ -73,4 +93,5 @@ def spark_conf(batch_size: int = ModelSettings.batch_size) -> dict[str, str]:
         # that is persisted kept 200 shuffle partitions for a few thousand rows, 200 tasks per pass over it.
         "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
         "spark.sql.session.timeZone": "UTC",
+        **local,
     }

@@ -80,7 +80,11 @@ def spark() -> SparkSession:
     """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate."""
     one_blas_thread_here()  # as fruits_assets.defs.resources.local_spark does before its JVM starts
     builder = SparkSession.builder.master("local[2]").appName("fruits-tests")
-    for key, value in {**spark_conf(), "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}.items():
+    for key, value in {
+        **spark_conf(master="local[2]"),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }.items():
         builder = builder.config(key, value)
     name, value = SHORT_LIVED_JVM
     short_lived = os.environ.get(name) == value

@@ -84,7 +84,7 @@ def bench_session(
         one_blas_thread_here()
     builder = SparkSession.builder.master(master).appName("fruits-bench")
     conf = {
-        **(spark_conf(batch_size) if pipeline_conf else {}),
+        **(spark_conf(batch_size, master) if pipeline_conf else {}),
         "spark.driver.memory": "2g",
         "spark.ui.showConsoleProgress": "false",
         **(extra or {}),

@@ -70,10 +70,11 @@ def refuse_when_blocked(results: list[AssetCheckResult]) -> Iterator[AssetCheckR
 
 
 def _width_problems(df: DataFrame, column: str, width: int) -> dict[str, int]:
-    """Rows, rows whose array is not `width` long and rows holding a NaN, in one aggregation."""
+    """Rows, rows whose array is not `width` long and rows holding a NaN, in one aggregation. A row without an array
+    is the nothing-lost check's (Spark 3.5 gives its size as -1, Spark 4 as null)."""
     row = df.agg(
         F.count("*").alias("rows"),
-        F.sum((F.size(column) != width).cast("int")).alias("wrong_width"),
+        F.sum((F.col(column).isNotNull() & (F.size(column) != width)).cast("int")).alias("wrong_width"),
         F.sum(F.exists(column, lambda x: F.isnan(x)).cast("int")).alias("with_nan"),
     ).first()
     return {key: int(row[key] or 0) for key in ("rows", "wrong_width", "with_nan")}

@@ -41,12 +41,13 @@ def local_spark_conf(console_progress: bool = True) -> dict[str, str]:
     stderr (off under `fruits run`'s progress display)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     one_blas_thread_here()
+    master = os.environ.get("FRUITS_SPARK_MASTER", "local[*]")
     return {
-        "spark.master": os.environ.get("FRUITS_SPARK_MASTER", "local[*]"),
+        "spark.master": master,
         "spark.app.name": "fruits",
         "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
         "spark.ui.showConsoleProgress": str(console_progress).lower(),
-        **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size))),
+        **spark_conf(int(os.environ.get("FRUITS_BATCH_SIZE", ModelSettings.batch_size)), master),
         **extra_spark_conf(),
     }
 

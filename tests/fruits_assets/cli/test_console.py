@@ -217,7 +217,7 @@ def test_fruits_run_prints_only_the_summary_and_logs_spark_and_dagster_to_a_file
     log = Path(logged[0][1])
     assert log.parent == tmp_path / "home" / "logs" and log.is_file()
     ends = [
-        re.fullmatch(r"fruits: (\w+) (succeeded|skipped)( in \d+\.\d s)?(, \d+ of \d+ Spark tasks)?(: .+)?", e)
+        re.fullmatch(r"fruits: (\w+) (succeeded|skipped)( in \d+\.\d s)?(, [\d,]+ of [\d,]+ Spark tasks)?(: .+)?", e)
         for e in err
     ]
     # a line per stage's end only (no field root: no field_evaluation, the last stage)
