@@ -4,11 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-# EMR's environment: Spark 3.5 and exactly the packages the bootstrap action installs on every node (plus the
-# test tools: pytest, and moto for the S3 tests).
-EMR_VENV := .venv-emr
-EMR_STAMP := $(EMR_VENV)/.installed
-
 # Packages are installed by uv (pinned in requirements.lock, put in each environment by its pip first): about 4x
 # faster than pip here (BENCHMARKS.md, "Test suite"); both keep their downloads in ~/.cache between runs. uv compiles
 # the packages' bytecode at install time (pip did, uv does not by default): otherwise the first process to import
@@ -24,14 +19,7 @@ $(DEV_STAMP): $(STAMP)
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -c requirements.lock -e '.[dev,bench]'
 	touch $(DEV_STAMP)
 
-$(EMR_STAMP): emr_config/requirements-emr.txt requirements.lock
-	test -x $(EMR_VENV)/bin/python || $(PYTHON) -m venv $(EMR_VENV)
-	$(EMR_VENV)/bin/pip install -q -c requirements.lock uv
-	$(EMR_VENV)/bin/uv pip install -q --python $(EMR_VENV)/bin/python --no-deps -r emr_config/requirements-emr.txt
-	$(EMR_VENV)/bin/uv pip install -q --python $(EMR_VENV)/bin/python -c requirements.lock pytest 'moto[server]'
-	touch $(EMR_STAMP)
-
-.PHONY: install install-dev run ui test check test-emr-spark lint
+.PHONY: install install-dev run ui test check lint
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
@@ -43,20 +31,17 @@ ui: $(STAMP)
 	mkdir -p $${DAGSTER_HOME:-$(CURDIR)/.dagster_home}
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
 
-test: $(DEV_STAMP) $(EMR_STAMP)
+# requirements.lock pins EMR 7's Spark (3.5.5) and the packages the bootstrap puts on every node
+# (tests/emr_config/test_requirements.py), so the suite runs spark_code as the cluster does.
+test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
-	$(MAKE) test-emr-spark
 
 # The inner loop's fast tier (about 2 minutes): lint, then every test not marked slow (tests/conftest.py marks
 # those that start Spark, a cluster, a server or the main job).
 check: $(DEV_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -m "not slow and not ui" $(PYTEST_ARGS)
-
-# spark_code as it runs on the cluster: EMR 7's Spark 3.5 and the bootstrap's packages (no Dagster needed).
-test-emr-spark: $(EMR_STAMP)
-	$(EMR_VENV)/bin/python -m pytest -p no:cacheprovider tests/spark_code
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,31 @@
+"""The cluster runs what the suite runs: every package the bootstrap pins on EMR's nodes
+(`emr_config/requirements-emr.txt`) is pinned at the same version in `requirements.lock`, Spark included, so
+`make test` exercises spark_code on the cluster's Spark and packages without an environment of its own."""
+
+import json
+import re
+
+from tests.conftest import REPO
+
+
+def _pins(path) -> dict[str, str]:
+    """name (normalized as pip does) -> version of each `name==version` line."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_every_package_of_the_nodes_is_pinned_alike_in_the_lock():
+    nodes, lock = _pins(REPO / "emr_config/requirements-emr.txt"), _pins(REPO / "requirements.lock")
+    assert {"pyspark", "tensorflow-cpu", "numpy", "pyarrow"} <= set(nodes)
+    assert {name: (version, lock.get(name)) for name, version in nodes.items() if lock.get(name) != version} == {}
+
+
+def test_the_cluster_release_is_the_one_whose_spark_is_pinned():
+    """EMR 7.10 runs Spark 3.5.5 (its release notes): the release label and the pin move together."""
+    release = json.loads((REPO / "emr_config/cluster.json").read_text(encoding="utf-8"))["ReleaseLabel"]
+    assert (release, _pins(REPO / "requirements.lock")["pyspark"]) == ("emr-7.10.0", "3.5.5")
