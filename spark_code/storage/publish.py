@@ -100,6 +100,12 @@ def owner_is_dead(tag: str) -> bool:
     return bool(owner) and owner["host"] == socket.gethostname() and not pid_alive(int(owner["pid"]))
 
 
+def _moment(seconds: float) -> str:
+    """A marker's time, exact: rounded to the millisecond it could lie up to 0.5 ms in the future, and a `recover`
+    right after would keep what a grace period of 0 deletes."""
+    return f"{seconds!r}\n"
+
+
 def new_version(base: str) -> str:
     """A fresh folder for one writer's output, `<base>/_versions/<tag>`; readers ignore it until `commit`."""
     return f"{base.rstrip('/')}/{VERSIONS}/{temp_tag()}"
@@ -137,7 +143,7 @@ def commit(base: str, version: str, parts: list[str]) -> None:
     then delete what no pointer names and no one can still need (`recover`)."""
     base = base.rstrip("/")
     relative = version[len(base) + 1 :]
-    replaced_at = f"{time.time():.3f}\n"
+    replaced_at = _moment(time.time())
     existing = {f"{VERSIONS}/{tag}" for tag in storage.list_names(f"{base}/{VERSIONS}")}
     for part in parts:
         previous = version_of((storage.read_text(_pointer(base, part)) or "").strip())
@@ -154,7 +160,7 @@ def withdraw(base: str, parts: list[str]) -> None:
     if not parts:
         return
     base = base.rstrip("/")
-    withdrawn_at = f"{time.time():.3f}\n"
+    withdrawn_at = _moment(time.time())
     for part in parts:
         location = (storage.read_text(_pointer(base, part)) or "").strip()
         if location:
@@ -203,7 +209,7 @@ def _replaced_at(base: str, location: str, now: float, record: bool) -> float | 
         return max(times)
     if not record:
         return None
-    storage.write_text(f"{markers}/{name or WHOLE}", f"{now:.3f}\n")
+    storage.write_text(f"{markers}/{name or WHOLE}", _moment(now))
     return now
 
 

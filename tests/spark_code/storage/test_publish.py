@@ -325,3 +325,18 @@ def test_on_s3_a_replaced_version_is_kept_for_the_grace_period_then_deleted(monk
     assert publish.recover(base, now=replaced_at + 700) == [replaced]
     assert not [key for key in _s3_keys(bucket) if replaced in key]
     assert _s3_values(base) == {"new": 2} and publish.leftovers(base) == []
+
+
+def test_a_part_replaced_this_very_moment_goes_at_once_with_no_grace(tmp_path, monkeypatch):
+    """Markers keep the exact time: one rounded up to the millisecond lay in the future, and a grace period of 0
+    kept the replaced part (a flaky test showed it)."""
+    base = str(tmp_path / "asset")
+    monkeypatch.setattr(publish.time, "time", lambda: 100.0006)  # "100.001" once rounded
+    versions = []
+    for _ in range(2):
+        version = publish.new_version(base)
+        storage.write_text(f"{version}/label=Apple/part.txt", "rows")
+        publish.commit(base, version, ["label=Apple"])  # its own recover keeps the old part: an hour of grace
+        versions.append(version[len(base) + 1 :])
+    assert publish.leftovers(base) == [versions[0]]
+    assert publish.recover(base, now=100.0006, grace=0, abandoned_after=3600) == [versions[0]]
