@@ -89,8 +89,9 @@ def spark_conf(batch_size: int = ModelSettings.batch_size, master: str | None = 
         # No session-wide cache of file listings: a class folder that gained images must be listed afresh.
         "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
         "spark.python.worker.reuse": "true",
-        # Adaptive execution also for persisted DataFrames (Spark leaves it off for them): a join or deduplication
-        # that is persisted kept 200 shuffle partitions for a few thousand rows, 200 tasks per pass over it.
+        # Adaptive execution also for persisted DataFrames (Spark leaves it off for them): Spark 4 then merges the
+        # small shuffle partitions of a persisted join or deduplication; Spark 3.5 still keeps all of them there
+        # (hence a local session's SHUFFLE_PARTITIONS_PER_CORE).
         "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
         "spark.sql.session.timeZone": "UTC",
         **local,
