@@ -75,13 +75,17 @@ def model_settings() -> ModelSettings:
     return ModelSettings(weights=str(WEIGHTS), alpha=0.35)
 
 
+TEST_MASTER = "local[2]"
+"""The in-process session's master: two cores, as on this machine and CI's."""
+
+
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
     """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate."""
     one_blas_thread_here()  # as fruits_assets.defs.resources.local_spark does before its JVM starts
-    builder = SparkSession.builder.master("local[2]").appName("fruits-tests")
+    builder = SparkSession.builder.master(TEST_MASTER).appName("fruits-tests")
     for key, value in {
-        **spark_conf(master="local[2]"),
+        **spark_conf(master=TEST_MASTER),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }.items():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import tomllib
+from packaging.requirements import Requirement
 
 from tests.conftest import REPO
 
@@ -31,9 +32,9 @@ importlib.import_module("fruits_assets.cli.main")._parser().parse_args(["run", "
 
 def test_the_base_dependencies_hold_no_test_or_bench_tool():
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    names = {dep.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip() for dep in project["dependencies"]}
+    names = {Requirement(dep).name for dep in project["dependencies"]}
     assert not names & set(EXTRAS_ONLY)
-    extras = {dep.split(">")[0].split("[")[0] for deps in project["optional-dependencies"].values() for dep in deps}
+    extras = {Requirement(dep).name for deps in project["optional-dependencies"].values() for dep in deps}
     assert {"ray", "playwright", "moto"} <= extras
 
 

@@ -101,8 +101,8 @@ def owner_is_dead(tag: str) -> bool:
 
 
 def _moment(seconds: float) -> str:
-    """A marker's time, exact: rounded to the millisecond it could lie up to 0.5 ms in the future, and a `recover`
-    right after would keep what a grace period of 0 deletes."""
+    """A marker's time, written exactly: rounded to the millisecond it could lie up to 0.5 ms in the future, so that
+    a `recover` right after kept what a grace period of 0 must delete."""
     return f"{seconds!r}\n"
 
 

@@ -3,7 +3,9 @@
 `make test` exercises spark_code on the cluster's Spark and packages without an environment of its own."""
 
 import json
-import re
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO
 
@@ -14,8 +16,10 @@ def _pins(path) -> dict[str, str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, version = line.split("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+            requirement = Requirement(line)
+            (pin,) = requirement.specifier  # exactly one `==version` each
+            assert pin.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = pin.version
     return pins
 
 

@@ -12,6 +12,7 @@ from spark_code.settings import (
     one_blas_thread_here,
     spark_conf,
 )
+from tests.conftest import TEST_MASTER
 
 
 def test_cluster_executors_get_one_blas_thread():
@@ -43,6 +44,6 @@ def test_a_persisted_shuffle_result_has_a_few_partitions_per_core(spark: SparkSe
     kept = rows.dropDuplicates(["path"]).persist()
     try:
         assert kept.count() == 40
-        assert kept.rdd.getNumPartitions() <= 2 * SHUFFLE_PARTITIONS_PER_CORE  # the tests' session is local[2]
+        assert kept.rdd.getNumPartitions() <= local_cores(TEST_MASTER) * SHUFFLE_PARTITIONS_PER_CORE
     finally:
         kept.unpersist()
