@@ -13,15 +13,21 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -c requirements.lock uv
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -c requirements.lock -e .
+	$(MAKE) jars
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -c requirements.lock -e '.[dev,bench]'
 	touch $(DEV_STAMP)
 
-.PHONY: install install-dev run ui test check lint
+.PHONY: install install-dev jars run ui test check lint
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
+
+# Spark's JVM packages that pyspark lacks (Delta Lake, the S3A connector), checked by SHA-256 and kept in
+# ~/.cache/fruits/jars between runs and clones (spark_code/jvm_packages.py); a session fetches any still missing.
+jars:
+	$(VENV)/bin/python -m spark_code.jvm_packages
 
 run: $(STAMP)
 	$(VENV)/bin/fruits run $(ARGS)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from spark_code.jvm_packages import local_jars
 
 EMBEDDING_WIDTH = 1280
 """Width of MobileNetV2's pooled feature vector, whatever the alpha (the last conv block is always 1280 wide)."""
@@ -73,12 +76,53 @@ def local_cores(master: str) -> int | None:
     return (os.cpu_count() or 1) if found[1] == "*" else int(found[1])
 
 
-def spark_conf(batch_size: int = ModelSettings.batch_size, master: str | None = None) -> dict[str, str]:
-    """Spark settings the pipeline relies on, for a local session and for a cluster alike; with a local `master`,
-    also its shuffle partitions (SHUFFLE_PARTITIONS_PER_CORE)."""
-    cores = local_cores(master) if master else None
-    local = {"spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS_PER_CORE * cores)} if cores else {}
+DELTA_SQL = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+"""Delta Lake's SQL (MERGE, OPTIMIZE, VACUUM) in every session: the embedding store is a Delta table."""
+
+
+def _local_session_conf(cores: int) -> dict[str, str]:
+    """What a session on this machine's cores needs beyond a cluster's: few shuffle partitions, Delta's log read
+    and its tables' listings in a few tasks (Spark's defaults, 50 and 10,000 tasks, made a VACUUM of a small table
+    take 25 s instead of 3 here)."""
     return {
+        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS_PER_CORE * cores),
+        "spark.databricks.delta.snapshotPartitions": str(cores),
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(SHUFFLE_PARTITIONS_PER_CORE * cores),
+    }
+
+
+def s3a_conf(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """How a session this process starts reaches `s3://`: through Hadoop's S3A connector (EMR's own connector does it
+    on the cluster), with the standard AWS credential chain, and the region and endpoint the environment names
+    (AWS_REGION, AWS_ENDPOINT_URL(_S3): an S3-compatible server such as moto's or MinIO, addressed path-style)."""
+    hadoop = {"fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        hadoop["fs.s3a.endpoint.region"] = region
+    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        hadoop |= {
+            "fs.s3a.endpoint": endpoint,
+            "fs.s3a.path.style.access": "true",
+            "fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https:")).lower(),
+        }
+    return {f"spark.hadoop.{key}": value for key, value in hadoop.items()}
+
+
+def spark_conf(batch_size: int = ModelSettings.batch_size, master: str | None = None) -> dict[str, str]:
+    """Spark settings the pipeline relies on, for a local session and for a cluster alike. With a `master`, a session
+    this process starts (local or a standalone cluster): also the JVM packages pyspark lacks (Delta Lake, S3A:
+    `spark_code.jvm_packages`, fetched if missing) and S3A's settings (`s3a_conf`); with a local master, its
+    small-machine settings. Without one (a step on EMR), the cluster provides Delta and its own S3 connector."""
+    cores = local_cores(master) if master else None
+    local = _local_session_conf(cores) if cores else {}
+    jars = {"spark.jars": ",".join(local_jars()), **s3a_conf()} if master else {}
+    return {
+        **DELTA_SQL,
+        **jars,
         **{f"spark.executorEnv.{key}": value for key, value in ONE_BLAS_THREAD.items()},
         # Class folders like "1" or "2019" stay strings.
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",

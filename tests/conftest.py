@@ -30,7 +30,7 @@ os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="fruits-tests-dagster-home-
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf  # noqa: E402
+from spark_code.settings import ModelSettings, one_blas_thread_here, s3a_conf, spark_conf  # noqa: E402
 
 REAL_CLASSES = ["Apple Braeburn", "Banana", "Kiwi"]
 REPO = Path(__file__).resolve().parents[1]
@@ -197,6 +197,23 @@ def aws(aws_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in AWS_TEST_KEYS.items():
         monkeypatch.setenv(name, value)
     return aws_server
+
+
+@pytest.fixture
+def spark_s3(spark: SparkSession, aws: str) -> SparkSession:
+    """The tests' session reaching moto's S3 through S3A, as a session started in `aws`'s environment would
+    (`spark_code.settings.s3a_conf`): its JVM started before that environment, so the settings and keys are set on
+    its Hadoop configuration, and S3A filesystems are not cached across tests (moto starts empty in each)."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    settings = {key.removeprefix("spark.hadoop."): value for key, value in s3a_conf().items()}
+    settings |= {
+        "fs.s3a.access.key": AWS_TEST_KEYS["AWS_ACCESS_KEY_ID"],
+        "fs.s3a.secret.key": AWS_TEST_KEYS["AWS_SECRET_ACCESS_KEY"],
+        "fs.s3.impl.disable.cache": "true",
+    }
+    for key, value in settings.items():
+        hadoop.set(key, value)
+    return spark
 
 
 def numpy_pca_k(features: np.ndarray, target_variance: float, max_k: int = 1280) -> tuple[int, float]:

@@ -7,11 +7,12 @@ settings fingerprint, so materializing a class runs the model only on contents t
 settings: a renamed or copied photo costs nothing, a photo whose bytes changed is embedded again, and switching
 settings back and forth costs nothing twice. Batch size is not part of the key: features do not depend on it.
 
-Layout, under `<output_root>/embedding_store/`: each write is a new version holding one segment (the rows it adds)
-published by pointer (`spark_code.storage.publish`) as the part `<fingerprint>-<id>`; readers union their fingerprint's
-segments. A segment is never replaced, so no reader loses a key. A writer adds only keys that no published segment
-holds, once each; two writers racing on the same photos may both add a key, and readers keep one row per key (the
-rows are equal: same bytes, same settings).
+The store is a Delta Lake table, `<output_root>/embedding_store/`, with one row per (settings fingerprint, key),
+partitioned by fingerprint. A run `MERGE`s in the rows it adds: Delta commits them whole or not at all, and a second
+run racing on the same photos finds its commit in conflict, retries, and inserts only what the first did not, so a
+key is never stored twice and readers need no de-duplication. Delta compacts the small files that each run adds
+(auto compaction, a table property) and `VACUUM` removes the files a compaction replaced once they are older than
+the table's retention (7 days by default). Any Delta reader (Spark, `deltalake`, DuckDB) reads it.
 """
 
 from __future__ import annotations
@@ -19,20 +20,29 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from spark_code.features.embeddings import embed_images, ship_weights, spread
-from spark_code.photos.image_files import CONTENT_KEY, literal, with_contents
+from spark_code.photos.image_files import CONTENT_KEY, with_contents
 from spark_code.photos.images import PREPROCESSING_VERSION
 from spark_code.photos.views import VIEW, photo_path, view_key, view_number
 from spark_code.progress import Progress
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
-from spark_code.storage import publish, storage
+from spark_code.storage import storage
 
 STORE_FOLDER = "embedding_store"
 """The store's folder under the output root."""
@@ -44,6 +54,21 @@ STORE_SCHEMA = StructType(
         StructField("error", StringType()),
     ]
 )
+FINGERPRINT = "fingerprint"
+"""The table's partition column: the settings fingerprint a row was embedded with."""
+TABLE_SCHEMA = StructType([StructField(FINGERPRINT, StringType(), False), *STORE_SCHEMA.fields])
+COMMIT_ATTEMPTS = 5
+"""Merges tried before giving up when concurrent writers keep committing first."""
+CONCURRENT_COMMITS = (
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+"""Delta's answers to a commit that another writer's commit got in first (two creators of the table included)."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,47 +116,54 @@ def with_content_keys(files: DataFrame) -> DataFrame:
     return files.withColumn(KEY, view_key(key, F.col(VIEW)) if VIEW in files.columns else key)
 
 
-def segments(base: str, fingerprint: str) -> list[str]:
-    """The published segments of one fingerprint, as folders."""
-    base = base.rstrip("/")
-    return [
-        f"{base}/{location}" for part, location in sorted(publish.pointers(base).items()) if _is_of(part, fingerprint)
-    ]
-
-
-def _is_of(part: str, fingerprint: str) -> bool:
-    return part.startswith(f"{fingerprint}-")
-
-
 def empty_store_rows(spark: SparkSession) -> DataFrame:
     """No row, with the store's columns."""
     return spark.createDataFrame([], STORE_SCHEMA)
 
 
 def read_store(spark: SparkSession, base: str, fingerprint: str | None) -> DataFrame:
-    """KEY, features, error of every photo stored with these settings, one row per key (none for None)."""
-    folders = segments(base, fingerprint) if fingerprint else []
-    if not folders:
+    """KEY, features, error of every photo stored with these settings, one row per key (none for None, and none
+    before a run stored anything)."""
+    if not fingerprint or not DeltaTable.isDeltaTable(spark, base):
         return empty_store_rows(spark)
-    return spark.read.schema(STORE_SCHEMA).parquet(*map(literal, folders)).dropDuplicates([KEY])
+    table = spark.read.format("delta").load(base)
+    return table.where(F.col(FINGERPRINT) == fingerprint).select(*STORE_SCHEMA.fieldNames())
 
 
-def append_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
-    """Publish `rows` (KEY, features, error: one per key, none of them stored yet) as a new segment of the
-    fingerprint; readers see all of it or none of it. Persist `rows` first: the write packs them into one file per
-    core, which would otherwise narrow their computation (the model's) to as many tasks."""
+def _create_table(spark: SparkSession, base: str) -> DeltaTable:
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(base)
+        .addColumns(TABLE_SCHEMA)
+        .partitionedBy(FINGERPRINT)
+        .property("delta.autoOptimize.autoCompact", "true")
+        .execute()
+    )
+    return DeltaTable.forPath(spark, base)
+
+
+def add_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
+    """Merge `rows` (KEY, features, error: one per key) into the store under the fingerprint, inserting the keys it
+    does not hold yet; readers see all of them or none. A commit that a concurrent writer's commit conflicts with is
+    retried (`COMMIT_ATTEMPTS`). Persist `rows` first: a retry, and Delta's merge itself, read them again. After a
+    commit that compacted the fingerprint's files, the files it replaced go (`VACUUM`, past the table's retention)."""
+    spark = rows.sparkSession
     base = base.rstrip("/")
-    publish.recover(base)
-    version = publish.new_version(base)
-    part = f"{fingerprint}-{uuid.uuid4().hex[:12]}"
-    try:
-        # A few files per segment (one per core), not one per partition of the join that found the new photos.
-        cores = rows.sparkSession.sparkContext.defaultParallelism
-        rows.select(*STORE_SCHEMA.fieldNames()).coalesce(cores).write.parquet(f"{version}/{part}")
-    except BaseException:
-        publish.discard(version)
-        raise
-    publish.commit(base, version, [part])
+    # A few files per commit (one per core), not one per partition of the join that found the new photos.
+    new = rows.select(F.lit(fingerprint).alias(FINGERPRINT), *STORE_SCHEMA.fieldNames()).coalesce(
+        spark.sparkContext.defaultParallelism
+    )
+    matches = (F.col(f"stored.{FINGERPRINT}") == F.lit(fingerprint)) & (F.col(f"stored.{KEY}") == F.col(f"new.{KEY}"))
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            table = _create_table(spark, base)
+            table.alias("stored").merge(new.alias("new"), matches).whenNotMatchedInsertAll().execute()
+            break
+        except CONCURRENT_COMMITS:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+    if table.history(1).first()["operation"] == "OPTIMIZE":  # Delta's auto compaction followed the merge
+        table.vacuum()
 
 
 def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:
@@ -169,6 +201,6 @@ def embedded_with_store(
         with Progress(f"{what}: photos embedded", todo, lambda: counter.value, log):
             new.count()  # the model's only pass
         if fingerprint:
-            append_to_store(new, base, fingerprint)
+            add_to_store(new, base, fingerprint)
     missing.unpersist()
     return with_stored_embeddings(keyed_files, stored.unionByName(new)).persist(), counter.value

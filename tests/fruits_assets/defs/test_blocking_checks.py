@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from fruits_assets.defs.checks import BLOCKED
 from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.defs.staleness import Staleness
-from spark_code.features.embedding_store import STORE_SCHEMA, append_to_store, settings_fingerprint
+from spark_code.features.embedding_store import STORE_SCHEMA, add_to_store, settings_fingerprint
 from spark_code.settings import EMBEDDING_WIDTH
 from spark_code.storage.parquet_store import published_stamps, read_classes, write_classes
 from tests.conftest import WEIGHTS, copy_sample
@@ -73,7 +73,7 @@ def test_a_corrupt_embedding_store_fails_the_width_check_and_publishes_nothing(s
         (hashlib.sha256(photo.read_bytes()).hexdigest(), [float("nan")] * EMBEDDING_WIDTH, None)
         for photo in (root / "Training" / "Kiwi").iterdir()
     ]
-    append_to_store(
+    add_to_store(
         spark.createDataFrame(rows, STORE_SCHEMA), str(out / "embedding_store"), settings_fingerprint(config.model)
     )
     _ingestion_refused_twice(root, out, "Kiwi", "embeddings_are_1280_wide_without_nan")

@@ -3,14 +3,12 @@
 from dataclasses import replace
 
 import boto3
-import pyarrow.dataset as ds
 
 from fruits_assets.defs.resources import resolved_settings
 from fruits_assets.defs.staleness import Staleness
-from spark_code.features.embedding_store import KEY, STORE_FOLDER, segments, settings_fingerprint
+from spark_code.features.embedding_store import KEY, STORE_FOLDER, read_store, settings_fingerprint
 from spark_code.photos.layout import discover_layout
 from spark_code.settings import ModelSettings
-from spark_code.storage.storage import filesystem
 from tests.conftest import WEIGHTS
 
 BUCKET = "fruits-outputs"
@@ -63,9 +61,9 @@ def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, smal
         hidden.unlink()  # the session's small_root stays as the trained run indexed it
 
 
-def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, aws):
-    """The store read from S3 (its pointers, segments and rows, as EMR's Spark reads them) holds what the local one
-    holds, and weights uploaded to S3 key the same embeddings as the local file: the key is their content."""
+def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, spark_s3):
+    """The store's table copied to S3 and read there by Spark (through S3A) holds what the local one holds, and
+    weights uploaded to S3 key the same embeddings as the local file: the key is their content."""
     _, output_root = trained_run
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
@@ -79,12 +77,7 @@ def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_
     assert settings_fingerprint(replace(local, image_size=local.image_size + 32)) != fingerprint
 
     def rows(base: str) -> dict[str, list[float]]:
-        found = {}
-        for folder in segments(base, fingerprint):
-            fs, path = filesystem(folder)
-            table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
-            found |= dict(zip(table[KEY].to_pylist(), table["features"].to_pylist(), strict=True))
-        return found
+        return {row[KEY]: row["features"] for row in read_store(spark_s3, base, fingerprint).collect()}
 
     local_rows = rows(str(output_root / STORE_FOLDER))
     assert len(local_rows) > 0 and rows(f"s3://{BUCKET}/out/{STORE_FOLDER}") == local_rows
