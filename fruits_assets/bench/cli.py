@@ -163,6 +163,17 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     many.add_argument(
         "--work-dir", default="bench-many-classes", help="the generated images and the outputs (must not exist)"
     )
+    store = bench.add_parser(
+        "store",
+        help="the embedding store's cost to one incremental run after 1, 10, 50 earlier runs: the Delta table "
+        "against the segments it replaced",
+    )
+    store.add_argument("--checkpoints", type=int, nargs="+", default=[1, 10, 50], help="earlier runs (1 10 50)")
+    store.add_argument("--rows-per-run", type=int, default=600, help="new photos of each earlier run (600)")
+    store.add_argument("--class-rows", type=int, default=500, help="photos of the timed run's class (500)")
+    store.add_argument("--new-rows", type=int, default=5, help="of which new (5)")
+    store.add_argument("--repeats", type=int, default=3, help="timed runs per checkpoint; the median is kept (3)")
+    store.add_argument("--work-dir", default="bench-store", help="the two stores (replaced)")
     incremental = bench.add_parser(
         "incremental",
         help="fruits run, then a rerun with nothing new, then one with ~1%% new photos and a new class: wall time "
@@ -271,6 +282,22 @@ def run_bench(args: argparse.Namespace) -> int:
 
         spark = bench_session("local[*]", ModelSettings.batch_size, {"spark.driver.memory": "6g"})
         print(json.dumps(bench_pca_refit(spark, chosen_output_root(args.output_root), args.shares, args.new_classes)))
+        return 0
+    if args.bench == "store":
+        from fruits_assets.bench.common import bench_session
+        from fruits_assets.bench.store import bench_store
+
+        spark = bench_session("local[*]", ModelSettings.batch_size)
+        result = bench_store(
+            spark,
+            Path(args.work_dir).resolve(),
+            args.checkpoints,
+            args.rows_per_run,
+            args.class_rows,
+            args.new_rows,
+            args.repeats,
+        )
+        print(json.dumps(result))
         return 0
     if args.bench == "many-classes":
         from fruits_assets.bench.many_classes import bench_many_classes

@@ -32,6 +32,7 @@ from delta.exceptions import (
     ProtocolChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
@@ -56,7 +57,6 @@ STORE_SCHEMA = StructType(
 )
 FINGERPRINT = "fingerprint"
 """The table's partition column: the settings fingerprint a row was embedded with."""
-TABLE_SCHEMA = StructType([StructField(FINGERPRINT, StringType(), False), *STORE_SCHEMA.fields])
 COMMIT_ATTEMPTS = 5
 """Merges tried before giving up when concurrent writers keep committing first."""
 CONCURRENT_COMMITS = (
@@ -130,16 +130,20 @@ def read_store(spark: SparkSession, base: str, fingerprint: str | None) -> DataF
     return table.where(F.col(FINGERPRINT) == fingerprint).select(*STORE_SCHEMA.fieldNames())
 
 
-def _create_table(spark: SparkSession, base: str) -> DeltaTable:
-    (
-        DeltaTable.createIfNotExists(spark)
-        .location(base)
-        .addColumns(TABLE_SCHEMA)
-        .partitionedBy(FINGERPRINT)
-        .property("delta.autoOptimize.autoCompact", "true")
-        .execute()
-    )
-    return DeltaTable.forPath(spark, base)
+def _merge(new: DataFrame, base: str, fingerprint: str) -> tuple[DeltaTable, bool]:
+    """Insert the rows of keys the table lacks under the fingerprint, and say whether the table was there: the first
+    write creates it instead, by a plain write (creating it empty and merging cost a new process 3-4 s more of
+    Delta's start-up). A table created meanwhile fails that write (it never appends to a table it did not see), and
+    the caller retries."""
+    spark = new.sparkSession
+    if not DeltaTable.isDeltaTable(spark, base):
+        writer = new.write.format("delta").partitionBy(FINGERPRINT).mode("errorifexists")
+        writer.option("delta.autoOptimize.autoCompact", "true").save(base)
+        return DeltaTable.forPath(spark, base), False
+    table = DeltaTable.forPath(spark, base)
+    matches = (F.col(f"stored.{FINGERPRINT}") == F.lit(fingerprint)) & (F.col(f"stored.{KEY}") == F.col(f"new.{KEY}"))
+    table.alias("stored").merge(new.alias("new"), matches).whenNotMatchedInsertAll().execute()
+    return table, True
 
 
 def add_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
@@ -150,20 +154,22 @@ def add_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
     spark = rows.sparkSession
     base = base.rstrip("/")
     # A few files per commit (one per core), not one per partition of the join that found the new photos.
-    new = rows.select(F.lit(fingerprint).alias(FINGERPRINT), *STORE_SCHEMA.fieldNames()).coalesce(
-        spark.sparkContext.defaultParallelism
-    )
-    matches = (F.col(f"stored.{FINGERPRINT}") == F.lit(fingerprint)) & (F.col(f"stored.{KEY}") == F.col(f"new.{KEY}"))
+    columns = [F.col(field.name).cast(field.dataType).alias(field.name) for field in STORE_SCHEMA.fields]
+    new = rows.select(F.lit(fingerprint).alias(FINGERPRINT), *columns).coalesce(spark.sparkContext.defaultParallelism)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            table = _create_table(spark, base)
-            table.alias("stored").merge(new.alias("new"), matches).whenNotMatchedInsertAll().execute()
+            table, merged = _merge(new, base, fingerprint)
             break
-        except CONCURRENT_COMMITS:
-            if attempt == COMMIT_ATTEMPTS:
+        except CONCURRENT_COMMITS + (AnalysisException,) as exc:
+            if attempt == COMMIT_ATTEMPTS or (isinstance(exc, AnalysisException) and not _created_meanwhile(exc)):
                 raise
-    if table.history(1).first()["operation"] == "OPTIMIZE":  # Delta's auto compaction followed the merge
+    if merged and table.history(1).first()["operation"] == "OPTIMIZE":  # auto compaction followed a merge
         table.vacuum()
+
+
+def _created_meanwhile(error: AnalysisException) -> bool:
+    """Whether a first write failed because another writer created the table since it looked."""
+    return error.getErrorClass() == "DELTA_PATH_EXISTS"
 
 
 def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:

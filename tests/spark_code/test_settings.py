@@ -5,11 +5,14 @@ import os
 
 from pyspark.sql import SparkSession
 
+from spark_code.jvm_packages import local_jars
 from spark_code.settings import (
+    DELTA_SQL,
     ONE_BLAS_THREAD,
     SHUFFLE_PARTITIONS_PER_CORE,
     local_cores,
     one_blas_thread_here,
+    s3a_conf,
     spark_conf,
 )
 from tests.conftest import TEST_MASTER
@@ -47,3 +50,29 @@ def test_a_persisted_shuffle_result_has_a_few_partitions_per_core(spark: SparkSe
         assert kept.rdd.getNumPartitions() <= local_cores(TEST_MASTER) * SHUFFLE_PARTITIONS_PER_CORE
     finally:
         kept.unpersist()
+
+
+def test_s3_goes_through_s3a_to_the_endpoint_and_region_the_environment_names():
+    conf = s3a_conf({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1"})
+    assert conf == {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1",
+        "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000",
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+    }
+    assert (
+        s3a_conf({"AWS_ENDPOINT_URL_S3": "https://minio.example", "AWS_ENDPOINT_URL": "http://other"})[
+            "spark.hadoop.fs.s3a.endpoint"
+        ]
+        == "https://minio.example"
+    )
+    assert s3a_conf({}) == {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+
+
+def test_a_session_started_here_gets_the_jars_and_a_cluster_step_only_deltas_sql(spark: SparkSession):
+    here, cluster = spark_conf(master="local[2]"), spark_conf()
+    assert here["spark.driver.extraClassPath"] == here["spark.executor.extraClassPath"] == os.pathsep.join(local_jars())
+    assert not any(key.startswith(("spark.hadoop.", "spark.driver.extra", "spark.jars")) for key in cluster)
+    assert {key: cluster[key] for key in DELTA_SQL} == DELTA_SQL
+    assert spark.sparkContext._jvm.java.lang.Class.forName("org.apache.hadoop.fs.s3a.S3AFileSystem") is not None

@@ -23,6 +23,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.defs.emr_resources import POLL_ENV, PolledEmrStepLauncher, ProdSettingsError, poll_seconds
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
+from spark_code.jvm_packages import local_jars
 from spark_code.storage.parquet_store import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
 from tests.fruits_assets.conftest import make_instance, make_resources
@@ -100,7 +101,10 @@ def run_step_as_emr(args: list[str], folder: Path) -> subprocess.CompletedProces
         for arg in ("--conf", f"{key}={value}")
     ]
     spark_submit = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
-    command = [spark_submit, "--master", "local[2]", *conf_args, "--py-files", code_zip, main_file, bucket]
+    # The node's own Delta Lake, which the cluster's `delta-defaults` classification puts on its classpath.
+    delta = ",".join(path for path in local_jars() if Path(path).name.startswith("delta-"))
+    command = [spark_submit, "--master", "local[2]", "--jars", delta, *conf_args, "--py-files", code_zip, main_file]
+    command.append(bucket)
     return subprocess.run(
         [*command, step_run_ref_key], env=env, cwd=folder, capture_output=True, text=True, timeout=STEP_TIMEOUT_S
     )
