@@ -55,13 +55,20 @@ def local_spark_conf(console_progress: bool = True) -> dict[str, str]:
 def _start(conf: dict[str, str]) -> None:
     from pyspark.sql import SparkSession
 
+    from spark_code.features.embedding_store import warm_up
+
     try:
         builder = SparkSession.builder
         for key, value in conf.items():
             builder = builder.config(key, value)
-        builder.getOrCreate()
+        spark = builder.getOrCreate()
     except Exception:  # noqa: BLE001 - the step that needs Spark starts it again and fails with the real error
         LOG.debug("starting Spark ahead of time failed", exc_info=True)
+        return
+    try:
+        warm_up(spark)
+    except Exception:  # noqa: BLE001 - only time is at stake: the store's first write pays it instead
+        LOG.debug("warming Delta up ahead of time failed", exc_info=True)
 
 
 def start_in_background(console_progress: bool = True) -> threading.Thread:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import tempfile
 from collections.abc import Callable
 
 from delta.exceptions import (
@@ -170,6 +171,15 @@ def add_to_store(rows: DataFrame, base: str, fingerprint: str) -> None:
 def _created_meanwhile(error: AnalysisException) -> bool:
     """Whether a first write failed because another writer created the table since it looked."""
     return error.getErrorClass() == "DELTA_PATH_EXISTS"
+
+
+def warm_up(spark: SparkSession) -> None:
+    """Run Delta's write and read paths once on a one-row table in a temporary folder: a new process otherwise pays
+    their start-up (class loading, 2-3 s here) in its first run's `image_embeddings`; started beside other work (the
+    session started ahead of time by `fruits run`), that cost overlaps it."""
+    with tempfile.TemporaryDirectory(prefix="fruits-delta-warm-up-") as folder:
+        empty_store_rows(spark).write.format("delta").save(folder)
+        spark.read.format("delta").load(folder).count()
 
 
 def not_stored(keyed_files: DataFrame, stored: DataFrame) -> DataFrame:

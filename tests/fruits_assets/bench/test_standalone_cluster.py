@@ -39,7 +39,8 @@ def test_embeddings_on_a_standalone_cluster_equal_local_ones(cluster, trained_ru
         **os.environ,
         "FRUITS_SPARK_MASTER": cluster.master_url,
         "FRUITS_SPARK_DRIVER_MEMORY": "1g",
-        "FRUITS_SPARK_CONF": '{"spark.sql.shuffle.partitions": "8"}',  # 4 per core, as local sessions get
+        # as local sessions get: 4 shuffle partitions per core, Delta's log read in a task per core
+        "FRUITS_SPARK_CONF": '{"spark.sql.shuffle.partitions": "8", "spark.databricks.delta.snapshotPartitions": "2"}',
         "FRUITS_IMAGES_ROOT": str(small_root),
         "FRUITS_OUTPUT_ROOT": str(output_root),
         "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),

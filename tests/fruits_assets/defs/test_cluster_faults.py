@@ -35,6 +35,7 @@ def _start_driver(cluster, images: Path, output_root: Path, ui_port: int, log: P
     conf = {
         "spark.executor.memory": "1g",
         "spark.sql.shuffle.partitions": "8",  # 4 per core, as local sessions get (docs/main-job.md)
+        "spark.databricks.delta.snapshotPartitions": "2",  # one per core, as local sessions get
         # Small tasks: 10 photos each, so the featurizing stage has many tasks to lose and redo.
         PHOTOS_PER_TASK_CONF: "10",
         "spark.ui.enabled": "true",
