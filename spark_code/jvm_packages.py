@@ -5,10 +5,11 @@ Hadoop's S3A connector at pyspark 3.5.5's Hadoop version (3.3.4) with the AWS SD
 local session reads and writes `s3://` as EMR's own connector does on the cluster. A cluster on EMR has Delta already
 (the `delta-defaults` classification in `emr_config/cluster.json`) and needs none of these files.
 
-The files are local jars handed to `spark.jars`, not Maven coordinates in `spark.jars.packages`: Spark would resolve
-those with Ivy at every JVM start (seconds each, and a network call). Each file is checked against its SHA-256 here,
-so a truncated or tampered download is never used. `python -m spark_code.jvm_packages` fetches them (`make install`
-does); a session that finds them missing fetches them first.
+The files are local jars put on the JVMs' class path (`spark_code.settings.spark_conf`), not Maven coordinates in
+`spark.jars.packages`: Spark would resolve those with Ivy at every JVM start (seconds each, and a network call). Each
+file is checked against its SHA-256 here, so a truncated or tampered download is never used.
+`python -m spark_code.jvm_packages` fetches them (`make install` does); a session that finds them missing fetches
+them first.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ median is kept.
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -112,6 +114,7 @@ def bench_store(
     new_rows: int,
     repeats: int = 3,
 ) -> dict:
+    """The figures of each checkpoint (see the module's docstring); each is also printed to stderr as it comes."""
     bases = {store: str(work_dir / store) for store in STORES}
     for base in bases.values():
         storage.delete(base)
@@ -145,7 +148,7 @@ def bench_store(
             row[f"{store}_files"] = _files(spark, store, bases[store])
         row["delta_over_segments"] = round(row["delta_s"] / row["segments_s"], 3)
         results.append(row)
-        print(row, flush=True)
+        print(json.dumps(row), file=sys.stderr, flush=True)
     return {
         "rows_per_run": rows_per_run,
         "class_rows": class_rows,

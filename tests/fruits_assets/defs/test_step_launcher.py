@@ -103,8 +103,8 @@ def run_step_as_emr(args: list[str], folder: Path) -> subprocess.CompletedProces
     spark_submit = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
     # The node's own Delta Lake, which the cluster's `delta-defaults` classification puts on its classpath.
     delta = ",".join(path for path in local_jars() if Path(path).name.startswith("delta-"))
-    command = [spark_submit, "--master", "local[2]", "--jars", delta, *conf_args, "--py-files", code_zip, main_file]
-    command.append(bucket)
+    command = [spark_submit, "--master", "local[2]", "--jars", delta, *conf_args]
+    command += ["--py-files", code_zip, main_file, bucket]
     return subprocess.run(
         [*command, step_run_ref_key], env=env, cwd=folder, capture_output=True, text=True, timeout=STEP_TIMEOUT_S
     )
