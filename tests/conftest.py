@@ -79,13 +79,30 @@ TEST_MASTER = "local[2]"
 """The in-process session's master: two cores, as on this machine and CI's."""
 
 
+def _reaching_moto(endpoint: str) -> dict[str, str]:
+    """The tests' session's way to moto's S3, set as its JVM starts: Spark through S3A (`s3a_conf`, with the test
+    keys), and the environment of its Python workers, whose pyarrow reads photos there (their daemon keeps the
+    environment it starts with, before any test's `aws` fixture)."""
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": AWS_TEST_REGION, "AWS_DEFAULT_REGION": AWS_TEST_REGION}
+    env |= AWS_TEST_KEYS
+    return {
+        **s3a_conf(env),
+        "spark.hadoop.fs.s3a.access.key": AWS_TEST_KEYS["AWS_ACCESS_KEY_ID"],
+        "spark.hadoop.fs.s3a.secret.key": AWS_TEST_KEYS["AWS_SECRET_ACCESS_KEY"],
+        "spark.hadoop.fs.s3.impl.disable.cache": "true",  # moto starts empty in each test
+        **{f"spark.executorEnv.{name}": value for name, value in env.items()},
+    }
+
+
 @pytest.fixture(scope="session")
-def spark() -> SparkSession:
-    """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate."""
+def spark(aws_server: str) -> SparkSession:
+    """The one Spark session of the test run; Dagster's LazyPySparkResource picks it up through getOrCreate. It
+    reaches moto's S3 as a session started in the `aws` fixture's environment would."""
     one_blas_thread_here()  # as fruits_assets.defs.resources.local_spark does before its JVM starts
     builder = SparkSession.builder.master(TEST_MASTER).appName("fruits-tests")
     for key, value in {
         **spark_conf(master=TEST_MASTER),
+        **_reaching_moto(aws_server),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }.items():
@@ -182,6 +199,7 @@ AWS_TEST_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "fruits-test-secret-0123456789",
 }
 """Distinctive fake credentials: a test can grep logs and metadata for them."""
+AWS_TEST_REGION = "eu-west-1"
 
 
 @pytest.fixture
@@ -191,29 +209,12 @@ def aws(aws_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
     urllib.request.urlopen(urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")).close()
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server)
-    monkeypatch.setenv("AWS_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", AWS_TEST_REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_TEST_REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     for name, value in AWS_TEST_KEYS.items():
         monkeypatch.setenv(name, value)
     return aws_server
-
-
-@pytest.fixture
-def spark_s3(spark: SparkSession, aws: str) -> SparkSession:
-    """The tests' session reaching moto's S3 through S3A, as a session started in `aws`'s environment would
-    (`spark_code.settings.s3a_conf`): its JVM started before that environment, so the settings and keys are set on
-    its Hadoop configuration, and S3A filesystems are not cached across tests (moto starts empty in each)."""
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    settings = {key.removeprefix("spark.hadoop."): value for key, value in s3a_conf().items()}
-    settings |= {
-        "fs.s3a.access.key": AWS_TEST_KEYS["AWS_ACCESS_KEY_ID"],
-        "fs.s3a.secret.key": AWS_TEST_KEYS["AWS_SECRET_ACCESS_KEY"],
-        "fs.s3.impl.disable.cache": "true",
-    }
-    for key, value in settings.items():
-        hadoop.set(key, value)
-    return spark
 
 
 def numpy_pca_k(features: np.ndarray, target_variance: float, max_k: int = 1280) -> tuple[int, float]:

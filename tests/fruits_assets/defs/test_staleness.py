@@ -61,7 +61,7 @@ def test_a_trained_output_root_is_up_to_date_on_disk_and_on_s3(trained_run, smal
         hidden.unlink()  # the session's small_root stays as the trained run indexed it
 
 
-def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, spark_s3):
+def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_fingerprint(trained_run, spark, aws):
     """The store's table copied to S3 and read there by Spark (through S3A) holds what the local one holds, and
     weights uploaded to S3 key the same embeddings as the local file: the key is their content."""
     _, output_root = trained_run
@@ -77,7 +77,7 @@ def test_the_embedding_store_on_s3_has_the_same_keys_and_weights_on_s3_the_same_
     assert settings_fingerprint(replace(local, image_size=local.image_size + 32)) != fingerprint
 
     def rows(base: str) -> dict[str, list[float]]:
-        return {row[KEY]: row["features"] for row in read_store(spark_s3, base, fingerprint).collect()}
+        return {row[KEY]: row["features"] for row in read_store(spark, base, fingerprint).collect()}
 
     local_rows = rows(str(output_root / STORE_FOLDER))
     assert len(local_rows) > 0 and rows(f"s3://{BUCKET}/out/{STORE_FOLDER}") == local_rows

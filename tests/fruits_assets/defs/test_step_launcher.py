@@ -4,6 +4,7 @@
 moto accepts steps but never runs them. The test does what EMR would: it reads the step's spark-submit arguments,
 fetches the staged files from S3, runs the staged entry point (`emr_step_main.py`) with spark-submit on local
 Spark, with the driver environment YARN would give it (`spark.yarn.appMasterEnv.*`), then sets the step's state.
+The photos and the outputs are on S3, as in production: the node's `s3://` is Hadoop's S3A here, EMRFS on EMR.
 The launcher polls EMR, streams the events back from S3, and the Dagster run succeeds or fails by them.
 """
 
@@ -24,6 +25,7 @@ from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.defs.emr_resources import POLL_ENV, PolledEmrStepLauncher, ProdSettingsError, poll_seconds
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
 from spark_code.jvm_packages import local_jars
+from spark_code.settings import s3a_conf
 from spark_code.storage.parquet_store import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
 from tests.fruits_assets.conftest import make_instance, make_resources
@@ -101,9 +103,10 @@ def run_step_as_emr(args: list[str], folder: Path) -> subprocess.CompletedProces
         for arg in ("--conf", f"{key}={value}")
     ]
     spark_submit = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
-    # The node's own Delta Lake, which the cluster's `delta-defaults` classification puts on its classpath.
-    delta = ",".join(path for path in local_jars() if Path(path).name.startswith("delta-"))
-    command = [spark_submit, "--master", "local[2]", "--jars", delta, *conf_args]
+    # The node's own jars: Delta Lake (the cluster's `delta-defaults` classification), and an S3 connector (EMRFS on
+    # EMR; Hadoop's S3A here, at the endpoint and region of the node's environment).
+    node_s3 = [arg for key, value in s3a_conf(env).items() for arg in ("--conf", f"{key}={value}")]
+    command = [spark_submit, "--master", "local[2]", "--jars", ",".join(local_jars()), *node_s3, *conf_args]
     command += ["--py-files", code_zip, main_file, bucket]
     return subprocess.run(
         [*command, step_run_ref_key], env=env, cwd=folder, capture_output=True, text=True, timeout=STEP_TIMEOUT_S
@@ -140,10 +143,12 @@ def prod(aws, small_root, tmp_path, monkeypatch):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     cluster_id = boto3.client("emr").run_job_flow(**cluster_request(ClusterParameters(bucket=BUCKET)))["JobFlowId"]
-    output_root = tmp_path / "out"
+    for photo in sorted(small_root.rglob("*.jpg")):
+        s3.upload_file(str(photo), BUCKET, f"images/{photo.relative_to(small_root)}")
+    images_root, output_root = f"s3://{BUCKET}/images", f"s3://{BUCKET}/outputs"
     materialize(
         [raw_images],
-        resources=make_resources(small_root, output_root),
+        resources=make_resources(images_root, output_root),
         instance=make_instance([CLASS]),
         tags={ASSET_PARTITION_RANGE_START_TAG: CLASS, ASSET_PARTITION_RANGE_END_TAG: CLASS},
     )
@@ -156,8 +161,8 @@ def prod(aws, small_root, tmp_path, monkeypatch):
         "FRUITS_S3_BUCKET": BUCKET,
         "FRUITS_EMR_CLUSTER_ID": cluster_id,
         "FRUITS_EMR_POLL_SECONDS": "1",  # a look per second, not dagster-aws's 15 s: the step is short
-        "FRUITS_IMAGES_ROOT": str(small_root),
-        "FRUITS_OUTPUT_ROOT": str(output_root),
+        "FRUITS_IMAGES_ROOT": images_root,
+        "FRUITS_OUTPUT_ROOT": output_root,
         "FRUITS_MODEL_WEIGHTS": str(WEIGHTS),
         "FRUITS_MODEL_ALPHA": "0.35",
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -199,7 +204,7 @@ def test_one_class_of_embeddings_materialized_through_the_emr_step_launcher(prod
     images = len(list((small_root / "Training" / CLASS).iterdir())) + len(list((small_root / "Test" / CLASS).iterdir()))
     assert by_asset["image_embeddings"].metadata["row_count"].value == images
 
-    embeddings = read_classes(spark, str(prod["output_root"] / "image_embeddings"), [CLASS])
+    embeddings = read_classes(spark, f"{prod['output_root']}/image_embeddings", [CLASS])
     assert embeddings.count() == images
     assert embeddings.select("path").distinct().count() == images
 

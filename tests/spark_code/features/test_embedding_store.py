@@ -142,15 +142,15 @@ def test_each_run_adds_files_that_delta_compacts(spark, tmp_path):
     assert detail["numFiles"] < 4 and read_store(spark, base, "f" * 16).count() == 4
 
 
-def test_the_store_on_s3_is_merged_and_read_by_spark_through_s3a(spark_s3, tmp_path):
+def test_the_store_on_s3_is_merged_and_read_by_spark_through_s3a(spark, aws, tmp_path):
     """Spark itself writes the table to S3 (moto's server) and reads it back: two runs, the second adding one key."""
     boto3.client("s3").create_bucket(Bucket="fruits", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     base = "s3://fruits/outputs/embedding_store"
     for contents in ({"Kiwi/a.jpg": b"aa", "Kiwi/b.jpg": b"bbb"}, {"Kiwi/a.jpg": b"aa", "Kiwi/c.jpg": b"c"}):
-        files = _files(spark_s3, contents)
-        missing = not_stored(files, read_store(spark_s3, base, "f" * 16))
+        files = _files(spark, contents)
+        missing = not_stored(files, read_store(spark, base, "f" * 16))
         add_to_store(_fake_embeddings(missing, files).persist(), base, "f" * 16)
-    rows = read_store(spark_s3, base, "f" * 16).collect()
+    rows = read_store(spark, base, "f" * 16).collect()
     assert sorted(row["features"][0] for row in rows) == [1.0, 2.0, 3.0]
     logs = boto3.client("s3").list_objects_v2(Bucket="fruits", Prefix="outputs/embedding_store/_delta_log/")
     commits = [item["Key"].rsplit("/", 1)[1] for item in logs["Contents"] if item["Key"].endswith(".json")]
