@@ -83,8 +83,7 @@ def _reaching_moto(endpoint: str) -> dict[str, str]:
     """The tests' session's way to moto's S3, set as its JVM starts: Spark through S3A (`s3a_conf`, with the test
     keys), and the environment of its Python workers, whose pyarrow reads photos there (their daemon keeps the
     environment it starts with, before any test's `aws` fixture)."""
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": AWS_TEST_REGION, "AWS_DEFAULT_REGION": AWS_TEST_REGION}
-    env |= AWS_TEST_KEYS
+    env = _moto_environment(endpoint)
     return {
         **s3a_conf(env),
         "spark.hadoop.fs.s3a.access.key": AWS_TEST_KEYS["AWS_ACCESS_KEY_ID"],
@@ -202,17 +201,20 @@ AWS_TEST_KEYS = {
 AWS_TEST_REGION = "eu-west-1"
 
 
+def _moto_environment(endpoint: str) -> dict[str, str]:
+    """What an AWS client needs to talk to moto's server: its endpoint, the test region and keys."""
+    where = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": AWS_TEST_REGION, "AWS_DEFAULT_REGION": AWS_TEST_REGION}
+    return where | AWS_TEST_KEYS
+
+
 @pytest.fixture
 def aws(aws_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """boto3 in this test (and its subprocesses) talks to the loopback server, which starts empty."""
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server)
-    monkeypatch.setenv("AWS_REGION", AWS_TEST_REGION)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_TEST_REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name, value in AWS_TEST_KEYS.items():
+    for name, value in _moto_environment(aws_server).items():
         monkeypatch.setenv(name, value)
     return aws_server
 
