@@ -28,6 +28,7 @@ install-dev: $(DEV_STAMP)
 # ~/.cache/fruits/jars between runs and clones (spark_code/jvm_packages.py); a session fetches any still missing.
 jars:
 	$(VENV)/bin/python -m spark_code.jvm_packages
+	$(VENV)/bin/python -m spark_code.jvm_class_archive
 
 run: $(STAMP)
 	$(VENV)/bin/fruits run $(ARGS)

@@ -14,7 +14,13 @@ DAGSTER = ("dagster", "dagster_aws", "dagster_pyspark", "dagster_webserver")
 ROOMS = ("fruits_assets.cli", "fruits_assets.app", "fruits_assets.bench", "fruits_assets.emr", "fruits_assets.main_job")
 CODE_LOCATION = ("fruits_assets.defs", "fruits_assets.definitions")
 SPARK_CODE_GROUPS = ("spark_code.photos", "spark_code.features", "spark_code.models", "spark_code.storage")
-SPARK_CODE_ROOT = ("spark_code.settings", "spark_code.errors", "spark_code.progress", "spark_code.jvm_packages")
+SPARK_CODE_ROOT = (
+    "spark_code.settings",
+    "spark_code.errors",
+    "spark_code.progress",
+    "spark_code.jvm_packages",
+    "spark_code.jvm_class_archive",
+)
 """What every group of spark_code uses, kept at its root; every other module belongs to a group."""
 BEFORE_DAGSTER = ("fruits_assets.defs", "fruits_assets.defs.local_spark", "fruits_assets.defs.prod_env")
 """Modules of the code location that `fruits run` and `fruits emr` import without loading Dagster."""
