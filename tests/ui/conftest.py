@@ -63,7 +63,7 @@ def wait_for_server(server: DagsterDev, process: subprocess.Popen) -> None:
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.url}/server_info", timeout=5) as response:
             if response.status == 200:
                 return
-        time.sleep(1)
+        time.sleep(0.25)
     pytest.fail(f"dagster dev did not answer within {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
 
 

@@ -77,7 +77,7 @@ def run_status(server: DagsterDev, run_id: str) -> str:
 def wait_for_run(visit: Visit, run_id: str) -> str:
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while (status := run_status(visit.server, run_id)) not in FINISHED and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
     return status
 
 
