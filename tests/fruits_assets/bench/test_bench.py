@@ -126,17 +126,18 @@ def test_featurize_figures_are_computed_from_their_timings(monkeypatch, tmp_path
 
 @pytest.mark.slow
 def test_bench_featurize_prints_figures_consistent_with_its_timings(shared_root, tmp_path):
+    """The bench end to end without Ray Data's pattern (`--no-ray`): Ray's local cluster and actors took 18.6 of its
+    36.6 s here, more than the suite can spend on a baseline. The Ray figures' arithmetic is tested above; Ray's own
+    run only by `fruits bench featurize` itself."""
     images = 20
-    result = _fruits("featurize", "--images-root", str(shared_root), "--images", str(images), cwd=tmp_path)
-    assert result["images"] == images
+    args = ("--images-root", str(shared_root), "--images", str(images), "--no-ray")
+    result = _fruits("featurize", *args, cwd=tmp_path)
+    assert result["images"] == images and "ray_seconds" not in result
     spark_s, naive_s = _rounded(result["spark_seconds"], 1), _rounded(result["naive_seconds"], 1)
     assert spark_s[1] > 0 and naive_s[1] > 0 and result["spark_session_start_s"] >= 0
     assert _ratio_allows(result["spark_images_per_s"], 1, (images, images), spark_s)
     assert _ratio_allows(result["naive_images_per_s"], 1, (images, images), naive_s)
     assert _ratio_allows(result["speedup_over_naive"], 2, naive_s, spark_s)
-    ray_s = _rounded(result["ray_seconds"], 1)
-    assert _ratio_allows(result["ray_images_per_s"], 1, (images, images), ray_s)
-    assert _ratio_allows(result["speedup_over_ray"], 2, ray_s, spark_s)
     bare_per_s = _rounded(result["bare_model_images_per_s"], 1)
     bare_s = (images / bare_per_s[1], images / bare_per_s[0])
     assert _ratio_allows(result["spark_over_bare"], 3, bare_s, spark_s)

@@ -24,6 +24,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.defs.emr_resources import POLL_ENV, PolledEmrStepLauncher, ProdSettingsError, poll_seconds
 from fruits_assets.emr.cluster import ClusterParameters, cluster_request
+from spark_code.jvm_class_archive import driver_java_options
 from spark_code.jvm_packages import local_jars
 from spark_code.settings import s3a_conf
 from spark_code.storage.parquet_store import read_classes
@@ -103,10 +104,13 @@ def run_step_as_emr(args: list[str], folder: Path) -> subprocess.CompletedProces
         for arg in ("--conf", f"{key}={value}")
     ]
     spark_submit = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
-    # The node's own jars: Delta Lake (the cluster's `delta-defaults` classification), and an S3 connector (EMRFS on
-    # EMR; Hadoop's S3A here, at the endpoint and region of the node's environment).
+    # The node's own jars on its class path: Delta Lake (the cluster's `delta-defaults` classification), and an S3
+    # connector (EMRFS on EMR; Hadoop's S3A here, at the endpoint and region of the node's environment), with the class
+    # archive made for them (a node's JVM starts with its classes as a cluster's warm nodes would).
+    jars = local_jars()
+    node_jvm = ["--driver-class-path", os.pathsep.join(jars), "--driver-java-options", driver_java_options(jars)]
     node_s3 = [arg for key, value in s3a_conf(env).items() for arg in ("--conf", f"{key}={value}")]
-    command = [spark_submit, "--master", "local[2]", "--jars", ",".join(local_jars()), *node_s3, *conf_args]
+    command = [spark_submit, "--master", "local[2]", *node_jvm, *node_s3, *conf_args]
     command += ["--py-files", code_zip, main_file, bucket]
     return subprocess.run(
         [*command, step_run_ref_key], env=env, cwd=folder, capture_output=True, text=True, timeout=STEP_TIMEOUT_S
