@@ -2,11 +2,11 @@
 
 A cold JVM spends seconds loading and verifying Spark's, Delta's and Hadoop's classes from their jars before its first
 job ends: with them mapped from an archive (the JDK's AppCDS, `-XX:SharedArchiveFile`) a new session that writes,
-merges and reads a Delta table started and finished in 5.5 s here instead of 8.0-8.7. An archive only serves the Java
+merges and reads a Delta table started and finished in 6.0 s here instead of 8.0-8.7. An archive only serves the Java
 and the class path it was made with, so its name carries a fingerprint of both: a session whose fingerprint has no
 archive (another Java, an upgraded pyspark, no `make install`) starts without one, as before.
-`python -m spark_code.jvm_class_archive` makes it (`make install` does), by running the pipeline's kinds of Spark
-work once in a JVM that writes the classes it loaded as it exits.
+`python -m spark_code.jvm_class_archive` makes it (`make install` does) in the Python environment's `share/fruits`, by
+running the pipeline's kinds of Spark work once in a JVM that writes the classes it loaded as it exits.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from spark_code.jvm_packages import jars_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -51,10 +49,16 @@ def _fingerprint(java: Path, class_path: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def archive_dir() -> Path:
+    """This Python environment's own folder: the archive names this environment's pyspark jars, and goes with it (each
+    clone's `.venv` has its own)."""
+    return Path(sys.prefix) / "share" / "fruits"
+
+
 def archive_path(class_path: list[str]) -> Path | None:
     """Where the archive for this Java and this driver class path (`spark.driver.extraClassPath`) is or would be."""
     java = _java()
-    return jars_dir() / f"{ARCHIVE_PREFIX}{_fingerprint(java, class_path)}.jsa" if java else None
+    return archive_dir() / f"{ARCHIVE_PREFIX}{_fingerprint(java, class_path)}.jsa" if java else None
 
 
 def driver_java_options(class_path: list[str]) -> str:
@@ -95,7 +99,7 @@ def _remove_abandoned_parts(folder: Path) -> None:
 
 def make_archive() -> Path | None:
     """Run `_typical_work` in a local session whose JVM writes the classes it loaded as it exits, then put the archive
-    in place (older archives of other fingerprints go). None where no Java is found."""
+    in place (this environment's archives of other fingerprints go). None where no Java is found."""
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
@@ -111,6 +115,7 @@ def make_archive() -> Path | None:
     builder = SparkSession.builder.master("local[2]").appName("fruits-class-archive")
     for key, value in {**conf, "spark.ui.showConsoleProgress": "false"}.items():
         builder = builder.config(key, value)
+    target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_parts(target.parent)
     try:
         spark = builder.getOrCreate()

@@ -46,7 +46,7 @@ def test_a_session_started_with_the_settings_loads_sparks_classes_from_the_archi
 
 
 def test_an_archive_is_named_for_its_java_and_each_jar_and_offered_only_where_it_exists(tmp_path, monkeypatch):
-    monkeypatch.setenv("FRUITS_JARS_DIR", str(tmp_path / "jars"))
+    monkeypatch.setattr(jvm_class_archive, "archive_dir", lambda: tmp_path / "jars")
     jar = tmp_path / "a.jar"
     jar.write_bytes(b"one")
     made = jar.stat().st_mtime_ns
