@@ -122,7 +122,11 @@ def spark(aws_server: str) -> SparkSession:
     for key, value in {
         **spark_conf(master=TEST_MASTER),
         **_reaching_moto(aws_server),
-        "spark.ui.enabled": "false",
+        # One JVM holds every test's tables and caches for the whole run: Spark's default 1g ran out of heap in the
+        # last minutes of a clean-clone run (in a PCA's SVD), and Delta keeps the log state of up to 10,000 tables
+        # it read (hundreds of test tables) for an hour unless told otherwise.
+        "spark.driver.memory": "3g",
+        "spark.databricks.delta.delta.log.cacheSize": "64",
         "spark.ui.showConsoleProgress": "false",
     }.items():
         builder = builder.config(key, value)
