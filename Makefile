@@ -26,6 +26,7 @@ install-dev: $(DEV_STAMP)
 
 # Spark's JVM packages that pyspark lacks (Delta Lake, the S3A connector), checked by SHA-256 and kept in
 # ~/.cache/fruits/jars between runs and clones (spark_code/jvm_packages.py); a session fetches any still missing.
+# Then the archive of the classes a driver loads, in .venv/share/fruits (spark_code/jvm_class_archive.py, ~30 s).
 jars:
 	$(VENV)/bin/python -m spark_code.jvm_packages
 	$(VENV)/bin/python -m spark_code.jvm_class_archive
