@@ -128,6 +128,7 @@ def spark(aws_server: str) -> SparkSession:
         # suite took 894 s (959 s before: less collecting near the limit, and this machine's variance); 4g, 970 s.
         "spark.driver.memory": "3g",
         "spark.databricks.delta.delta.log.cacheSize": "64",
+        "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }.items():
         builder = builder.config(key, value)
