@@ -129,10 +129,9 @@ def spark_conf(batch_size: int = ModelSettings.batch_size, master: str | None = 
         jars_here = local_jars()
         classpath = os.pathsep.join(jars_here)
         jars = {"spark.driver.extraClassPath": classpath, "spark.executor.extraClassPath": classpath, **s3a_conf()}
-        # The JVMs start seconds sooner with the classes a driver loads mapped from an archive made at install (an
-        # executor of a standalone cluster on this machine too: its class path is the driver's).
+        # The driver's JVM starts seconds sooner with the classes it loads mapped from an archive made at install.
         if options := driver_java_options(jars_here):
-            jars["spark.driver.extraJavaOptions"] = jars["spark.executor.extraJavaOptions"] = options
+            jars["spark.driver.extraJavaOptions"] = options
     return {
         **DELTA_SQL,
         **jars,
