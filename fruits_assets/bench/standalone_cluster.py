@@ -99,6 +99,14 @@ class StandaloneCluster:
         else:
             self.workers.append(process)
 
+    def worker_of(self, app_id: str, executor_id: str) -> int | None:
+        """The index of the worker that launched an application's executor (its work folder holds the executor's),
+        or None when no worker did."""
+        for index in range(len(self.workers)):
+            if (self.log_dir / f"worker-{index}" / app_id / executor_id).is_dir():
+                return index
+        return None
+
     def kill_worker(self, index: int) -> None:
         """SIGKILL a worker with its executor and Python workers, as when a node is lost."""
         process = self.workers[index]

@@ -69,16 +69,33 @@ def _embeddings(output_root: Path) -> dict[str, list[float]]:
     return {row["path"]: row["features"] for row in table}
 
 
-def _embedding_jobs(ui_port: int) -> list[dict]:
-    """The driver's Spark jobs of the image_embeddings step, from its REST API (empty until it answers)."""
+def _rest(ui_port: int, path: str = "") -> tuple[str, list[dict]]:
+    """The driver's application id and a list from its REST API (`/applications/<id>/<path>`); empty until it
+    answers."""
     try:
         base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
         with urllib.request.urlopen(base, timeout=2) as response:
             app = json.load(response)[0]["id"]
-        with urllib.request.urlopen(f"{base}/{app}/jobs", timeout=2) as response:
-            return [job for job in json.load(response) if job.get("jobGroup") == "image_embeddings"]
+        with urllib.request.urlopen(f"{base}/{app}/{path}", timeout=2) as response:
+            return app, json.load(response)
     except (OSError, ValueError, IndexError, KeyError):
-        return []
+        return "", []
+
+
+def _embedding_jobs(ui_port: int) -> list[dict]:
+    """The driver's Spark jobs of the image_embeddings step."""
+    return [job for job in _rest(ui_port, "jobs")[1] if job.get("jobGroup") == "image_embeddings"]
+
+
+def _busy_worker(cluster, ui_port: int) -> int | None:
+    """The index of a worker whose executor runs a task now, or None."""
+    app, executors = _rest(ui_port, "executors")
+    for executor in executors:
+        if executor.get("id") != "driver" and executor.get("activeTasks", 0) >= 1:
+            index = cluster.worker_of(app, executor["id"])
+            if index is not None:
+                return index
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +113,16 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
     deadline = time.monotonic() + RUN_LIMIT_S
     # Kill once the featurizing job has finished some tasks (their cached rows live on the executors) and is running
     # others: the lost tasks are rerun and the lost cached partitions recomputed on the surviving worker.
-    while not any(j["numCompletedTasks"] >= 4 and j["numActiveTasks"] >= 1 for j in _embedding_jobs(ui_port)):
+    # The worker killed is one whose executor runs a task at that moment (either may sit idle between tasks).
+    busy = None
+    while busy is None:
         assert process.poll() is None, log.read_text(errors="replace")[-4000:]
         assert time.monotonic() < deadline, "the featurizing job never ran"
-        time.sleep(0.1)
-    cluster.kill_worker(0)
+        if any(j["numCompletedTasks"] >= 4 and j["numActiveTasks"] >= 1 for j in _embedding_jobs(ui_port)):
+            busy = _busy_worker(cluster, ui_port)
+        if busy is None:
+            time.sleep(0.1)
+    cluster.kill_worker(busy)
     try:
         failed = 0
         while process.poll() is None:
@@ -109,7 +131,7 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
         summary = _finish(process, log)
         assert cluster.alive_workers() == 1
     finally:
-        cluster.start_worker(0)
+        cluster.start_worker(busy)
     assert failed >= 1, "the killed worker was running no task of the featurizing job"
     assert summary["success"] and all(summary["checks"].values())
     assert summary["metadata"]["image_embeddings"]["row_count"] == IMAGES
