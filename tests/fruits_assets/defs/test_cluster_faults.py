@@ -70,7 +70,7 @@ def _embeddings(output_root: Path) -> dict[str, list[float]]:
     return {row["path"]: row["features"] for row in table}
 
 
-def _rest(ui_port: int, path: str = "") -> tuple[str, list[dict]]:
+def _rest(ui_port: int, path: str) -> tuple[str, list[dict]]:
     """The driver's application id and a list from its REST API (`/applications/<id>/<path>`); empty until it
     answers."""
     try:
@@ -88,14 +88,15 @@ def _embedding_jobs(ui_port: int) -> list[dict]:
     return [job for job in _rest(ui_port, "jobs")[1] if job.get("jobGroup") == "image_embeddings"]
 
 
-def _busy_worker(cluster, ui_port: int) -> int | None:
-    """The index of the worker whose executor started a running task of the featurizing job last (the task with the
-    most time left), or None."""
+def _busy_worker(cluster, ui_port: int, jobs: list[dict]) -> int | None:
+    """The index of the worker whose executor started a running task of these jobs last (the task with the most time
+    left), or None. A stage's data names no job group: the jobs name their stages."""
+    stage_ids = {stage for job in jobs for stage in job.get("stageIds", [])}
     app, stages = _rest(ui_port, "stages?status=active&details=true")
     running = [
         task
         for stage in stages
-        if stage.get("jobGroup", "image_embeddings") == "image_embeddings"
+        if stage.get("stageId") in stage_ids
         for task in (stage.get("tasks") or {}).values()
         if task.get("status") == "RUNNING"
     ]
@@ -126,8 +127,9 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
     while busy is None:
         assert process.poll() is None, log.read_text(errors="replace")[-4000:]
         assert time.monotonic() < deadline, "the featurizing job never ran"
-        if any(j["numCompletedTasks"] >= 2 and j["numActiveTasks"] >= 1 for j in _embedding_jobs(ui_port)):
-            busy = _busy_worker(cluster, ui_port)
+        jobs = [j for j in _embedding_jobs(ui_port) if j["numCompletedTasks"] >= 2 and j["numActiveTasks"] >= 1]
+        if jobs:
+            busy = _busy_worker(cluster, ui_port, jobs)
         if busy is None:
             time.sleep(0.1)
     cluster.kill_worker(busy)
