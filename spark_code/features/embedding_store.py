@@ -110,6 +110,11 @@ def settings_fingerprint(settings: ModelSettings) -> str | None:
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
+MODEL_PASS = "the model's pass"
+"""In the description of the Spark job that runs the model on the photos the store lacks (Spark's UI and REST API)."""
+DESCRIPTION = "spark.job.description"
+
+
 def with_content_keys(files: DataFrame) -> DataFrame:
     """Add each file's KEY, the SHA-256 of its content (and of a row with a VIEW n >= 1, its n-th view's key:
     spark_code.photos.augment.view_key)."""
@@ -214,8 +219,13 @@ def embedded_with_store(
         # leaves its indexed key without an embedding, which the nothing-lost check reports.
         contents = with_content_keys(with_contents(spread(missing, todo)))
         new = embed_images(contents, settings, keep=(KEY,), counter=counter).persist()
-        with Progress(f"{what}: photos embedded", todo, lambda: counter.value, log):
-            new.count()  # the model's only pass
+        context, described = spark.sparkContext, spark.sparkContext.getLocalProperty(DESCRIPTION)
+        context.setJobDescription(f"{what}: {MODEL_PASS} over {todo} photos")  # its name in Spark's UI
+        try:
+            with Progress(f"{what}: photos embedded", todo, lambda: counter.value, log):
+                new.count()  # the model's only pass
+        finally:
+            context.setLocalProperty(DESCRIPTION, described)
         if fingerprint:
             add_to_store(new, base, fingerprint)
     missing.unpersist()

@@ -1,6 +1,6 @@
-"""A Spark worker of a standalone cluster (127.0.0.1, 2 workers x 1 core) SIGKILLed while a class is featurized:
-the run succeeds, and its embeddings equal those of the local session's run without the fault (no row lost or
-duplicated, no value changed).
+"""The assets on a real distributed engine, a Spark standalone cluster (127.0.0.1, 2 workers x 1 core), with one
+worker SIGKILLed while a class is featurized: the run succeeds, and its embeddings equal those of the local session's
+run without the fault (no row lost or duplicated, no value changed).
 
 The Spark drivers run in their own processes (tests/materialize_driver.py): this process holds the local session.
 """
@@ -10,11 +10,13 @@ import os
 import subprocess
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from fruits_assets.bench.standalone_cluster import free_ports
+from spark_code.features.embedding_store import MODEL_PASS
 from spark_code.features.embeddings import PHOTOS_PER_TASK_CONF, accepted, embed_images, ship_weights
 from spark_code.photos.image_files import read_image_files
 from spark_code.photos.layout import discover_layout
@@ -36,9 +38,10 @@ def _start_driver(cluster, images: Path, output_root: Path, ui_port: int, log: P
         "spark.executor.memory": "1g",
         "spark.sql.shuffle.partitions": "8",  # 4 per core, as local sessions get (docs/main-job.md)
         "spark.databricks.delta.snapshotPartitions": "2",  # one per core, as local sessions get
-        # Small tasks: 20 photos each, so the featurizing stage has tasks to lose and redo, each long enough for the
-        # test to kill its worker while it runs.
+        # Four tasks of 20 photos, so the featurizing stage has tasks to lose and redo; each in a Python worker of its
+        # own, which imports TensorFlow and loads the model: seconds, so the test kills a worker while its task runs.
         PHOTOS_PER_TASK_CONF: "20",
+        "spark.python.worker.reuse": "false",
         "spark.ui.enabled": "true",
         "spark.ui.port": str(ui_port),
         "spark.port.maxRetries": "0",
@@ -83,27 +86,25 @@ def _rest(ui_port: int, path: str) -> tuple[str, list[dict]]:
         return "", []
 
 
-def _embedding_jobs(ui_port: int) -> list[dict]:
-    """The driver's Spark jobs of the image_embeddings step."""
-    return [job for job in _rest(ui_port, "jobs")[1] if job.get("jobGroup") == "image_embeddings"]
+def _launched(task: dict) -> float:
+    """A task's launch time in seconds since the epoch (the REST API writes `2026-12-07T13:40:56.123GMT`)."""
+    return datetime.strptime(task["launchTime"].replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
-def _busy_worker(cluster, ui_port: int, jobs: list[dict]) -> int | None:
-    """The index of the worker whose executor started a running task of these jobs last (the task with the most time
-    left), or None. A stage's data names no job group: the jobs name their stages."""
-    stage_ids = {stage for job in jobs for stage in job.get("stageIds", [])}
+def _worker_running_a_fresh_task(cluster, ui_port: int) -> int | None:
+    """The index of the worker whose executor runs a task of the model's pass that began less than half the shortest
+    finished one's time ago (so it certainly still runs when the worker is killed), once the pass has finished two
+    tasks (their cached rows live on the executors); else None."""
     app, stages = _rest(ui_port, "stages?status=active&details=true")
-    running = [
-        task
-        for stage in stages
-        if stage.get("stageId") in stage_ids
-        for task in (stage.get("tasks") or {}).values()
-        if task.get("status") == "RUNNING"
-    ]
-    for task in sorted(running, key=lambda task: task.get("launchTime", ""), reverse=True):
-        index = cluster.worker_of(app, task.get("executorId", ""))
-        if index is not None:
-            return index
+    now = time.time()
+    for stage in stages:
+        if MODEL_PASS not in (stage.get("description") or "") or stage.get("numCompleteTasks", 0) < 2:
+            continue
+        tasks = (stage.get("tasks") or {}).values()
+        shortest = min((task["duration"] / 1000 for task in tasks if task.get("status") == "SUCCESS"), default=0)
+        for task in tasks:
+            if task.get("status") == "RUNNING" and now - _launched(task) < shortest / 2:
+                return cluster.worker_of(app, task.get("executorId", ""))
     return None
 
 
@@ -120,30 +121,32 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
     ui_port, log = free_ports(1)[0], tmp_path / "run.log"
     process = _start_driver(cluster, images, tmp_path / "out", ui_port, log)
     deadline = time.monotonic() + RUN_LIMIT_S
-    # Kill once the featurizing job has finished some tasks (their cached rows live on the executors) and is running
-    # others: the lost tasks are rerun and the lost cached partitions recomputed on the surviving worker.
-    # The worker killed is the one whose executor started its running task last (either may sit between tasks).
+    # Kill once the model's pass has finished some tasks and has just started another: the lost task is rerun and the
+    # lost cached partitions recomputed on the surviving worker.
     busy = None
     while busy is None:
         assert process.poll() is None, log.read_text(errors="replace")[-4000:]
-        assert time.monotonic() < deadline, "the featurizing job never ran"
-        jobs = [j for j in _embedding_jobs(ui_port) if j["numCompletedTasks"] >= 2 and j["numActiveTasks"] >= 1]
-        if jobs:
-            busy = _busy_worker(cluster, ui_port, jobs)
+        assert time.monotonic() < deadline, "the model's pass never ran"
+        busy = _worker_running_a_fresh_task(cluster, ui_port)
         if busy is None:
             time.sleep(0.1)
     cluster.kill_worker(busy)
+    app = _rest(ui_port, "jobs")[0]
     try:
         failed = 0
         while process.poll() is None:
-            # Any job's: the task lost may belong to a job that runs beside the featurizing one.
+            # The task lost counts as a failed one of its job.
             failed = max(failed, sum(job["numFailedTasks"] for job in _rest(ui_port, "jobs")[1]))
             time.sleep(0.1)
         summary = _finish(process, log)
         assert cluster.alive_workers() == 1
     finally:
         cluster.start_worker(busy)
-    assert failed >= 1, "the killed worker was running no task"
+    assert failed >= 1, (
+        f"the killed worker (worker {busy}) was running no task: {log.read_text(errors='replace')[-3000:]}"
+    )
+    executors = cluster.log_dir.glob(f"worker-*/{app}/*/stderr")
+    assert len({path.parts[-4] for path in executors}) == 2, "both workers ran executors"
     assert summary["success"] and all(summary["checks"].values())
     assert summary["metadata"]["image_embeddings"]["row_count"] == IMAGES
     assert summary["metadata"]["rejected_images"]["row_count"] == 0
