@@ -53,10 +53,13 @@ def local_spark_conf(console_progress: bool = True) -> dict[str, str]:
 
 
 def _start(conf: dict[str, str]) -> None:
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     from spark_code.features.embedding_store import warm_up
 
+    if SparkContext._active_spark_context is not None:  # noqa: SLF001 - pyspark's own marker of a started context
+        return  # a session this process started earlier (tests, a notebook): warm already, nothing to overlap
     try:
         builder = SparkSession.builder
         for key, value in conf.items():
