@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA
+from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import functions as F
 
-from spark_code.models.pca import apply_pca, choose_k, classes_not_projected_by, fit_pca, pca_k
+from spark_code.models.pca import apply_pca, choose_k, classes_not_projected_by, first_components, fit_pca, pca_k
 from spark_code.settings import EMBEDDING_WIDTH
 
 
@@ -99,3 +102,20 @@ def test_k_is_capped_by_the_rank_of_few_training_rows(low_rank_embeddings):
     assert (fixed.k, fixed.requested_k, fixed.training_rows) == (3, 50, 4)
     assert fit_pca(few, target_variance=1.0).k <= 3
     assert {len(r[0]) for r in apply_pca(fixed.model, few, "v2").select("pca_features").collect()} == {3}
+
+
+def test_the_first_components_of_a_wide_fit_are_sparks_own_fit_with_that_k(spark, low_rank_embeddings, tmp_path):
+    vectors = training(low_rank_embeddings).select(array_to_vector("features").alias("vector")).persist()
+    wide = PCA(k=5, inputCol="vector", outputCol="pca").fit(vectors)
+    refitted = PCA(k=3, inputCol="vector", outputCol="pca").fit(vectors)
+    first = first_components(wide, 3)
+    assert first.getK() == 3 and first.getInputCol() == "vector" and first.getOutputCol() == "pca"
+    np.testing.assert_allclose(np.abs(first.pc.toArray()), np.abs(refitted.pc.toArray()), atol=1e-9)
+    np.testing.assert_allclose(first.explainedVariance.toArray(), refitted.explainedVariance.toArray(), atol=1e-12)
+    PipelineModel(stages=[first]).save(str(tmp_path / "pca"))
+    loaded = PipelineModel.load(str(tmp_path / "pca")).stages[0]
+    assert loaded.getK() == 3 and np.array_equal(loaded.pc.toArray(), first.pc.toArray())
+    projected = loaded.transform(vectors).select(vector_to_array("pca").alias("pca")).toPandas()["pca"]
+    expected = np.stack([row.vector.toArray() for row in vectors.collect()]) @ first.pc.toArray()
+    np.testing.assert_allclose(np.stack(projected), expected, atol=1e-9)
+    vectors.unpersist()
