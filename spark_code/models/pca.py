@@ -85,7 +85,7 @@ def fit_pca(
 def first_components(pca: PCAModel, k: int) -> PCAModel:
     """The PCA model of the first k components of a fitted one: what Spark's fit with k gives (its eigenvectors and
     explained variances of the same covariance, cut after k), without another pass over the rows and another
-    eigen-decomposition (2-3 s of a run on two cores, whatever the rows)."""
+    eigen-decomposition (on two cores: 6 s of the full sample's 22 s fit, 2-3 s of a run on a few photos)."""
     components = pca.pc.toArray()[:, :k]
     variance = pca.explainedVariance.toArray()[:k]
     pc = DenseMatrix(components.shape[0], k, components.ravel(order="F").tolist())
