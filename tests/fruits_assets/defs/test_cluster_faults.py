@@ -91,19 +91,28 @@ def _launched(task: dict) -> float:
     return datetime.strptime(task["launchTime"].replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
-def _worker_running_a_fresh_task(cluster, ui_port: int) -> int | None:
-    """The index of the worker whose executor runs a task of the model's pass that began less than half the shortest
-    finished one's time ago (so it certainly still runs when the worker is killed), once the pass has finished two
-    tasks (their cached rows live on the executors); else None."""
+KILL_MARGIN_S = 2.0
+"""What a task's expected remaining time must exceed when its worker is chosen: the kill lands within a poll."""
+
+
+def _worker_running_a_fresh_task(cluster, ui_port: int, seen: list[str]) -> int | None:
+    """The index of the worker whose executor runs a task of the model's pass expected to run KILL_MARGIN_S longer
+    (begun less than the shortest finished task's time minus the margin ago: every task imports TensorFlow and loads
+    the model, so they take about as long), once the pass has finished two tasks (their cached rows live on the
+    executors); else None. What each poll saw of the pass is appended to `seen`, for a failure's message."""
     app, stages = _rest(ui_port, "stages?status=active&details=true")
     now = time.time()
     for stage in stages:
-        if MODEL_PASS not in (stage.get("description") or "") or stage.get("numCompleteTasks", 0) < 2:
+        if MODEL_PASS not in (stage.get("description") or ""):
             continue
         tasks = (stage.get("tasks") or {}).values()
         shortest = min((task["duration"] / 1000 for task in tasks if task.get("status") == "SUCCESS"), default=0)
+        running = {task["taskId"]: round(now - _launched(task), 1) for task in tasks if task.get("status") == "RUNNING"}
+        seen.append(f"{stage.get('numCompleteTasks', 0)} done (shortest {shortest:.1f} s), running for {running}")
+        if stage.get("numCompleteTasks", 0) < 2:
+            continue
         for task in tasks:
-            if task.get("status") == "RUNNING" and now - _launched(task) < shortest / 2:
+            if task.get("status") == "RUNNING" and now - _launched(task) < shortest - KILL_MARGIN_S:
                 return cluster.worker_of(app, task.get("executorId", ""))
     return None
 
@@ -123,11 +132,11 @@ def test_a_worker_killed_while_featurizing_loses_and_duplicates_nothing(cluster,
     deadline = time.monotonic() + RUN_LIMIT_S
     # Kill once the model's pass has finished some tasks and has just started another: the lost task is rerun and the
     # lost cached partitions recomputed on the surviving worker.
-    busy = None
+    busy, seen = None, []
     while busy is None:
-        assert process.poll() is None, log.read_text(errors="replace")[-4000:]
+        assert process.poll() is None, f"no worker killed; the model's pass seen: {seen[-20:]}"
         assert time.monotonic() < deadline, "the model's pass never ran"
-        busy = _worker_running_a_fresh_task(cluster, ui_port)
+        busy = _worker_running_a_fresh_task(cluster, ui_port, seen)
         if busy is None:
             time.sleep(0.1)
     cluster.kill_worker(busy)
