@@ -47,12 +47,13 @@ from fruits_assets.defs.assets.classifier import ACCURACY_CHECK
 from fruits_assets.defs.assets.common import SKIPPED, settings_problems
 from fruits_assets.defs.assets.field import FIELD_CHECK
 from fruits_assets.defs.io_managers import output_path
+from fruits_assets.defs.local_spark import local_session
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.defs.resources import resolved_settings, with_changes
 from fruits_assets.defs.staleness import Staleness, published_classes
 from spark_code.photos.layout import ImagesLayout
 from spark_code.settings import chosen_output_root
-from spark_code.storage.parquet_store import withdraw_classes_except
+from spark_code.storage.class_tables import WHOLE, published_stamps, withdraw_classes_except
 
 OUTPUT_FOLDERS = (
     "raw_images",
@@ -230,9 +231,11 @@ def use_classes(instance: DagsterInstance, classes: list[str], layout: ImagesLay
 def withdraw_deleted_classes(root: str, layout: ImagesLayout) -> list[str]:
     """Unpublish, from every per-class output, the classes whose folder is gone from the images root."""
     present = set(layout.classes)
-    return sorted(
-        {name for asset in CLASS_OUTPUTS for name in withdraw_classes_except(output_path(root, asset), present)}
-    )
+    bases = [output_path(root, asset) for asset in CLASS_OUTPUTS]
+    if all(set(published_stamps(base)) - {WHOLE} <= present for base in bases):
+        return []  # the usual case: read the tables' logs, start nothing
+    spark = local_session()
+    return sorted({name for base in bases for name in withdraw_classes_except(spark, base, present)})
 
 
 def contiguous_ranges(ordered: list[str], chosen: list[str]) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from fruits_assets.definitions import resources_for
 from fruits_assets.defs.assets.features import image_embeddings
 from fruits_assets.defs.assets.ingestion import raw_images
-from fruits_assets.defs.io_managers import ClassParquetIOManager
+from fruits_assets.defs.io_managers import ClassTableIOManager
 from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.main_job import use_classes
 
@@ -35,15 +35,15 @@ KEYS = {"raw_images": ["raw_images"], "image_embeddings": ["image_embeddings", "
 
 def _hang_after_publishing(asset: str, marker: str) -> None:
     """Make the class IO manager write `marker` and hang once it has published `asset` (this process only)."""
-    publish = ClassParquetIOManager.handle_output
+    publish = ClassTableIOManager.handle_output
 
-    def handle_output(self: ClassParquetIOManager, context: OutputContext, obj: object) -> None:
+    def handle_output(self: ClassTableIOManager, context: OutputContext, obj: object) -> None:
         publish(self, context, obj)
         if context.asset_key.path[-1] == asset:
             Path(marker).write_text("published")
             time.sleep(3600)
 
-    ClassParquetIOManager.handle_output = handle_output
+    ClassTableIOManager.handle_output = handle_output
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ from PIL import Image
 from fruits_assets.app.predictor import Confidence, FruitPredictor, published_confidence
 from spark_code.models.ml_models import PCA_VERSION, SAVED_AT, VERSION, published_notes
 from spark_code.photos.layout import join_uri
-from spark_code.storage.parquet_store import published_stamps, read_arrow
+from spark_code.storage.class_tables import published_stamps, read_arrow
 from spark_code.storage.publish import WHOLE, current
 
 log = logging.getLogger("fruits.serve")

@@ -27,7 +27,7 @@ from spark_code.models.ml_models import NOTES_FILE, VERSION, check_pair
 from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.photos.layout import is_remote, join_uri, local_path
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
-from spark_code.storage.parquet_store import published_stamps
+from spark_code.storage.class_tables import published_stamps
 from spark_code.storage.publish import WHOLE, current, pid_alive
 from spark_code.storage.storage import filesystem
 

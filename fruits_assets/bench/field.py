@@ -32,7 +32,7 @@ from spark_code.models.fruit_facts import fruit_of
 from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import discover_layout, join_uri
 from spark_code.photos.listing import folder_entries
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from fruits_assets.bench.common import loadavg
 from fruits_assets.bench.mainjob import run_sampled
 from spark_code.photos.layout import discover_layout, join_uri
 from spark_code.settings import ModelSettings
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 
 
 def _relative_files(folder: Path) -> list[Path]:

@@ -14,7 +14,6 @@ import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -22,8 +21,7 @@ from pyspark.sql import functions as F
 from spark_code.models.classifier import Evaluation, evaluate, labels_of, score, train_classifier
 from spark_code.models.pca import apply_pca, fit_pca
 from spark_code.photos.splits import EVALUATE, ROLE, TRAIN, resolve_roles, split_names, with_roles
-from spark_code.storage.parquet_store import read_classes
-from spark_code.storage.publish import pointers
+from spark_code.storage.class_tables import WHOLE, published_stamps, read_classes
 
 
 def _held_out_classes(classes: list[str], count: int) -> list[str]:
@@ -43,7 +41,7 @@ def bench_pca_refit(
     or without whole classes. The first row's classifier searches its penalty; the others refit that penalty, as
     the pipeline does when the photos changed by less than the search share."""
     base = f"{output_root.rstrip('/')}/image_embeddings"
-    classes = sorted(unquote(part.split("=", 1)[1]) for part in pointers(base))
+    classes = sorted(set(published_stamps(base)) - {WHOLE})
     embeddings = read_classes(spark, base, classes).persist()
     roles = resolve_roles(split_names(embeddings), "", "", "", 0.2)
     rows = with_roles(embeddings, roles).persist()

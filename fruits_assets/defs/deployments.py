@@ -8,7 +8,7 @@ import os
 from dagster import EnvVar, ResourceDefinition
 from dagster_aws.s3 import S3Resource
 
-from fruits_assets.defs.io_managers import ClassParquetIOManager, SparkModelIOManager
+from fruits_assets.defs.io_managers import ClassTableIOManager, SparkModelIOManager
 from fruits_assets.defs.prod_env import BUCKET_ENV
 from fruits_assets.defs.resources import (
     OUTPUT_ROOT_ENV,
@@ -44,7 +44,7 @@ def _prod_resources(settings: FruitsSettings | None, output_root: str | None) ->
         "s3": emr_resources.s3_resource(),
         "embedding_store": EmbeddingStore(output_root=root),
         "outputs": PublishedOutputs(output_root=root),
-        "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
+        "class_parquet_io_manager": ClassTableIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }
 
@@ -69,7 +69,7 @@ def resources_for(
         "s3": S3Resource(),
         "embedding_store": EmbeddingStore(output_root=root),
         "outputs": PublishedOutputs(output_root=root),
-        "class_parquet_io_manager": ClassParquetIOManager(output_root=root, pyspark=pyspark),
+        "class_parquet_io_manager": ClassTableIOManager(output_root=root, pyspark=pyspark),
         "spark_model_io_manager": SparkModelIOManager(output_root=root, pyspark=pyspark),
     }
 

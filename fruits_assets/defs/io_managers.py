@@ -9,8 +9,14 @@ from fruits_assets.defs.resources import DEFAULT_OUTPUT_ROOT
 from fruits_assets.defs.staleness import COMPUTED_FROM, PUBLISHED_NOTES
 from fruits_assets.defs.steps import permanent_failures
 from spark_code.models.ml_models import ModelArtifact, load_model, save_model
-from spark_code.storage.parquet_store import published_stamps, read_classes, read_table, write_classes, write_table
-from spark_code.storage.publish import WHOLE
+from spark_code.storage.class_tables import (
+    WHOLE,
+    published_stamps,
+    read_classes,
+    read_table,
+    write_classes,
+    write_table,
+)
 
 PUBLISHED_CLASSES_ONLY = "fruits/published_classes_only"
 """AssetIn metadata of the models' inputs: read the registered classes that are published, leaving out (with a
@@ -31,11 +37,11 @@ class _OutputRootIOManager(ConfigurableIOManager):
         return output_path(self.output_root, context.asset_key.path[-1])
 
 
-class ClassParquetIOManager(_OutputRootIOManager):
-    """Spark DataFrames as Parquet under `<output_root>/<asset>/`, one folder per fruit class in each version.
+class ClassTableIOManager(_OutputRootIOManager):
+    """Spark DataFrames as Delta Lake tables under `<output_root>/<asset>/`, partitioned by fruit class.
 
-    Materializing some classes publishes a new version of exactly those classes (see
-    spark_code.storage.parquet_store); an unpartitioned asset's table is replaced as a whole.
+    Materializing some classes replaces exactly those classes in one commit (see spark_code.storage.class_tables);
+    an unpartitioned asset's table is replaced as a whole.
     """
 
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:

@@ -11,8 +11,12 @@ import logging
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from spark_code.settings import ModelSettings, one_blas_thread_here, spark_conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 LOG = logging.getLogger(__name__)
 
@@ -83,3 +87,14 @@ def start_in_background(console_progress: bool = True) -> threading.Thread:
     thread = threading.Thread(target=_start, args=(conf,), name="spark-start", daemon=True)
     thread.start()
     return thread
+
+
+def local_session() -> SparkSession:
+    """The session of this process: the one started ahead (start_in_background) or by a step, else a new one with
+    the same settings."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in local_spark_conf(console_progress=False).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,7 +1,7 @@
 """What is up to date under an output root, decided from the output root itself and the images' listing.
 
 Every class output records, with its rows, a stamp saying what it was computed from
-(spark_code.storage.parquet_store):
+(spark_code.storage.class_tables):
 - raw_images: the class's data version (spark_code.photos.listing: its files' names, sizes, times or ETags, listed
   before its files are read) and the index's format;
 - image_embeddings and rejected_images: the stamp of the index rows they embedded and the embedding settings'
@@ -9,7 +9,7 @@ Every class output records, with its rows, a stamp saying what it was computed f
 - reduced_features: the stamp of the embeddings they projected and the version of the PCA that projected them.
 The classifier's notes record a digest of the stamps of the reduced features it was trained on and of its settings,
 and the evaluation's stamp the classifier it evaluated. Each stage's stamp comes from its inputs (the stamps
-published with the rows it read: spark_code.storage.parquet_store.input_stamps), never from a second look at the
+published with the rows it read: spark_code.storage.class_tables.input_stamps), never from a second look at the
 photos, so a photo that arrives or leaves during a run leaves every later stage stale.
 A stamp that differs from what the current listing and settings would give means the output is stale: another images
 root, another output root, a deleted output or changed photos all show as stale, whatever the Dagster instance
@@ -32,8 +32,7 @@ from spark_code.photos.augment import AUGMENTATION_VERSION
 from spark_code.photos.image_files import INDEX_FORMAT
 from spark_code.photos.layout import ImagesLayout
 from spark_code.photos.listing import class_versions
-from spark_code.storage import publish
-from spark_code.storage.parquet_store import published_stamps
+from spark_code.storage.class_tables import WHOLE, published_stamps
 
 COMPUTED_FROM = "computed_from"
 """Output metadata key: {class (or "all"): its stamp}, which the IO manager publishes with the rows."""
@@ -158,7 +157,7 @@ def stale(stamps: dict[str, dict], expected: dict[str, str]) -> list[str]:
 
 def published_classes(root: str, asset: str = "image_embeddings") -> set[str]:
     """The classes an output publishes."""
-    return set(published_stamps(_output(root, asset))) - {publish.WHOLE}
+    return set(published_stamps(_output(root, asset))) - {WHOLE}
 
 
 class Staleness:
@@ -228,7 +227,7 @@ class Staleness:
 
     def evaluation_stale(self) -> bool:
         notes = self.notes("fruit_classifier")
-        found = self.stamps("classifier_evaluation").get(publish.WHOLE, {}).get("stamp")
+        found = self.stamps("classifier_evaluation").get(WHOLE, {}).get("stamp")
         return notes is None or found != evaluation_stamp(notes.get(VERSION), self.settings)
 
     def field_stale(self) -> bool:
@@ -239,7 +238,7 @@ class Staleness:
         if layout is None or notes is None:
             return False
         expected = field_stamp(notes.get(VERSION), class_versions(layout, layout.classes), self.settings)
-        return self.stamps("field_evaluation").get(publish.WHOLE, {}).get("stamp") != expected
+        return self.stamps("field_evaluation").get(WHOLE, {}).get("stamp") != expected
 
     def counts(self, asset: str) -> int:
         """Rows published for the run's classes."""

@@ -23,15 +23,6 @@ import json
 import tempfile
 from collections.abc import Callable
 
-from delta.exceptions import (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -45,6 +36,7 @@ from spark_code.photos.views import VIEW, photo_path, view_key, view_number
 from spark_code.progress import Progress
 from spark_code.settings import RANDOM_WEIGHTS, ModelSettings
 from spark_code.storage import storage
+from spark_code.storage.class_tables import CONCURRENT_COMMITS
 
 STORE_FOLDER = "embedding_store"
 """The store's folder under the output root."""
@@ -60,16 +52,6 @@ FINGERPRINT = "fingerprint"
 """The table's partition column: the settings fingerprint a row was embedded with."""
 COMMIT_ATTEMPTS = 5
 """Merges tried before giving up when concurrent writers keep committing first."""
-CONCURRENT_COMMITS = (
-    ConcurrentAppendException,
-    ConcurrentDeleteReadException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
-"""Delta's answers to a commit that another writer's commit got in first (two creators of the table included)."""
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,5 +1,6 @@
-"""Publishing by pointer: a reader always finds a complete version of each part of an output, on local disk and
-on S3, even when a writer is killed half-way.
+"""Publishing by pointer, for the models (Spark ML's own folders, which no table format holds): a reader always finds
+a complete version of each part of an output, on local disk and on S3, even when a writer is killed half-way. (The
+table outputs are Delta Lake tables: spark_code.storage.class_tables.)
 
 An output folder `<base>` holds:
 - `_versions/<tag>/`: everything one writer wrote. Nothing points at it while it is being written, and nothing is

@@ -13,8 +13,8 @@ import requests
 from fruits_assets.app.service import create_app
 from fruits_assets.cli import main
 from spark_code.photos.splits import FEEDBACK
+from spark_code.storage.class_tables import read_arrow
 from spark_code.storage.feedback import FeedbackStore
-from spark_code.storage.parquet_store import read_arrow
 from tests.conftest import SHARED
 from tests.fruits_assets.app.serving import Serving
 

@@ -8,7 +8,7 @@ import pytest
 from fruits_assets.defs.partitions import fruit_class_partitions
 from fruits_assets.main_job import bridged_ranges, contiguous_ranges, persistent_instance, run_main_job
 from spark_code.models.ml_models import VERSION, published_notes
-from spark_code.storage.parquet_store import published_stamps, read_arrow
+from spark_code.storage.class_tables import published_stamps, read_arrow
 from tests.conftest import REAL_CLASSES, copy_sample
 
 FLOOR = 0.8

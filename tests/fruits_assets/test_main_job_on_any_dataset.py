@@ -12,7 +12,7 @@ import pytest
 from fruits_assets.cli import main
 from fruits_assets.cli.run import summary_lines
 from spark_code.models.ml_models import NOTES_FILE
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 from spark_code.storage.publish import current
 
 EVERY_CHECK = {

@@ -35,7 +35,9 @@ def test_the_main_job_runs_on_s3_and_a_rerun_embeds_only_the_new_photo(spark, aw
     table = _keys(s3, "outputs/embedding_store/")
     assert "outputs/embedding_store/_delta_log/00000000000000000000.json" in table  # created by the first write
     assert any(key.endswith(".parquet") and "/fingerprint=" in key for key in table)
-    assert any(key.startswith("outputs/image_embeddings/_current/label=Kiwi") for key in _keys(s3, "outputs/"))
+    embeddings = _keys(s3, "outputs/image_embeddings/")
+    assert "outputs/image_embeddings/_delta_log/00000000000000000000.json" in embeddings
+    assert any(key.startswith("outputs/image_embeddings/label=Kiwi/") for key in embeddings)
 
     s3.upload_file(str(first), BUCKET, f"images/Training/Kiwi/{first.name}")
     assert _run().images_embedded == 1

@@ -48,9 +48,8 @@ from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsEr
 from spark_code.models.pca import classes_not_projected_by
 from spark_code.models.penalty_search import SEARCH, search_reason
 from spark_code.photos.splits import EVALUATE, FEEDBACK, ROLE, TRAIN, VALIDATE, rows_with_role, with_roles
+from spark_code.storage.class_tables import WHOLE, input_stamps
 from spark_code.storage.feedback import FeedbackStore
-from spark_code.storage.parquet_store import input_stamps
-from spark_code.storage.publish import WHOLE
 
 ACCURACY_CHECK = AssetCheckSpec(
     "accuracy_above_floor",

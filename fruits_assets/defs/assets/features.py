@@ -38,7 +38,7 @@ from spark_code.features.embeddings import accepted, rejected
 from spark_code.models.ml_models import VERSION, ModelArtifact
 from spark_code.models.pca import apply_pca, pca_k
 from spark_code.photos.views import is_view, with_views
-from spark_code.storage.parquet_store import input_stamps
+from spark_code.storage.class_tables import input_stamps
 
 
 @multi_asset(

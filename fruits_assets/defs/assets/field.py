@@ -32,7 +32,7 @@ from spark_code.models.ml_models import PCA_VERSION, VERSION, MismatchedModelsEr
 from spark_code.models.pca import apply_pca
 from spark_code.photos.image_files import list_image_files, with_contents
 from spark_code.photos.listing import class_versions
-from spark_code.storage.publish import WHOLE
+from spark_code.storage.class_tables import WHOLE
 
 HALF = "_calibrates"
 """Which half of the field photos (by a hash of the path) the confidence is calibrated on; the other half says what

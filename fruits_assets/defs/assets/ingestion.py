@@ -22,7 +22,7 @@ from fruits_assets.defs.staleness import COMPUTED_FROM, index_stamps
 from fruits_assets.defs.steps import asset_step
 from spark_code.photos.image_files import INDEX_COLUMNS, READ_NOW, list_image_files, reindex, with_contents
 from spark_code.photos.listing import class_versions
-from spark_code.storage.parquet_store import class_dir, read_classes
+from spark_code.storage.class_tables import published_stamps, read_classes
 
 THUMBNAILS = 6
 """Images shown in the UI per materialization: enough to recognise the fruit, few enough to collect to the driver."""
@@ -42,7 +42,8 @@ def thumbnails(files: DataFrame) -> dict[str, MetadataValue]:
 def published_index(spark: SparkSession, base: str, classes: list[str]) -> DataFrame | None:
     """The published index rows of those of the classes that have one with every index column (older indexes lack
     the content hash): the files whose listing entry they still match are not read again."""
-    written = [name for name in classes if class_dir(spark, base, name) is not None]
+    published = published_stamps(base)
+    written = [name for name in classes if name in published]
     if not written:
         return None
     rows = read_classes(spark, base, written)

@@ -1,7 +1,7 @@
 """What the service tells of its model's field evaluation: the figures of the one published for that model."""
 
 from fruits_assets.app.models_watch import field_figures, field_stamp
-from spark_code.storage.parquet_store import write_table
+from spark_code.storage.class_tables import write_table
 
 ROWS = [
     # label, predicted, fruit, predicted_fruit: 3 of 4 name the right fruit, 2 of 4 the right class

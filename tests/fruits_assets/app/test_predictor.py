@@ -24,7 +24,7 @@ from spark_code.models.ml_models import NOTES_FILE, load_model
 from spark_code.photos.images import ImageDecodeError, preprocess
 from spark_code.settings import ModelSettings
 from spark_code.storage import publish
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 from tests.conftest import REAL_CLASSES, WEIGHTS
 from tests.images_factory import BAD_IMAGES, encoded
 

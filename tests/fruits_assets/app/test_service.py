@@ -18,7 +18,7 @@ from fruits_assets.app.predictor import FruitPredictor
 from fruits_assets.app.service import create_app
 from fruits_assets.main_job import run_main_job
 from spark_code.models.ml_models import published_notes
-from spark_code.storage.parquet_store import published_stamps
+from spark_code.storage.class_tables import published_stamps
 from tests.fruits_assets.app.served import MAX_BYTES, Served, free_port
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like
 

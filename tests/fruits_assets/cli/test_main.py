@@ -15,7 +15,7 @@ from fruits_assets.cli.run import summary_lines
 from spark_code.features.embeddings import build_embedder
 from spark_code.photos.images import preprocess
 from spark_code.settings import ModelSettings
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 from spark_code.storage.publish import current
 from tests.conftest import REAL_CLASSES, WEIGHTS, copy_sample, numpy_pca_k
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from fruits_assets.app.models_watch import ModelWatcher
 from fruits_assets.cli import main
-from spark_code.storage import publish
-from spark_code.storage.parquet_store import STAMPS_FILE
+from spark_code.storage.class_tables import METADATA_KEY
 
 REFUSED = "fruits: error: not answering with the published classifier: "
 
@@ -24,13 +23,16 @@ def _output_copy(source: Path, target: Path) -> Path:
 
 def _stamp_evaluation(root: Path, floor: float | None) -> None:
     """Re-stamp the published evaluation `version:<settings digest>:floor`, as a run with that accuracy floor
-    stamps it, or `version:<settings digest>` alone (floor None)."""
-    base = root / "classifier_evaluation"
-    stamps_file = base / publish.version_of(publish.pointers(str(base))[publish.WHOLE]) / STAMPS_FILE
-    stamps = json.loads(stamps_file.read_text())
-    version, digest = stamps[publish.WHOLE]["stamp"].split(":")[:2]
-    stamps[publish.WHOLE]["stamp"] = f"{version}:{digest}" + ("" if floor is None else f":{floor}")
-    stamps_file.write_text(json.dumps(stamps))
+    stamps it, or `version:<settings digest>` alone (floor None): the stamp its newest commit's metadata holds."""
+    commit = max((root / "classifier_evaluation" / "_delta_log").glob("*.json"))
+    actions = [json.loads(line) for line in commit.read_text().splitlines()]
+    for action in actions:
+        if "commitInfo" in action:
+            metadata = json.loads(action["commitInfo"]["userMetadata"])
+            version, digest = metadata[METADATA_KEY]["whole"]["stamp"].split(":")[:2]
+            metadata[METADATA_KEY]["whole"]["stamp"] = f"{version}:{digest}" + ("" if floor is None else f":{floor}")
+            action["commitInfo"]["userMetadata"] = json.dumps(metadata)
+    commit.write_text("\n".join(map(json.dumps, actions)) + "\n")
 
 
 def _served_verdict(root: Path) -> str | None:

@@ -18,7 +18,7 @@ from fruits_assets.defs.assets.models import pca_model
 from fruits_assets.defs.resources import FruitsSettings, PublishedOutputs
 from fruits_assets.main_job import persistent_instance
 from spark_code.models.ml_models import MismatchedModelsError
-from spark_code.storage.parquet_store import read_arrow, read_classes
+from spark_code.storage.class_tables import read_arrow, read_classes
 from tests.conftest import WEIGHTS, copy_sample, numpy_pca_k
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files

@@ -9,7 +9,7 @@ from dagster import AssetKey, materialize
 
 from fruits_assets.defs.assets.features import image_embeddings
 from fruits_assets.defs.assets.ingestion import raw_images
-from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.class_tables import read_classes
 from spark_code.storage.storage import qualify
 from tests.conftest import copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources

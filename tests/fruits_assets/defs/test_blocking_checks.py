@@ -12,7 +12,7 @@ from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.defs.staleness import Staleness
 from spark_code.features.embedding_store import STORE_SCHEMA, add_to_store, settings_fingerprint
 from spark_code.settings import EMBEDDING_WIDTH
-from spark_code.storage.parquet_store import published_stamps, read_classes, write_classes
+from spark_code.storage.class_tables import published_stamps, read_classes, write_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import materialize_for
 from tests.images_factory import BAD_IMAGES, encoded, fruit_like, write_files

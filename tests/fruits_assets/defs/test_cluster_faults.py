@@ -20,7 +20,7 @@ from spark_code.features.embedding_store import MODEL_PASS
 from spark_code.features.embeddings import PHOTOS_PER_TASK_CONF, accepted, embed_images, ship_weights
 from spark_code.photos.image_files import read_image_files
 from spark_code.photos.layout import discover_layout
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 from tests.conftest import REPO, copy_sample, driver_command
 
 CLASS = "Apple Braeburn"

@@ -16,7 +16,7 @@ from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.defs.staleness import field_stamp
 from fruits_assets.main_job import persistent_instance
 from spark_code.models.fruit_facts import fruit_of
-from spark_code.storage.parquet_store import read_arrow
+from spark_code.storage.class_tables import read_arrow
 from tests.conftest import SHARED
 
 FIELD = SHARED / "data" / "field-photos"

@@ -7,12 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow as pa
 from dagster import AssetKey, materialize
+from delta.tables import DeltaTable
 
 from fruits_assets.defs.assets.features import image_embeddings
 from fruits_assets.defs.assets.ingestion import raw_images
-from spark_code.storage.parquet_store import read_classes
-from spark_code.storage.publish import leftovers, pointers, recover, version_of
+from spark_code.storage.class_tables import open_table, read_classes
 from tests.conftest import REPO, copy_sample, driver_command
 from tests.fruits_assets.conftest import make_instance, make_resources
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, write_files
@@ -40,20 +41,30 @@ def _snapshot(spark, output_root: Path) -> dict[str, list]:
     }
 
 
-def _staged_files(folder: Path) -> list[Path]:
-    """Files of versions that no pointer names yet: a writer's output before it publishes."""
-    return [f for location in leftovers(str(folder)) for f in (folder / location).rglob("*") if f.is_file()]
+def _parquet(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*.parquet") if "_delta_log" not in path.parts}
 
 
-def _kill_once_staged(process: subprocess.Popen, folder: Path) -> None:
-    """SIGKILL the driver's process group (driver, JVM, Python workers) once an unpublished version has files."""
+def _kill_once_staged(process: subprocess.Popen, folder: Path, existing: set[Path]) -> None:
+    """SIGKILL the driver's process group (driver, JVM, Python workers) once it has written a data file of the table
+    in `folder` (Delta writes them in place, and commits them after)."""
     deadline = time.monotonic() + DRIVER_LIMIT_S
-    while not _staged_files(folder):
+    while not _parquet(folder) - existing:
         assert process.poll() is None, f"the run ended (code {process.returncode}) before writing {folder}"
-        assert time.monotonic() < deadline, f"no unpublished output under {folder} within {DRIVER_LIMIT_S} s"
+        assert time.monotonic() < deadline, f"no new data file under {folder} within {DRIVER_LIMIT_S} s"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
+
+
+def _vacuumed(spark, folder: Path) -> tuple[int, int]:
+    """VACUUM with no retention: the table's data files left, and those its newest version names."""
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        DeltaTable.forPath(spark, str(folder)).vacuum(0)
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    return len(_parquet(folder)), pa.table(open_table(str(folder)).get_add_actions()).num_rows
 
 
 def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_completes(spark, small_root, tmp_path):
@@ -66,26 +77,26 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_and_the_next_run_
     # The next run has more to write: two good and one bad file, so its output cannot be mistaken for the old one.
     write_files(images / "Training" / CLASS, {"new.jpg": GOOD_IMAGES["rgb.jpg"], "new.png": GOOD_IMAGES["alpha.png"]})
     write_files(images / "Test" / CLASS, {"broken.jpg": BAD_IMAGES["truncated.jpg"]})
+    existing = _parquet(output_root / "raw_images")
+    versions = {name: open_table(str(output_root / name)).version() for name in OUTPUTS}
     with (tmp_path / "killed.log").open("wb") as log:
         process = subprocess.Popen(
             driver_command(images, output_root, [CLASS]), cwd=REPO, stdout=log, stderr=log, start_new_session=True
         )
-        _kill_once_staged(process, output_root / "raw_images")
+        _kill_once_staged(process, output_root / "raw_images", existing)
     assert process.returncode == -signal.SIGKILL
-    assert _staged_files(output_root / "raw_images"), "the kill must leave a half-written version"
+    assert _parquet(output_root / "raw_images") - existing, "the kill must leave files no commit names"
     assert _snapshot(spark, output_root) == before
-    published = {name: sorted({version_of(p) for p in pointers(str(output_root / name)).values()}) for name in OUTPUTS}
+    assert {name: open_table(str(output_root / name)).version() for name in OUTPUTS} == versions, "nothing committed"
 
     _materialize(images, output_root)
     after = _snapshot(spark, output_root)
     assert len(after["image_embeddings"]) == 10 and len(after["rejected_images"]) == 1
     old, new = ({row[0]: row[3] for row in rows} for rows in (before["image_embeddings"], after["image_embeddings"]))
     assert all(new[path] == features for path, features in old.items())
-    # The killed run's versions are deleted at once (a dead process of this host); the versions the last run replaced
-    # are kept for readers for the grace period (tests/spark_code/storage/test_publish.py), then deleted.
-    assert {name: leftovers(str(output_root / name)) for name in OUTPUTS} == published
-    assert all(recover(str(output_root / name), grace=0) == published[name] for name in OUTPUTS)
-    assert [location for name in OUTPUTS for location in leftovers(str(output_root / name))] == []
+    # The killed run's files, and those the last run replaced, stay until VACUUM deletes them past the tables'
+    # retention (spark_code.storage.class_tables); with none, only what the newest versions name is left.
+    assert all(left == named for left, named in (_vacuumed(spark, output_root / name) for name in OUTPUTS))
 
 
 def test_a_run_killed_between_the_embeddings_and_the_rejected_images_is_repaired_by_the_next_run(

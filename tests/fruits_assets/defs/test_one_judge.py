@@ -26,12 +26,21 @@ from spark_code.models.ml_models import NOTES_FILE, VERSION
 from spark_code.models.pca_refit import TRAINING_ROWS
 from spark_code.photos.listing import class_versions
 from spark_code.storage import storage
+from spark_code.storage.class_tables import METADATA_KEY, PARTITION_COLUMN, STAMP_COLUMN, WHOLE
 from tests.conftest import WEIGHTS
 from tests.images_factory import GOOD_IMAGES, write_files
 
 CLASSES = ["Apple", "Kiwi"]
-PER_CLASS = ("raw_images", "image_embeddings", "rejected_images", "reduced_features")
-ASSETS = (*PER_CLASS, "pca_model", "fruit_classifier", "classifier_evaluation", "field_evaluation")
+ASSETS = (
+    "raw_images",
+    "image_embeddings",
+    "rejected_images",
+    "reduced_features",
+    "pca_model",
+    "fruit_classifier",
+    "classifier_evaluation",
+    "field_evaluation",
+)
 NOT_A_SETTING = {"images_root", "feedback_root"}
 """The photos' places: their changes reach the UI as the photos' data versions (the discovery sensor), not
 settings."""
@@ -52,16 +61,36 @@ def _settings(images: Path, **changes: object) -> FruitsSettings:
     return with_changes(base, **changes) if changes else base
 
 
+def _delta_log(base: str, stamps: dict[str, str]) -> None:
+    """What a table's writer commits, written by hand in Delta's log format: each class's file with its stamp and
+    row count (a whole table's stamp in the commit's metadata), as spark_code.storage.class_tables reads them."""
+    whole = list(stamps) == [WHOLE]
+    partitions = [PARTITION_COLUMN] if whole else [PARTITION_COLUMN, STAMP_COLUMN]
+    fields = [{"name": name, "type": "string", "nullable": True, "metadata": {}} for name in ["path", *partitions]]
+    schema = json.dumps({"type": "struct", "fields": fields})
+    metadata = {"whole": {"stamp": stamps[WHOLE], "notes": None}} if whole else {"empty": {}}
+    actions = [
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {"metaData": {"id": "t", "format": {"provider": "parquet", "options": {}}, "schemaString": schema}},
+        {"metaData": {"partitionColumns": partitions, "configuration": {}, "createdTime": 0}},
+        {"commitInfo": {"timestamp": 0, "operation": "WRITE", "userMetadata": json.dumps({METADATA_KEY: metadata})}},
+    ]
+    actions[1]["metaData"] |= actions.pop(2)["metaData"]
+    for name, stamp in ({} if whole else stamps).items():
+        values = {PARTITION_COLUMN: name, STAMP_COLUMN: stamp}
+        file = {"path": f"{name}.parquet", "partitionValues": values, "size": 1, "modificationTime": 0}
+        actions.append({"add": {**file, "dataChange": True, "stats": json.dumps({"numRecords": 2})}})
+    storage.write_text(f"{base}/_delta_log/{0:020d}.json", "\n".join(map(json.dumps, actions)) + "\n")
+
+
 def _publish(out: Path, asset: str, stamps: dict[str, str], notes: dict | None = None) -> None:
-    """What a writer leaves: one version holding every part, its stamps (and a model's notes), and the pointers."""
+    """What a writer leaves: a table's log, or a model's version with its notes and its pointer."""
     base = f"{out}/{asset}"
-    parts = {name: f"label={name}" for name in stamps} if asset in PER_CLASS else {"all": "all"}
-    entries = {name: {"rows": 2, "stamp": stamp} for name, stamp in stamps.items()}
-    storage.write_text(f"{base}/_versions/v1/_stamps.json", json.dumps(entries))
-    if notes is not None:
-        storage.write_text(f"{base}/_versions/v1/{NOTES_FILE}", json.dumps({**notes, VERSION: "v1"}))
-    for part in parts.values():
-        storage.write_text(f"{base}/_current/{part}", "_versions/v1" + ("" if part == "all" else f"/{part}"))
+    if notes is None:
+        _delta_log(base, stamps)
+        return
+    storage.write_text(f"{base}/_versions/v1/{NOTES_FILE}", json.dumps({**notes, VERSION: "v1"}))
+    storage.write_text(f"{base}/_current/all", "_versions/v1")
 
 
 def _up_to_date_root(out: Path, settings: FruitsSettings) -> Path:

@@ -11,7 +11,7 @@ from fruits_assets.definitions import all_assets
 from fruits_assets.defs.assets.features import image_embeddings
 from fruits_assets.defs.assets.ingestion import raw_images
 from fruits_assets.defs.partitions import fruit_class_partitions
-from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.class_tables import read_classes
 from tests.conftest import copy_sample
 from tests.fruits_assets.conftest import make_instance, make_resources
 

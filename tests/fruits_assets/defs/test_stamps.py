@@ -8,7 +8,7 @@ import pytest
 
 from fruits_assets.defs.resources import FruitsSettings
 from fruits_assets.defs.staleness import Staleness, stale
-from spark_code.storage.parquet_store import input_stamps, published_stamps, read_classes
+from spark_code.storage.class_tables import input_stamps, published_stamps, read_classes
 from tests.conftest import WEIGHTS, copy_sample
 from tests.fruits_assets.conftest import materialize_for
 

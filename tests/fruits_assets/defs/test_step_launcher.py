@@ -27,7 +27,7 @@ from fruits_assets.emr.cluster import ClusterParameters, cluster_request
 from spark_code.jvm_class_archive import driver_java_options
 from spark_code.jvm_packages import local_jars
 from spark_code.settings import s3a_conf
-from spark_code.storage.parquet_store import read_classes
+from spark_code.storage.class_tables import read_classes
 from tests.conftest import AWS_TEST_KEYS, WEIGHTS
 from tests.fruits_assets.conftest import make_instance, make_resources
 

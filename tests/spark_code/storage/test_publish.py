@@ -26,7 +26,6 @@ from pyspark.ml.linalg import Vectors
 
 from spark_code.models.ml_models import NOTES_FILE, VERSION, ModelArtifact, load_model, save_model
 from spark_code.storage import publish, storage
-from spark_code.storage.parquet_store import read_arrow, read_classes, read_table, write_classes, write_table
 from tests.conftest import REPO
 
 
@@ -42,64 +41,6 @@ def _rows(spark, data):
 
 def _values(df) -> dict[str, int]:
     return {r["path"]: r["value"] for r in df.collect()}
-
-
-def test_a_writer_killed_before_publishing_changes_nothing_and_its_version_is_deleted(spark, tmp_path):
-    base = str(tmp_path / "asset")
-    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
-    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
-    _rows(spark, [("half", "Apple", "Training", 7)]).write.partitionBy("label").parquet(dead)
-    assert _values(read_classes(spark, base, ["Apple"])) == {"a1": 1}
-    assert publish.leftovers(base) == [dead[len(base) + 1 :]]
-    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
-    assert _values(read_classes(spark, base, ["Apple", "Cherry"])) == {"a1": 1, "c1": 5}
-    assert publish.leftovers(base) == [] and not os.path.exists(dead)
-
-
-def test_a_writer_killed_after_publishing_leaves_the_new_class_and_the_old_one_is_deleted_later(
-    spark, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "600")
-    base = str(tmp_path / "asset")
-    write_classes(
-        _rows(spark, [("a1", "Apple", "Training", 1), ("b1", "Banana", "Training", 2)]), base, ["Apple", "Banana"]
-    )
-    first = publish.current(base, "label=Apple").rsplit("/", 1)[0]
-    # The dead writer wrote its version and replaced Apple's pointer, then died before marking and cleaning up.
-    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
-    _rows(spark, [("a2", "Apple", "Training", 3)]).write.partitionBy("label").parquet(dead)
-    storage.write_text(f"{base}/{publish.POINTERS}/label=Apple", f"{dead[len(base) + 1 :]}/label=Apple")
-    assert _values(read_classes(spark, base, ["Apple", "Banana"])) == {"a2": 3, "b1": 2}
-    replaced = f"{first[len(base) + 1 :]}/label=Apple"
-    assert publish.leftovers(base) == [replaced]
-    # It died before recording when Apple was replaced: the next writer records it, and keeps it the grace period.
-    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
-    assert publish.leftovers(base) == [replaced] and os.path.isdir(f"{first}/label=Apple")
-    assert publish.recover(base, now=time.time() + 700) == [replaced]
-    assert publish.leftovers(base) == [] and not os.path.exists(f"{first}/label=Apple")
-    assert _values(read_classes(spark, base, ["Apple", "Banana", "Cherry"])) == {"a2": 3, "b1": 2, "c1": 5}
-
-
-def test_a_running_writers_version_is_left_alone(spark, tmp_path):
-    base = tmp_path / "asset"
-    alive = base / publish.VERSIONS / f"0live.{os.getpid()}@{socket.gethostname()}" / "_temporary"
-    alive.mkdir(parents=True)
-    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), str(base), ["Apple"])
-    assert alive.is_dir()
-
-
-def test_a_table_version_never_published_is_ignored_then_deleted(spark, tmp_path):
-    base = str(tmp_path / "evaluation")
-    write_table(_rows(spark, [("a1", "Apple", "Test", 1)]), base)
-    first = publish.current(base)
-    dead = f"{base}/{publish.VERSIONS}/{_dead_tag()}"
-    _rows(spark, [("half", "Apple", "Test", 7)]).write.partitionBy("label").parquet(dead)
-    assert _values(read_table(spark, base)) == {"a1": 1}
-    write_table(_rows(spark, [("a2", "Apple", "Test", 2)]), base)
-    assert _values(read_table(spark, base)) == {"a2": 2}
-    assert not os.path.exists(dead), "a dead process of this host: deleted at once"
-    assert publish.leftovers(base) == [first[len(base) + 1 :]], "the replaced version waits for its grace period"
-    assert len(os.listdir(f"{base}/{publish.VERSIONS}")) == 2
 
 
 def test_a_model_version_never_published_is_ignored_then_deleted(spark, tmp_path):
@@ -146,47 +87,6 @@ def _age(folder: Path, seconds: float) -> None:
     past = time.time() - seconds
     for path in [*folder.rglob("*"), folder]:
         os.utime(path, (past, past))
-
-
-def test_a_version_of_another_host_is_deleted_once_abandoned_and_kept_while_young(spark, tmp_path, monkeypatch):
-    monkeypatch.setenv("FRUITS_ABANDONED_AFTER_SECONDS", "3600")
-    base = str(tmp_path / "asset")
-    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
-    # Two writers of an EMR driver on another node: its pid means nothing here. One was killed long ago, the other
-    # has been writing for a while and is still running.
-    versions = tmp_path / "asset" / publish.VERSIONS
-    old, young = (versions / f"{uuid.uuid4().hex}.123@other-host" for _ in range(2))
-    for folder in (old, young):
-        _rows(spark, [("half", "Apple", "Training", 7)]).write.partitionBy("label").parquet(str(folder))
-    _age(old, 3700)
-    _age(young, 3500)
-    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
-    assert not old.exists() and young.is_dir()
-    assert publish.leftovers(base) == [f"{publish.VERSIONS}/{young.name}"]
-    assert _values(read_classes(spark, base, ["Apple", "Cherry"])) == {"a1": 1, "c1": 5}
-    assert publish.recover(base, now=time.time() + 200) == [f"{publish.VERSIONS}/{young.name}"]
-
-
-def test_a_replaced_class_stays_readable_by_a_lazy_reader_and_is_deleted_after_the_grace_period(
-    spark, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("FRUITS_REPLACED_GRACE_SECONDS", "600")
-    base = str(tmp_path / "asset")
-    write_classes(
-        _rows(spark, [("a1", "Apple", "Training", 1), ("b1", "Banana", "Training", 2)]), base, ["Apple", "Banana"]
-    )
-    first = publish.current(base, "label=Apple")
-    reader = read_classes(spark, base, ["Apple"])  # Spark lists the files now and reads them when collected
-    write_classes(_rows(spark, [("a2", "Apple", "Training", 3)]), base, ["Apple"])
-    assert _values(reader) == {"a1": 1}, "a reader that followed the old pointer still reads the replaced class"
-    assert _values(read_classes(spark, base, ["Apple", "Banana"])) == {"a2": 3, "b1": 2}
-    replaced = first[len(base) + 1 :]
-    assert publish.leftovers(base) == [replaced]
-    write_classes(_rows(spark, [("c1", "Cherry", "Training", 5)]), base, ["Cherry"])
-    assert publish.recover(base, now=time.time() + 500) == [] and os.path.isdir(first)
-    assert publish.recover(base, now=time.time() + 700) == [replaced]
-    assert not os.path.exists(first) and publish.leftovers(base) == []
-    assert _values(read_classes(spark, base, ["Apple", "Banana", "Cherry"])) == {"a2": 3, "b1": 2, "c1": 5}
 
 
 def test_limits_from_the_environment(monkeypatch):
@@ -240,8 +140,8 @@ def _s3_write(base: str, values: dict[str, int]) -> None:
 
 
 def _s3_values(base: str) -> dict[str, int]:
-    table = read_arrow(base)
-    assert set(table.column("label").to_pylist()) == {"Apple"}
+    fs, path = storage.filesystem(publish.current(base, "label=Apple"))
+    table = pq.read_table(path, filesystem=fs)
     return dict(zip(table.column("path").to_pylist(), table.column("value").to_pylist(), strict=True))
 
 
