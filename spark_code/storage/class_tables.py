@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -180,7 +181,7 @@ def _in_classes(classes: list[str]) -> str:
     return f"{PARTITION_COLUMN} IN ({', '.join(map(_literal, classes))})"
 
 
-def _commit(base: str, write, attempts: int = COMMIT_ATTEMPTS) -> None:  # noqa: ANN001 - a callable of the version
+def _commit(base: str, write: Callable[[int], None], attempts: int = COMMIT_ATTEMPTS) -> None:
     """Run `write(version read)` until it commits, retrying when a concurrent writer's commit got in first."""
     for attempt in range(1, attempts + 1):
         table = open_table(base)

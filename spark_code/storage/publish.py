@@ -155,21 +155,6 @@ def commit(base: str, version: str, parts: list[str]) -> None:
     recover(base)
 
 
-def withdraw(base: str, parts: list[str]) -> None:
-    """Unpublish parts (a class whose photos are gone): each one's version records when, then its pointer goes, so
-    that a reader that followed it keeps it for the grace period; `recover` deletes it after that."""
-    if not parts:
-        return
-    base = base.rstrip("/")
-    withdrawn_at = _moment(time.time())
-    for part in parts:
-        location = (storage.read_text(_pointer(base, part)) or "").strip()
-        if location:
-            storage.write_text(f"{base}/{version_of(location)}/{REPLACED}/{part}", withdrawn_at)
-            storage.delete(_pointer(base, part))
-    recover(base)
-
-
 def discard(version: str) -> None:
     """Delete a version that will not be published (its writer failed)."""
     storage.delete(version)
