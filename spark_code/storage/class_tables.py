@@ -19,7 +19,6 @@ creation) is retried (`COMMIT_ATTEMPTS`). Readers without Spark use `deltalake`.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable
 from urllib.parse import urlparse
@@ -42,7 +41,7 @@ from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 
 from spark_code.errors import MissingOutputError
-from spark_code.photos.layout import is_remote, validate_class_name
+from spark_code.photos.layout import is_remote, local_path, validate_class_name
 from spark_code.storage import storage
 
 PARTITION_COLUMN = "label"
@@ -81,10 +80,9 @@ def storage_options(base: str) -> dict[str, str] | None:
     if not is_remote(base):
         return None
     options = {}
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region, endpoint = storage.s3_environment()
     if region:
         options["AWS_REGION"] = region
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if urlparse(endpoint).scheme == "http":
@@ -92,14 +90,11 @@ def storage_options(base: str) -> dict[str, str] | None:
     return options
 
 
-def _local(base: str) -> str:
-    return base[len("file:") :] if base.startswith("file:") else base
-
-
 def open_table(base: str, version: int | None = None) -> DeltaTable | None:
     """The table under `base` (at `version`, default the newest), or None when nothing was ever committed there."""
     try:
-        return DeltaTable(_local(base.rstrip("/")), version=version, storage_options=storage_options(base))
+        uri = base.rstrip("/") if is_remote(base) else local_path(base.rstrip("/"))
+        return DeltaTable(uri, version=version, storage_options=storage_options(base))
     except TableNotFoundError:
         return None
 
@@ -181,23 +176,22 @@ def _in_classes(classes: list[str]) -> str:
     return f"{PARTITION_COLUMN} IN ({', '.join(map(_literal, classes))})"
 
 
-def _commit(base: str, write: Callable[[int], None], attempts: int = COMMIT_ATTEMPTS) -> None:
-    """Run `write(version read)` until it commits, retrying when a concurrent writer's commit got in first."""
-    for attempt in range(1, attempts + 1):
+def _commit(spark: SparkSession, base: str, write: Callable[[int], None]) -> DeltaTable:
+    """Run `write(version read)` until it commits, retrying when a concurrent writer's commit got in first
+    (COMMIT_ATTEMPTS); then `VACUUM` if the table's new version is a multiple of VACUUM_EVERY (files replaced longer
+    ago than the table's retention go). Returns the table as the commit left it."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = open_table(base)
         try:
             write(-1 if table is None else table.version())
-            return
+            break
         except CONCURRENT_COMMITS:
-            if attempt == attempts:
+            if attempt == COMMIT_ATTEMPTS:
                 raise
-
-
-def _vacuum_now(spark: SparkSession, base: str) -> None:
-    """`VACUUM` after every VACUUM_EVERY-th commit: files replaced longer ago than the table's retention go."""
     table = open_table(base)
-    if table is not None and table.version() % VACUUM_EVERY == 0 and table.version() > 0:
+    if table.version() % VACUUM_EVERY == 0 and table.version() > 0:
         SparkDeltaTable.forPath(spark, base).vacuum()
+    return table
 
 
 def _always_committed(writer: DataFrameWriter, version: int) -> DataFrameWriter:
@@ -247,8 +241,7 @@ def _replace(rows: DataFrame, base: str, classes: list[str], empty: dict[str, st
         writer = writer.option("replaceWhere", _in_classes(classes)).option("mergeSchema", "true")
         _always_committed(writer, version).option("userMetadata", _user_metadata({"empty": listed})).save(base)
 
-    _commit(base, write)
-    _vacuum_now(rows.sparkSession, base)
+    _commit(rows.sparkSession, base, write)
 
 
 def write_table(df: DataFrame, base: str, stamp: str | None = None, notes: dict | None = None) -> int:
@@ -263,36 +256,34 @@ def write_table(df: DataFrame, base: str, stamp: str | None = None, notes: dict 
         writer = writer.partitionBy(PARTITION_COLUMN).option("overwriteSchema", "true")
         _always_committed(writer, version).option("userMetadata", metadata).save(base)
 
-    _commit(base, write)
-    _vacuum_now(spark, base)
-    return published_stamps(base)[WHOLE]["rows"]
+    return _stamps_at(_commit(spark, base, write), base)[WHOLE]["rows"]
 
 
-def _read(spark: SparkSession, base: str) -> tuple[DataFrame, dict[str, dict]]:
-    """The table's newest version as Spark reads it, and what that version publishes (published_stamps)."""
+def _read(spark: SparkSession, base: str) -> tuple[DataFrame | None, dict[str, dict]]:
+    """The table's newest version as Spark reads it, and what that version publishes (published_stamps); (None, {})
+    when nothing was ever committed."""
     table = open_table(base)
     if table is None:
-        raise MissingClassError(f"no data under {base}: materialize it first")
-    df = spark.read.format("delta").option("versionAsOf", table.version()).load(base)
-    return df, _stamps_at(table, base)
+        return None, {}
+    return spark.read.format("delta").option("versionAsOf", table.version()).load(base), _stamps_at(table, base)
 
 
 def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFrame:
     """The rows of the given classes, `label` as the second column; a class never written is a clear error."""
     base = base.rstrip("/")
-    table = open_table(base)
-    published = {} if table is None else _stamps_at(table, base)
+    df, published = _read(spark, base)
     missing = [name for name in classes if name not in published]
     if missing:
         shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MissingClassError(f"no data for class(es) {shown} under {base}: materialize them first")
-    df = spark.read.format("delta").option("versionAsOf", table.version()).load(base)
     return _with_stamps(df.where(_in_classes(classes)), {name: published[name] for name in classes})
 
 
 def read_table(spark: SparkSession, base: str) -> DataFrame:
     """A table written by write_table, `label` as the second column."""
     df, published = _read(spark, base.rstrip("/"))
+    if df is None:
+        raise MissingClassError(f"no data under {base}: materialize it first")
     return _with_stamps(df, published)
 
 

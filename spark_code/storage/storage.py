@@ -27,6 +27,13 @@ REMOTE_READERS = 16
 mostly waits on the network."""
 
 
+def s3_environment() -> tuple[str | None, str | None]:
+    """The S3 region (AWS_REGION / AWS_DEFAULT_REGION) and endpoint (AWS_ENDPOINT_URL(_S3)) the environment sets, or
+    None for each it does not: what every S3 client of the project honours."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return region or None, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of a local path, file: URI or s3:// (s3a://, s3n://) URI, and the path within it.
 
@@ -36,10 +43,9 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if not is_remote(uri):
         return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
     path = uri.split("://", 1)[1]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region, endpoint = s3_environment()
     if not region:
         region = pafs.resolve_s3_region(path.split("/", 1)[0])
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     where = {}
     if endpoint:
         parsed = urlparse(endpoint)
