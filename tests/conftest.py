@@ -63,6 +63,16 @@ This process's JVM lives through the whole run and keeps every tier (the `spark`
 there the first tier alone made the in-process main-job tests slower (175 s against 165 s)."""
 os.environ.setdefault(*SHORT_LIVED_JVM)
 
+INTERPRETED_SQL = (
+    "PYSPARK_SUBMIT_ARGS",
+    "--conf spark.sql.codegen.wholeStage=false --conf spark.sql.codegen.factoryMode=NO_CODEGEN pyspark-shell",
+)
+"""Every session the tests start (this process's and their drivers') evaluates Spark SQL's expressions without
+compiling code for them: the tests' queries each see a few rows, and compiling the generated Java for each new query
+(Delta's log replays, the writes, the joins) was 12% of the JVM's samples in `test_assets.py`, which took 117 / 128 s
+interpreted against 141 / 160 s compiled (alternated). The product's sessions keep Spark's code generation."""
+os.environ.setdefault(*INTERPRETED_SQL)
+
 SLOW_FIXTURES = {"spark", "trained_run", "cluster", "aws_server"}
 """Fixtures that start Spark, train a model, start a cluster or an S3 server: a test using one is `slow`, left out of
 `make check`'s fast tier."""

@@ -98,8 +98,8 @@ KILL_MARGIN_S = 2.0
 def _worker_running_a_fresh_task(cluster, ui_port: int, seen: list[str]) -> int | None:
     """The index of the worker whose executor runs a task of the model's pass expected to run KILL_MARGIN_S longer
     (begun less than the shortest finished task's time minus the margin ago: every task imports TensorFlow and loads
-    the model, so they take about as long), once the pass has finished two tasks (their cached rows live on the
-    executors); else None. What each poll saw of the pass is appended to `seen`, for a failure's message."""
+    the model, so they take about as long), once the pass has finished a task (its cached rows live on an executor);
+    else None. What each poll saw of the pass is appended to `seen`, for a failure's message."""
     app, stages = _rest(ui_port, "stages?status=active&details=true")
     now = time.time()
     for stage in stages:
@@ -109,7 +109,7 @@ def _worker_running_a_fresh_task(cluster, ui_port: int, seen: list[str]) -> int 
         shortest = min((task["duration"] / 1000 for task in tasks if task.get("status") == "SUCCESS"), default=0)
         running = {task["taskId"]: round(now - _launched(task), 1) for task in tasks if task.get("status") == "RUNNING"}
         seen.append(f"{stage.get('numCompleteTasks', 0)} done (shortest {shortest:.1f} s), running for {running}")
-        if stage.get("numCompleteTasks", 0) < 2:
+        if not shortest:
             continue
         for task in tasks:
             if task.get("status") == "RUNNING" and now - _launched(task) < shortest - KILL_MARGIN_S:
