@@ -93,8 +93,7 @@ def storage_options(base: str) -> dict[str, str] | None:
 def open_table(base: str, version: int | None = None) -> DeltaTable | None:
     """The table under `base` (at `version`, default the newest), or None when nothing was ever committed there."""
     try:
-        uri = base.rstrip("/") if is_remote(base) else local_path(base.rstrip("/"))
-        return DeltaTable(uri, version=version, storage_options=storage_options(base))
+        return DeltaTable(local_path(base.rstrip("/")), version=version, storage_options=storage_options(base))
     except TableNotFoundError:
         return None
 
