@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pillow_heif import register_heif_opener
+
+register_heif_opener()  # the tests write HEIC photos as iPhones do (Pillow reads and writes AVIF itself)
 
 
 def encoded(img: Image.Image, fmt: str, **options: object) -> bytes:
@@ -42,6 +45,8 @@ GOOD_IMAGES: dict[str, bytes] = {
     "odd size.png": encoded(fruit_like((37, 251), seed=3), "PNG"),
     "sixteen_bit.png": encoded(Image.fromarray(np.full((20, 30), 40000, np.uint16)), "PNG"),
     "cmyk.jpg": encoded(fruit_like(seed=4).convert("CMYK"), "JPEG"),
+    "iphone.heic": encoded(fruit_like((90, 120), seed=6), "HEIF", quality=90),
+    "web.avif": encoded(fruit_like(seed=7), "AVIF", quality=90),
 }
 
 BAD_IMAGES: dict[str, bytes] = {
@@ -50,8 +55,9 @@ BAD_IMAGES: dict[str, bytes] = {
     "text.jpg": b"this is not an image\n",
     "page.png": b"<!doctype html><html><body>not a png</body></html>",
     "bomb.png": bomb_png(),
+    "truncated.heic": (lambda heic: heic[: len(heic) // 2])(encoded(fruit_like(seed=8), "HEIF")),  # header intact
 }
-HEADER_INTACT = {"truncated.jpg"}
+HEADER_INTACT = {"truncated.jpg", "truncated.heic"}
 """Bad files whose header still reads: the index (headers only) takes them, the embedding's decode rejects them."""
 
 

@@ -420,12 +420,13 @@ BINARY = {"schema": {"type": "string", "format": "binary"}}
 PHOTO_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The photo: its bytes as the body (any content type: the bytes decide; JPEG, PNG, WebP, "
-        "...), or a multipart form with a file field `photo`.",
+        "description": "The photo: its bytes as the body (any content type: the bytes decide; JPEG, HEIC, PNG, "
+        "WebP, AVIF, ...), or a multipart form with a file field `photo`.",
         "content": {
             "application/octet-stream": BINARY,
             "image/jpeg": BINARY,
             "image/png": BINARY,
+            "image/heic": BINARY,
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

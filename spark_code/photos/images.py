@@ -13,14 +13,21 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from spark_code.settings import MAX_IMAGE_PIXELS
 
-PREPROCESSING_VERSION = 3
+# HEIC/HEIF, the format iPhones' cameras save by default (Pillow reads AVIF, JPEG, PNG, WebP... itself): libheif
+# applies the file's own rotation and mirror (`irot`, `imir`) as it decodes, and the plugin then sets the EXIF
+# orientation to 1, so that `_turn_upright` never turns such a photo twice.
+register_heif_opener()
+
+PREPROCESSING_VERSION = 4
 """The version of what this module does to a photo's bytes: raise it with any change that alters the array a photo
 gives (decoding, colour conversion, resizing, scaling), so that stored embeddings of the old arrays are not reused.
 2: PNG colour-key transparency composited on white. 3: the EXIF orientation applied; a photo that is not square is
-cropped to its centre square instead of squashed (square photos, such as Fruits-360's, give the same arrays as 2)."""
+cropped to its centre square instead of squashed (square photos, such as Fruits-360's, give the same arrays as 2).
+4: HEIC/HEIF photos decoded (rejected as an unrecognised format before; every other photo's array as in 3)."""
 
 
 class ImageDecodeError(ValueError):

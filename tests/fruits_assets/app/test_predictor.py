@@ -87,7 +87,7 @@ def test_test_photos_are_named_right_with_the_spark_models_probabilities(spark, 
         np.testing.assert_allclose(probabilities, row["probability"].toArray(), rtol=0, atol=1e-6)
 
 
-def test_large_and_transparent_photos_of_a_fruit_are_named_right(tmp_path, small_root, predictor):
+def test_large_transparent_and_heic_photos_of_a_fruit_are_named_right(tmp_path, small_root, predictor):
     name = "Banana"
     original = sorted((small_root / "Test" / name).iterdir())[0]
     with Image.open(original) as img:
@@ -96,7 +96,9 @@ def test_large_and_transparent_photos_of_a_fruit_are_named_right(tmp_path, small
     big.write_bytes(encoded(pixels.resize((3000, 3000), Image.Resampling.BICUBIC), "JPEG", quality=95))
     opaque = tmp_path / "opaque alpha.png"
     opaque.write_bytes(encoded(pixels.convert("RGBA"), "PNG"))
-    for photo in (big, opaque):
+    iphone = tmp_path / "IMG_0001.HEIC"  # an iPhone camera's size and default format
+    iphone.write_bytes(encoded(pixels.resize((3024, 3024), Image.Resampling.BICUBIC), "HEIF", quality=90))
+    for photo in (big, opaque, iphone):
         prediction = predictor.predict(str(photo))
         assert prediction.error is None and prediction.top[0][0] == name, photo
     # A fully opaque alpha channel changes nothing: the same pixels as the decoded JPEG, the same features.

@@ -4,6 +4,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+from pillow_heif.as_plugin import HeifImageFile
 
 from spark_code.photos.images import ImageDecodeError, check_image, load_rgb, preprocess
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, encoded, fruit_like
@@ -205,6 +206,7 @@ def test_check_image_reports_size_and_format():
     [
         ("empty.jpg", "empty file"),
         ("truncated.jpg", "cannot decode"),
+        ("truncated.heic", "cannot decode"),
         ("text.jpg", "not an image"),
         ("page.png", "not an image"),
         ("bomb.png", "decompression bomb"),
@@ -214,7 +216,7 @@ def test_bad_files_raise_with_a_reason(name, reason):
     with pytest.raises(ImageDecodeError, match=reason):
         preprocess(BAD_IMAGES[name], 224)
     if name in HEADER_INTACT:  # the index reads headers only: the embedding's decode rejects the body
-        assert check_image(BAD_IMAGES[name])[2] == "JPEG"
+        assert check_image(BAD_IMAGES[name])[2] == {"jpg": "JPEG", "heic": "HEIF"}[name.rsplit(".", 1)[1]]
         return
     with pytest.raises(ImageDecodeError, match=reason):
         check_image(BAD_IMAGES[name])
@@ -222,5 +224,24 @@ def test_bad_files_raise_with_a_reason(name, reason):
 
 def test_check_image_decodes_no_pixel(monkeypatch):
     """Indexing reads the header alone: one decode per photo, the embedding's."""
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("check_image decoded pixels"))
+    for decoder in (ImageFile.ImageFile, HeifImageFile):
+        monkeypatch.setattr(decoder, "load", lambda self: pytest.fail("check_image decoded pixels"))
     assert check_image(encoded(fruit_like((40, 30)), "JPEG")) == (40, 30, "JPEG")
+    assert check_image(encoded(fruit_like((40, 30)), "HEIF")) == (40, 30, "HEIF")
+
+
+def test_a_damaged_heic_is_decoded_or_rejected_with_a_reason_never_a_crash():
+    """HEIC's decoder is another library (libheif, through pillow-heif): bytes damaged anywhere give a picture or an
+    ImageDecodeError, never another error that would fail a Spark task or a request."""
+    heic = encoded(fruit_like(seed=9), "HEIF", quality=90)
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(60):
+        damaged = bytearray(heic)
+        for at in rng.integers(0, len(heic), 10):
+            damaged[at] = int(rng.integers(0, 256))
+        try:
+            outcomes.add(preprocess(bytes(damaged), 64).shape)
+        except ImageDecodeError:
+            outcomes.add("rejected")
+    assert "rejected" in outcomes

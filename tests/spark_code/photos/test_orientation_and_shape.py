@@ -97,3 +97,17 @@ def test_a_square_photo_is_resized_as_before(shared_root: Path):
     photo = sorted((shared_root / "Training" / "Banana").iterdir())[0]
     expected = np.asarray(Image.open(photo).convert("RGB").resize((160, 160), Image.BILINEAR), np.float32)
     assert np.array_equal(preprocess(photo.read_bytes(), 160), expected / np.float32(127.5) - np.float32(1.0))
+
+
+def test_an_iphone_photo_in_heic_stored_sideways_gives_nearly_the_same_array_as_upright():
+    """HEIC as iPhones write it: the sensor's pixels turned, the turn in the file's `irot` (pillow-heif writes it from
+    the EXIF orientation of the saved image's bytes), decoded upright, not turned a second time by the EXIF tag."""
+    photo = sorted((SHARED / "data" / "field-photos" / "train").glob("*/*.jpg"))[0]
+    upright = np.asarray(Image.open(photo).convert("RGB"))[:, : 3 * min(Image.open(photo).size) // 4]  # a 3:4 shot
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))
+    sideways = encoded(stored, "HEIF", quality=95, exif=_exif(6).tobytes())
+    reference = encoded(Image.fromarray(upright), "JPEG", quality=95)
+    assert load_rgb(sideways).size == Image.fromarray(upright).size
+    turned, plain = preprocess(sideways, 160), preprocess(reference, 160)
+    assert np.abs(turned - plain).mean() < 0.02  # the two codecs' losses only
+    assert np.abs(np.rot90(turned, 1) - plain).mean() > 5 * np.abs(turned - plain).mean()
