@@ -27,7 +27,9 @@ PREPROCESSING_VERSION = 4
 gives (decoding, colour conversion, resizing, scaling), so that stored embeddings of the old arrays are not reused.
 2: PNG colour-key transparency composited on white. 3: the EXIF orientation applied; a photo that is not square is
 cropped to its centre square instead of squashed (square photos, such as Fruits-360's, give the same arrays as 2).
-4: HEIC/HEIF photos decoded (rejected as an unrecognised format before; every other photo's array as in 3)."""
+4: HEIC/HEIF photos decoded (rejected as an unrecognised format before); multi-picture JPEGs (MPO: some phones'
+and cameras' shots with a second picture) decoded at a reduced scale as any JPEG is (fully before); every other
+photo's array as in 3."""
 
 
 class ImageDecodeError(ValueError):
@@ -121,7 +123,7 @@ def _turn_upright(img: Image.Image) -> None:
 
 def _decode(img: Image.Image, size: int | None) -> Image.Image:
     try:
-        if size is not None and img.format == "JPEG":
+        if size is not None and img.format in {"JPEG", "MPO"}:  # MPO: a JPEG with more pictures after it
             # Large JPEGs decode at a reduced scale (both sides still >= size): much faster, and a no-op for
             # 100x100 images.
             img.draft("RGB", (size, size))

@@ -1,5 +1,6 @@
 """Photos as phones send them: turned by their EXIF orientation, cropped to their centre square, never squashed."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,12 @@ def test_an_iphone_photo_in_heic_stored_sideways_gives_nearly_the_same_array_as_
     turned, plain = preprocess(sideways, 160), preprocess(reference, 160)
     assert np.abs(turned - plain).mean() < 0.02  # the two codecs' losses only
     assert np.abs(np.rot90(turned, 1) - plain).mean() > 5 * np.abs(turned - plain).mean()
+
+
+def test_a_multi_picture_jpeg_gives_its_first_pictures_array_bit_for_bit():
+    """MPO (a JPEG followed by more pictures, as some phones and cameras save a shot with a depth map or preview) is
+    decoded as the JPEG it starts with: at the same reduced scale (draft mode), to the same array."""
+    shot = Image.fromarray(_upright()).resize((1800, 1080))
+    mpo = encoded(shot, "MPO", save_all=True, append_images=[shot.resize((180, 108))], quality=90)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert np.array_equal(preprocess(mpo, 160), preprocess(encoded(shot, "JPEG", quality=90), 160))
