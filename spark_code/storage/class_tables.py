@@ -268,14 +268,18 @@ def _read(spark: SparkSession, base: str) -> tuple[DataFrame | None, dict[str, d
 
 
 def read_classes(spark: SparkSession, base: str, classes: list[str]) -> DataFrame:
-    """The rows of the given classes, `label` as the second column; a class never written is a clear error."""
+    """The rows of the given classes, `label` as the second column (no row for no class); a class never written, or
+    a table never written, is a clear error."""
     base = base.rstrip("/")
     df, published = _read(spark, base)
     missing = [name for name in classes if name not in published]
     if missing:
         shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MissingClassError(f"no data for class(es) {shown} under {base}: materialize them first")
-    return _with_stamps(df.where(_in_classes(classes)), {name: published[name] for name in classes})
+    if df is None:
+        raise MissingClassError(f"no data under {base}: materialize it first")
+    rows = df.where(_in_classes(classes)) if classes else df.limit(0)
+    return _with_stamps(rows, {name: published[name] for name in classes})
 
 
 def read_table(spark: SparkSession, base: str) -> DataFrame:

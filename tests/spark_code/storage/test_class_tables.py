@@ -70,6 +70,15 @@ def test_reading_a_class_never_written_is_a_clear_error(spark, tmp_path):
         read_classes(spark, base, ["Apple", "Cherry"])
 
 
+def test_no_class_reads_no_row_and_a_table_never_written_is_a_clear_error(spark, tmp_path):
+    base = str(tmp_path / "asset")
+    with pytest.raises(MissingClassError, match="no data under .*materialize it first"):
+        read_classes(spark, base, [])
+    write_classes(_rows(spark, [("a1", "Apple", "Training", 1)]), base, ["Apple"])
+    nothing = read_classes(spark, base, [])
+    assert nothing.count() == 0 and nothing.columns[:2] == ["path", "label"]
+
+
 def test_rows_of_other_classes_are_refused_and_nothing_is_committed(spark, tmp_path):
     base = str(tmp_path / "asset")
     with pytest.raises(ValueError, match="do not belong"):
