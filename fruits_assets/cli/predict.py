@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
 from spark_code.errors import PermanentError
 from spark_code.models.fruit_facts import facts_for
+from spark_code.photos.layout import is_remote, join_uri
+from spark_code.photos.listing import folder_entries
 from spark_code.settings import chosen_output_root
 
 
@@ -16,10 +19,15 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
         "predict",
         help="name the fruit in photos with the trained classifier (no Spark needed)",
-        description="Top classes of each photo (JPEG/PNG, any size) with the facts of the best one, from the models "
-        "materialized under the output root.",
+        description="Top classes of each photo (JPEG, HEIC, PNG, WebP..., any size) with the facts of the best one, "
+        "from the models materialized under the output root.",
     )
-    predict.add_argument("photos", nargs="+", metavar="PHOTO")
+    predict.add_argument(
+        "photos",
+        nargs="+",
+        metavar="PHOTO",
+        help="a photo, or a folder (an s3:// prefix ending in '/') whose every visible file is a photo to name",
+    )
     predict.add_argument("--output-root", help="where the models are (default: $FRUITS_OUTPUT_ROOT or ./fruits-output)")
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
     predict.add_argument("--json", action="store_true", help="print one JSON object per photo on stdout")
@@ -39,6 +47,22 @@ def _facts_lines(label: str) -> list[str]:
     return lines
 
 
+def photo_paths(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Each PHOTO argument, a folder replaced by its visible files (hidden ones skipped, as the pipeline's listing
+    skips them; sorted, any depth), and the folders that hold none."""
+    photos: list[str] = []
+    empty: list[str] = []
+    for argument in arguments:
+        if not (argument.endswith("/") if is_remote(argument) else os.path.isdir(argument)):
+            photos.append(argument)
+            continue
+        inside = sorted(relative for relative, _, _ in folder_entries(argument))
+        photos += [join_uri(argument, relative) for relative in inside]
+        if not inside:
+            empty.append(argument)
+    return photos, empty
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from fruits_assets.app.models_watch import evaluation_verdict
     from fruits_assets.app.predictor import FruitPredictor  # TensorFlow is imported only when predicting
@@ -56,8 +80,11 @@ def predict_command(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"fruits: error: not answering with the published classifier: {refusal}", file=sys.stderr)
         return 2
-    failed = 0
-    for photo in args.photos:
+    photos, empty = photo_paths(args.photos)
+    for folder in empty:
+        print(f"fruits: {folder}: no photo in this folder", file=sys.stderr)
+    failed = len(empty)
+    for photo in photos:
         prediction = predictor.predict(photo)
         if prediction.error:
             failed += 1

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,25 @@ def test_predict_names_the_fruit_and_tells_about_it(trained_run, small_root, tmp
     assert main(["predict", photos[0], "--top", "2", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert [entry["label"] for entry in answer["top"]][:1] == ["Banana"] and len(answer["top"]) == 2
+
+
+def test_predict_names_every_photo_of_a_folder_and_says_when_a_folder_holds_none(
+    trained_run, small_root, tmp_path, capsys
+):
+    """A folder (here a class folder of the sample, plus a photo one level down and a hidden file) stands for its
+    visible files, sorted, at any depth; an empty folder is an error, the other answers still given."""
+    folder = Path(shutil.copytree(small_root / "Test" / "Kiwi", tmp_path / "phone photos"))
+    (folder / "older").mkdir()
+    shutil.copy(next((small_root / "Test" / "Banana").iterdir()), folder / "older" / "banana.jpg")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "empty").mkdir()
+    code = main(["predict", f"{folder}/", str(tmp_path / "empty"), "--output-root", str(trained_run[1]), "--json"])
+    captured = capsys.readouterr()
+    answers = [json.loads(line) for line in captured.out.splitlines()]
+    expected = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name[0] != ".")
+    assert [a["photo"] for a in answers] == [f"{folder}/{relative}" for relative in expected]
+    assert [a["top"][0]["label"] for a in answers] == ["Banana" if r.startswith("older/") else "Kiwi" for r in expected]
+    assert code == 1 and captured.err == f"fruits: {tmp_path / 'empty'}: no photo in this folder\n"
 
 
 def test_predict_answers_the_good_photos_and_fails_on_bad_ones(trained_run, small_root, tmp_path, capsys):
