@@ -21,7 +21,7 @@ def add_feedback_parser(commands: argparse._SubParsersAction) -> None:
     actions = feedback.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every stored photo: id, class, sender, source, time")
     remove = actions.add_parser("remove", help="remove one photo (the next run trains without it)")
-    remove.add_argument("photo_id", help="the photo's id (its SHA-256)")
+    remove.add_argument("photo_id", help="the photo's id (its SHA-256), or its start as `list` shows it")
     drop = actions.add_parser("drop-sender", help="remove every photo one sender sent")
     drop.add_argument("sender")
 
@@ -42,11 +42,11 @@ def feedback_command(args: argparse.Namespace) -> int:
         if args.action == "list":
             records = store.listed()
         elif args.action == "remove":
-            records = [asdict(store.remove(args.photo_id))]
+            records = [asdict(store.remove(store.full_id(args.photo_id)))]
         else:
             records = [asdict(r) for r in store.drop_sender(args.sender)]
-    except FeedbackNotFound:
-        print(f"fruits: error: no feedback photo {args.photo_id} under {root}", file=sys.stderr)
+    except FeedbackNotFound as missing:
+        print(f"fruits: error: no feedback photo {missing.args[0]} under {root}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(records))

@@ -5,13 +5,17 @@ Layout, under the feedback root: `<class>/<sha256>.<ext>`, the photos (a `<root>
 the pipeline reads as a training source), and `_records/<sha256>.json`, one record per photo (hidden from Spark's
 readers and from the layout's listing by its `_`). A record is written before its photo and removed after it: a
 writer stopped midway leaves a record whose photo is missing (listed as such, and removable), never a photo nobody can
-trace to its sender; each file is written whole or not at all (spark_code.storage.storage.write_bytes).
+trace to its sender; each file is written whole or not at all (spark_code.storage.storage.write_bytes). The changes
+of one process (the service's requests, on their threads) are made one at a time: a photo added to a class while its
+last photo is deleted, or one photo sent twice at once with two labels, would otherwise lose the new photo or leave a
+copy no record names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,7 +26,17 @@ from spark_code.storage import storage
 
 RECORDS = "_records"
 """The records' folder under the feedback root."""
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "MPO": "jpg",
+    "HEIF": "heic",
+    "AVIF": "avif",
+}
 """File extension of each image format Pillow reports; any other format is stored as `.img`."""
 
 
@@ -42,6 +56,10 @@ class FeedbackRecord:
 
 class FeedbackNotFound(KeyError):
     """No stored photo has that id."""
+
+
+CHANGES = threading.RLock()
+"""Held by every change of a feedback area in this process (see the module's docstring)."""
 
 
 class FeedbackStore:
@@ -72,11 +90,12 @@ class FeedbackStore:
             size_bytes=len(data),
             path=join_uri(self.root, label, name),
         )
-        previous = self.get(photo_id)
-        storage.write_text(self._record_uri(photo_id), json.dumps(asdict(record)))
-        storage.write_bytes(record.path, data)
-        if previous is not None and previous.path != record.path:
-            self._delete_photo(previous)
+        with CHANGES:
+            previous = self.get(photo_id)
+            storage.write_text(self._record_uri(photo_id), json.dumps(asdict(record)))
+            storage.write_bytes(record.path, data)
+            if previous is not None and previous.path != record.path:
+                self._delete_photo(previous)
         return record
 
     def _delete_photo(self, record: FeedbackRecord) -> None:
@@ -112,16 +131,35 @@ class FeedbackStore:
 
     def remove(self, photo_id: str) -> FeedbackRecord:
         """Delete a stored photo, then its record; raises FeedbackNotFound for an unknown id."""
-        record = self.get(photo_id)
-        if record is None:
-            raise FeedbackNotFound(photo_id)
-        self._delete_photo(record)
-        storage.delete(self._record_uri(photo_id))
+        with CHANGES:
+            record = self.get(photo_id)
+            if record is None:
+                raise FeedbackNotFound(photo_id)
+            self._delete_photo(record)
+            storage.delete(self._record_uri(photo_id))
         return record
 
     def drop_sender(self, sender: str) -> list[FeedbackRecord]:
-        """Delete every photo a sender sent; the records removed."""
-        return [self.remove(record.id) for record in self.records() if record.sender == sender]
+        """Delete every photo a sender sent; the records removed (one removed meanwhile by another writer is not)."""
+        removed = []
+        for record in self.records():
+            if record.sender == sender:
+                try:
+                    removed.append(self.remove(record.id))
+                except FeedbackNotFound:
+                    continue
+        return removed
+
+    def full_id(self, given: str) -> str:
+        """The id of the one stored photo whose id starts with `given` (as `fruits feedback list` shows them); raises
+        FeedbackNotFound when none does, or more than one."""
+        if _is_id(given):
+            return given
+        matches = [record.id for record in self.records() if given and record.id.startswith(given.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        shared = f" ({len(matches)} stored photos have an id starting so)" if matches else ""
+        raise FeedbackNotFound(given + shared)
 
 
 def _is_id(text: str) -> bool:

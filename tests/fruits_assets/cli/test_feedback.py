@@ -22,7 +22,10 @@ def test_list_remove_and_drop_a_sender(tmp_path, capsys, monkeypatch):
         c.id: "someone",
     }
     monkeypatch.setenv("FRUITS_FEEDBACK_ROOT", root)
-    assert main(["feedback", "remove", c.id]) == 0
+    assert main(["feedback", "list"]) == 0
+    shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert c.id[:12] in shown
+    assert main(["feedback", "remove", c.id[:12]]) == 0  # the id as `list` shows it
     assert capsys.readouterr().out.startswith("1 photo(s) removed")
     assert main(["feedback", "drop-sender", "flooder"]) == 0
     assert capsys.readouterr().out.startswith("2 photo(s) removed")

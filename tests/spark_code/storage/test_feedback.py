@@ -4,6 +4,7 @@ between the record and the photo leaves a record whose photo is missing, and no 
 
 import json
 import os
+import time
 
 import boto3
 import pytest
@@ -90,3 +91,72 @@ def test_a_writer_stopped_before_the_photo_leaves_a_record_to_remove_and_no_part
     store.remove(records["Banana"].id)
     assert [r.id for r in store.records()] == [kept.id]
     assert json.loads((tmp_path / "feedback" / RECORDS / f"{kept.id}.json").read_text())["label"] == "Kiwi"
+
+
+def _distinct_photos(count: int) -> list[bytes]:
+    from tests.images_factory import encoded, fruit_like
+
+    return [encoded(fruit_like((24, 24), seed=seed), "PNG") for seed in range(count)]
+
+
+def test_a_photo_added_while_its_class_loses_its_last_photo_is_kept(tmp_path, monkeypatch):
+    """The service's requests run on threads: a delete of a class's last photo (which deletes the emptied class
+    folder) beside an add to that class. A listing whose answer is 20 ms old (as S3's can be) widens the gap: without
+    the store's lock the new photo was deleted with the folder, or its write failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    list_names = storage.list_names
+    monkeypatch.setattr(storage, "list_names", lambda uri: (list_names(uri), time.sleep(0.02))[0])
+    store = FeedbackStore(str(tmp_path / "feedback"))
+    photos = _distinct_photos(16)
+    with ThreadPoolExecutor(2) as pool:
+        for last, new in zip(photos[::2], photos[1::2], strict=True):
+            kept = store.add(last, "Kiwi", "a")
+            removing = pool.submit(store.remove, kept.id)
+            added = pool.submit(store.add, new, "Kiwi", "b").result()
+            removing.result()
+            assert store.is_stored(added) and store.get(added.id) == added
+            store.remove(added.id)
+
+
+def test_one_photo_sent_twice_at_once_with_two_labels_lies_in_one_class(tmp_path, monkeypatch):
+    """Both requests looked for the photo's record before either wrote it (a read whose answer is 20 ms old widens
+    the gap): without the store's lock both wrote their photo, and the copy whose record lost stayed, untraceable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    read_text = storage.read_text
+    monkeypatch.setattr(storage, "read_text", lambda uri: (read_text(uri), time.sleep(0.02))[0])
+    store = FeedbackStore(str(tmp_path / "feedback"))
+    with ThreadPoolExecutor(2) as pool:
+        for photo in _distinct_photos(10):
+            for future in [pool.submit(store.add, photo, label, label) for label in ("Kiwi", "Banana")]:
+                future.result()
+            (record,) = [r for r in store.records() if r.size_bytes == len(photo)]
+            copies = [name for name in _files(store.root) if not name.startswith(RECORDS) and record.id in name]
+            assert copies == [f"{record.label}/{record.id}.png"]
+            store.remove(record.id)
+
+
+def test_a_sender_dropped_while_another_writer_removes_one_of_its_photos(tmp_path, monkeypatch):
+    store = FeedbackStore(str(tmp_path / "feedback"))
+    a, b = (store.add(photo, "Kiwi", "flooder") for photo in _distinct_photos(2))
+    listed = store.records()
+    store.remove(a.id)  # by the service, after drop-sender listed the records
+    monkeypatch.setattr(store, "records", lambda: listed)
+    assert store.drop_sender("flooder") == [b]
+    monkeypatch.undo()
+    assert store.records() == []
+
+
+def test_a_photo_is_named_by_the_start_of_its_id_when_one_photo_has_it(tmp_path):
+    store = FeedbackStore(str(tmp_path / "feedback"))
+    records = [store.add(photo, "Kiwi", "a") for photo in _distinct_photos(17)]
+    assert store.full_id(records[0].id[:12]) == records[0].id == store.full_id(records[0].id)
+    # 17 ids of 16 possible first digits: two start alike
+    shared = next(r.id[0] for r in records if sum(o.id[0] == r.id[0] for o in records) > 1)
+    with pytest.raises(FeedbackNotFound, match="stored photos have an id starting so"):
+        store.full_id(shared)
+    with pytest.raises(FeedbackNotFound):
+        store.full_id("")
+    with pytest.raises(FeedbackNotFound):
+        store.full_id("not hex")
