@@ -56,9 +56,14 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "once and trained on beside it (default 0: none)",
     )
     run.add_argument("--training-split", help="split folder that trains (default: Training or train, any case)")
-    run.add_argument("--validation-split", help="split folder that chooses the penalty (default: Validation/val/dev)")
     run.add_argument(
-        "--evaluation-split", help="split folder that evaluates (default: Test; none: a hold-out of training images)"
+        "--validation-split",
+        help="split folder that chooses the penalty (default: Validation, val, valid or dev, any case)",
+    )
+    run.add_argument(
+        "--evaluation-split",
+        help="split folder that evaluates (default: Test, testing, eval or evaluation, any case; none: a hold-out of "
+        "training images)",
     )
     run.add_argument("--holdout-fraction", type=float, help="share held out when no split evaluates (default 0.2)")
     run.add_argument(
