@@ -71,21 +71,27 @@ class RecentPhotos:
 
 
 class SenderLimiter:
-    """At most `per_minute` photos from one sender in any 60 s."""
+    """At most `per_minute` feedback requests from one sender in any 60 s (one whose photo is then refused, e.g. as no
+    image, counts too: a client that retries a bad upload is slowed down as well). A sender silent for a minute is
+    forgotten: the app's backend names each of its users, and a long-running service would otherwise keep every name
+    it ever saw."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.sent: dict[str, deque[float]] = {}
+        self.sent: OrderedDict[str, deque[float]] = OrderedDict()  # the least recently counted sender first
 
     def wait_for(self, sender: str, now: float | None = None) -> float:
-        """0 and the photo counted when the sender may send one now, else the seconds until it may."""
+        """0 and the request counted when the sender may send one now, else the seconds until it may."""
         now = time.monotonic() if now is None else now
+        while self.sent and now - next(iter(self.sent.values()))[-1] >= 60:
+            self.sent.popitem(last=False)
         times = self.sent.setdefault(sender, deque())
         while times and now - times[0] >= 60:
             times.popleft()
         if len(times) >= self.per_minute:
             return 60 - (now - times[0])
         times.append(now)
+        self.sent.move_to_end(sender)
         return 0.0
 
 

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import requests
 
+from fruits_assets.app.feedback_api import SenderLimiter
 from fruits_assets.app.service import create_app
 from spark_code.storage.feedback import FeedbackStore
 from tests.fruits_assets.app.serving import Serving
@@ -86,3 +87,17 @@ def test_a_sender_past_the_limit_is_answered_429(feedback_service, small_root):
     assert int(answers[-1].headers["Retry-After"]) >= 1 and "at most 4 a minute" in answers[-1].json()["error"]
     assert _send(served.url, photos[4], AUTH | {"X-Fruits-Sender": "calm"}, label="Kiwi").status_code == 201
     assert len(store.records()) == 5
+
+
+def test_the_limit_counts_each_senders_last_minute_and_forgets_silent_senders():
+    limiter = SenderLimiter(2)
+    assert limiter.wait_for("a", now=0) == 0 and limiter.wait_for("a", now=1) == 0
+    assert limiter.wait_for("a", now=2) == pytest.approx(58)  # refused: not counted
+    assert limiter.wait_for("b", now=30) == 0
+    assert limiter.wait_for("a", now=60) == 0  # its first request is a minute old
+    assert limiter.wait_for("a", now=60.5) == pytest.approx(0.5)
+    # The app's backend names each of its users: those silent for a minute take no memory.
+    for user in range(1000):
+        assert limiter.wait_for(f"user-{user}", now=100 + user / 1000) == 0
+    assert "b" not in limiter.sent and len(limiter.sent) == 1001  # b silent since 30 s, a since 60 s
+    assert limiter.wait_for("late", now=161) == 0 and list(limiter.sent) == ["late"]
