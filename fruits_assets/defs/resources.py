@@ -172,7 +172,8 @@ class FruitsSettings(ConfigurableResource):
     def layout(self, s3: Any = None) -> ImagesLayout:
         """The images root's split and class folders, and the feedback area's class folders as the split FEEDBACK;
         an s3:// root is listed with `s3` (a boto3 client) if given."""
-        layout = discover_layout(self.images_root, s3, self.class_depth)
+        named = (self.training_split, self.validation_split, self.evaluation_split)
+        layout = discover_layout(self.images_root, s3, self.class_depth, named)
         return with_source(layout, FEEDBACK, self.feedback_root, s3) if self.feedback_root else layout
 
 

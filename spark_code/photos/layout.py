@@ -4,7 +4,10 @@ S3.
 
 The layout is detected from the tree, without a flag: when the root's folders hold image files themselves they are
 classes (the layout of Keras' `image_dataset_from_directory` and torchvision's `ImageFolder`); when they only hold
-folders they are splits, whatever their names. Below a split, a class is the first folder on each branch that holds
+folders they are splits, whatever their names. A root folder that holds folders and is named as a split
+(DEFAULT_SPLIT_NAMES, or a split the settings name) makes them splits even beside files: files lying in a split folder
+itself (Windows' Thumbs.db or desktop.ini, a README, a labels file, a competition's unlabelled test photos) belong to
+no class and are not read. Below a split, a class is the first folder on each branch that holds
 image files itself (the leaf folder of a nested tree; its own sub-folders' images are its), or, with a class depth
 N, the folder N levels down (every image below it is its: `Fruit/Apple/*/...` is the class Apple at depth 2).
 Listing is plain Python (no Spark) so that a Dagster sensor can discover classes cheaply.
@@ -14,11 +17,20 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from spark_code.errors import PermanentError
+
+DEFAULT_SPLIT_NAMES = {
+    "train": ("training", "train"),
+    "validate": ("validation", "val", "valid", "dev"),
+    "evaluate": ("test", "testing", "eval", "evaluation"),
+}
+"""Split folder names (compared case-insensitively) that take a role when the settings name none, by role (the keys
+are spark_code.photos.splits' TRAIN, VALIDATE and EVALUATE)."""
 
 
 class LayoutError(PermanentError, ValueError):
@@ -94,13 +106,22 @@ def list_folder(uri: str, s3: Any = None, enough_with_a_file: bool = False) -> t
     return _list_local(path)
 
 
+def file_stat(path: str) -> os.stat_result:
+    """A listed file's size and times; a link to nothing (or a file deleted while listed) is a LayoutError that names
+    it, not a bare FileNotFoundError for a file that `ls` shows."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError as exc:
+        raise LayoutError(f"{path} is a link to a file that is not there, or was deleted while listed") from exc
+
+
 def _empty_local_files(folder: str) -> list[str]:
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not _hidden(d)]
         for name in files:
             path = os.path.join(parent, name)
-            if not _hidden(name) and os.path.getsize(path) == 0:
+            if not _hidden(name) and file_stat(path).st_size == 0:
                 found.append(os.path.relpath(path, folder).replace(os.sep, "/"))
     return sorted(found)
 
@@ -115,7 +136,8 @@ def _empty_s3_files(uri: str, s3: Any = None) -> list[str]:
     for page in paginator.paginate(Bucket=parsed.netloc, Prefix=prefix):
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix) :]
-            if item["Size"] == 0 and relative and not any(_hidden(part) for part in relative.split("/")):
+            folder_marker = relative.endswith("/")  # what the S3 console's "Create folder" writes: no photo
+            if item["Size"] == 0 and relative and not folder_marker and not any(map(_hidden, relative.split("/"))):
                 found.append(relative)
     return sorted(found)
 
@@ -245,17 +267,25 @@ def _class_folders(
     return found
 
 
-def discover_layout(root: str, s3: Any = None, class_depth: int = 0) -> ImagesLayout:
+def _split_named(name: str, split_names: Iterable[str]) -> bool:
+    """Whether a root folder's name is a split's: a default one, or one of `split_names` (any case)."""
+    named = {*(n for names in DEFAULT_SPLIT_NAMES.values() for n in names), *(n.lower() for n in split_names if n)}
+    return name.lower() in named
+
+
+def discover_layout(root: str, s3: Any = None, class_depth: int = 0, split_names: Iterable[str] = ()) -> ImagesLayout:
     """List the split and class folders of `root` (see the module's docstring; `class_depth` 0 takes each branch's
-    first folder holding images); a missing root or one without any class is a clear error, and so is a class name
-    or a linked folder that could make the pipeline read outside the root."""
+    first folder holding images; `split_names`: the splits the settings name, beside DEFAULT_SPLIT_NAMES); a missing
+    root or one without any class is a clear error, and so is a class name or a linked folder that could make the
+    pipeline read outside the root."""
     if not root:
         raise LayoutError("no images root is set: set FRUITS_IMAGES_ROOT or pass --images-root")
     if class_depth < 0:
         raise LayoutError(f"class depth {class_depth} is negative: 0 takes the leaf folders, N the folders N down")
     top, _ = list_folder(root, s3)
     listed = {name: list_folder(join_uri(root, name), s3, enough_with_a_file=True) for name in top}
-    if any(has_files for _, has_files in listed.values()):
+    splits_by_name = any(folders and _split_named(name, split_names) for name, (folders, _) in listed.items())
+    if any(has_files for _, has_files in listed.values()) and not splits_by_name:
         under = {NO_SPLIT: top}
     else:
         under = {split: folders for split, (folders, _) in listed.items() if folders}

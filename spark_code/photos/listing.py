@@ -14,7 +14,7 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from spark_code.photos.layout import ImagesLayout, is_remote, local_path
+from spark_code.photos.layout import ImagesLayout, file_stat, is_remote, local_path
 
 
 def _hidden(relative: str) -> bool:
@@ -29,7 +29,7 @@ def _local_entries(folder: str) -> list[tuple[str, int, str]]:
             if name.startswith((".", "_")):
                 continue
             path = os.path.join(parent, name)
-            info = os.stat(path)
+            info = file_stat(path)
             found.append((os.path.relpath(path, folder).replace(os.sep, "/"), info.st_size, str(info.st_mtime_ns)))
     return found
 

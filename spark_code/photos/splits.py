@@ -14,20 +14,13 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_code.photos.layout import NO_SPLIT, LayoutError
+from spark_code.photos.layout import DEFAULT_SPLIT_NAMES, NO_SPLIT, LayoutError
 from spark_code.photos.views import is_view, photo_path
 
 ROLE = "role"
 TRAIN = "train"
 VALIDATE = "validate"
 EVALUATE = "evaluate"
-
-DEFAULT_SPLIT_NAMES = {
-    TRAIN: ("training", "train"),
-    VALIDATE: ("validation", "val", "valid", "dev"),
-    EVALUATE: ("test", "testing", "eval", "evaluation"),
-}
-"""Split folder names (compared case-insensitively) that take a role when the settings name none."""
 
 FEEDBACK = "_feedback"
 """The split of the photos the app's users confirmed (the feedback area, a source of its own beside the images

@@ -109,6 +109,43 @@ def test_split_folders_with_any_names(tmp_path):
     assert layout.classes == ["Kiwi"]
 
 
+@pytest.mark.parametrize(
+    ("stray", "expected"),
+    [
+        ("Training/Thumbs.db", {"Test": ["Apple", "Banana"], "Training": ["Apple", "Banana"]}),  # Windows Explorer's
+        ("Test/labels.csv", {"Test": ["Apple", "Banana"], "Training": ["Apple", "Banana"]}),
+        ("README.md", {"Test": ["Apple", "Banana"], "Training": ["Apple", "Banana"]}),  # beside the splits: ignored
+    ],
+)
+def test_a_stray_file_in_a_split_folder_named_as_a_split_keeps_the_splits(tmp_path, stray, expected):
+    """Before, one file in any root folder made every root folder a class: all the training photos one class
+    `Training`, the classes taken from Test alone."""
+    _write_tree(tmp_path, [f"{split}/{name}/1.jpg" for split in ("Training", "Test") for name in ("Apple", "Banana")])
+    _write_tree(tmp_path, [stray])
+    layout = discover_layout(str(tmp_path))
+    assert layout.classes_by_split == expected
+    assert layout.class_dirs(["Apple"]) == [f"{tmp_path}/Test/Apple", f"{tmp_path}/Training/Apple"]
+
+
+def test_a_split_of_unlabelled_photos_beside_a_labelled_one_has_no_class(tmp_path):
+    """A competition's layout: `train/<class>/` and `test/` holding the photos to label."""
+    _write_tree(tmp_path, ["train/Apple/1.jpg", "train/Banana/2.jpg", "test/1001.jpg", "test/1002.jpg"])
+    assert discover_layout(str(tmp_path)).classes_by_split == {"train": ["Apple", "Banana"]}
+
+
+def test_splits_the_settings_name_keep_the_splits_beside_a_stray_file(tmp_path):
+    _write_tree(tmp_path, ["Fit/Apple/1.jpg", "Fit/desktop.ini", "Check/Apple/2.jpg"])
+    assert not discover_layout(str(tmp_path)).has_splits  # nothing says Fit and Check are splits
+    named = discover_layout(str(tmp_path), split_names=("Fit", "", "check"))
+    assert named.classes_by_split == {"Check": ["Apple"], "Fit": ["Apple"]}
+
+
+def test_flat_classes_named_like_splits_stay_classes(tmp_path):
+    """A class folder holding photos and no folder is a class, whatever its name."""
+    _write_tree(tmp_path, ["Apple/1.jpg", "Test/2.jpg", "val/3.jpg"])
+    assert discover_layout(str(tmp_path)).classes_by_split == {NO_SPLIT: ["Apple", "Test", "val"]}
+
+
 def test_a_root_of_loose_images_names_both_layouts(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"jpeg")
     with pytest.raises(LayoutError, match=r"<root>/<split>/<class>/<image> or <root>/<class>/<image>"):
@@ -219,7 +256,15 @@ def test_both_layouts_on_s3(aws):
 def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
     s3 = boto3.client("s3", endpoint_url=aws)
     s3.create_bucket(Bucket="fruits-empty", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    for key, body in {"Kiwi/a.jpg": b"jpeg", "Kiwi/empty.jpg": b"", "Kiwi/deep/none.png": b"", "Kiwi/.x": b""}.items():
+    # Kiwi/folder/: the marker the S3 console's "Create folder" writes, no photo
+    objects = {
+        "Kiwi/a.jpg": b"jpeg",
+        "Kiwi/empty.jpg": b"",
+        "Kiwi/deep/none.png": b"",
+        "Kiwi/.x": b"",
+        "Kiwi/folder/": b"",
+    }
+    for key, body in objects.items():
         s3.put_object(Bucket="fruits-empty", Key=key, Body=body)
     # The environment's default endpoint now leads nowhere: only the given client reaches the objects.
     with socket.socket() as sock:
@@ -243,3 +288,15 @@ def test_a_source_of_its_own_adds_its_folders_of_known_classes_as_a_split(tmp_pa
         ("_feedback", "_feedback/Kiwi", f"{tmp_path}/feedback/Kiwi"),
     ]
     assert with_source(layout, "_feedback", str(tmp_path / "not yet")) == layout
+
+
+def test_a_photo_linking_to_nothing_is_a_clear_error_naming_it(tmp_path):
+    from spark_code.photos.listing import class_versions
+
+    _write_tree(tmp_path, ["Training/Apple/1.jpg"])
+    (tmp_path / "Training" / "Apple" / "2.jpg").symlink_to(tmp_path / "gone.jpg")
+    layout = discover_layout(str(tmp_path))
+    with pytest.raises(LayoutError, match=r"Apple/2.jpg is a link to a file that is not there"):
+        class_versions(layout, ["Apple"])
+    with pytest.raises(LayoutError, match=r"Apple/2.jpg is a link to a file that is not there"):
+        empty_files(str(tmp_path / "Training" / "Apple"))
