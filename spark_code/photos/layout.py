@@ -16,6 +16,7 @@ Listing is plain Python (no Spark) so that a Dagster sensor can discover classes
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -237,8 +238,8 @@ def _class_folders(
     root: str, split: str, top: list[str], class_depth: int, s3: Any, listed: dict[str, tuple[list[str], bool]]
 ) -> dict[str, str]:
     """class -> its folder under the split (see the module's docstring), from the split's folders `top` (`listed`:
-    those already listed); two class folders of one name in a split, or photos lying above the class depth, are
-    errors that say where."""
+    those already listed); two class folders of one name in a split (in NFC), or photos lying above the class depth,
+    are errors that say where."""
     found: dict[str, str] = {}
     todo = deque((name, 1) for name in top)
     while todo:
@@ -257,7 +258,9 @@ def _class_folders(
                 continue
             if class_depth:
                 continue  # a branch that ends above the class depth holds no photo
-        name = validate_class_name(folder.rsplit("/", 1)[-1])
+        # One class whatever the Unicode form its folder's name was written in (macOS writes `Café` decomposed, NFD;
+        # most other systems composed, NFC): the class is named in NFC, its folder kept as written.
+        name = validate_class_name(unicodedata.normalize("NFC", folder.rsplit("/", 1)[-1]))
         if name in found:
             raise LayoutError(
                 f"two class folders are named {name!r} under {join_uri(root, split)!r}: {found[name]} and {folder}; "

@@ -3,6 +3,7 @@ import os
 
 import boto3
 import pandas as pd
+import pytest
 from pyspark.sql import functions as F
 
 from spark_code.photos.image_files import (
@@ -16,7 +17,7 @@ from spark_code.photos.image_files import (
     reindex,
     with_contents,
 )
-from spark_code.photos.layout import discover_layout, with_source
+from spark_code.photos.layout import LayoutError, discover_layout, with_source
 from tests.images_factory import BAD_IMAGES, GOOD_IMAGES, HEADER_INTACT, write_files
 
 
@@ -49,6 +50,26 @@ def test_class_names_with_glob_characters_read_exactly_their_folder(spark, tmp_p
     for i, name in enumerate(names):
         rows = read_image_files(spark, layout, [name]).select("path", "label").collect()
         assert [(r["path"].rsplit("/", 1)[-1], r["label"]) for r in rows] == [(f"{i}.jpg", name)], name
+
+
+def test_a_class_folder_named_in_either_unicode_form_is_one_class(spark, tmp_path):
+    """`Café` as macOS writes it (decomposed, NFD) in Training, as most systems do (composed, NFC) in Test: one class,
+    named in NFC, each photo read from its own folder."""
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    write_files(tmp_path / "Training" / decomposed, {"1.jpg": GOOD_IMAGES["rgb.jpg"]})
+    write_files(tmp_path / "Test" / composed, {"2.jpg": GOOD_IMAGES["rgb.jpg"]})
+    write_files(tmp_path / "Test" / "Kiwi", {"3.jpg": GOOD_IMAGES["rgb.jpg"]})
+    layout = discover_layout(str(tmp_path))
+    assert layout.classes == [composed, "Kiwi"]
+    rows = list_image_files(spark, layout, layout.classes).collect()
+    assert {r["path"].rsplit("/", 1)[-1]: (r["split"], r["label"]) for r in rows} == {
+        "1.jpg": ("Training", composed),
+        "2.jpg": ("Test", composed),
+        "3.jpg": ("Test", "Kiwi"),
+    }
+    write_files(tmp_path / "Test" / decomposed, {"4.jpg": GOOD_IMAGES["rgb.jpg"]})
+    with pytest.raises(LayoutError, match="two class folders are named"):
+        discover_layout(str(tmp_path))
 
 
 def test_photos_of_nested_class_folders_get_their_class_at_any_depth(spark, tmp_path):
