@@ -291,7 +291,12 @@ def discover_layout(root: str, s3: Any = None, class_depth: int = 0, split_names
     if any(has_files for _, has_files in listed.values()) and not splits_by_name:
         under = {NO_SPLIT: top}
     else:
-        under = {split: folders for split, (folders, _) in listed.items() if folders}
+        # A split folder holding files was listed only up to the first page that holds one (on S3): in full here.
+        complete = {
+            split: list_folder(join_uri(root, split), s3)[0] if has_files else folders
+            for split, (folders, has_files) in listed.items()
+        }
+        under = {split: folders for split, folders in complete.items() if folders}
     flat = listed if NO_SPLIT in under else {}
     by_split = {split: _class_folders(root, split, names, class_depth, s3, flat) for split, names in under.items()}
     by_split = {split: folders for split, folders in by_split.items() if folders}

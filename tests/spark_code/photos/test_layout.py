@@ -253,6 +253,21 @@ def test_both_layouts_on_s3(aws):
     assert by_fruit.classes_by_split == {"train": ["Apple", "Banana"], "val": ["Apple", "Potato"]}
 
 
+def test_on_s3_a_split_with_a_stray_file_keeps_every_class_past_a_listing_page(aws):
+    """A folder holding a file was listed up to its first page holding one: the classes on the next pages of a split
+    with a stray file are listed too. S3 lists 1,000 keys a page; this client asks for 5."""
+    s3 = boto3.client("s3")
+    s3.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2", lambda params, **_: params.setdefault("MaxKeys", 5)
+    )
+    s3.create_bucket(Bucket="fruits-pages", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    classes = [f"c{i:02d}" for i in range(12)]
+    for key in ["Training/Thumbs.db", *(f"Training/{name}/1.jpg" for name in classes), "Test/c00/2.jpg"]:
+        s3.put_object(Bucket="fruits-pages", Key=key, Body=b"jpeg")
+    layout = discover_layout("s3://fruits-pages", s3)
+    assert layout.classes_by_split == {"Test": ["c00"], "Training": classes}
+
+
 def test_empty_files_on_s3_are_listed_with_the_client_given(aws, monkeypatch):
     s3 = boto3.client("s3", endpoint_url=aws)
     s3.create_bucket(Bucket="fruits-empty", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
