@@ -30,8 +30,14 @@ DEFAULT_SPLIT_NAMES = {
     "validate": ("validation", "val", "valid", "dev"),
     "evaluate": ("test", "testing", "eval", "evaluation"),
 }
-"""Split folder names (compared case-insensitively) that take a role when the settings name none, by role (the keys
-are spark_code.photos.splits' TRAIN, VALIDATE and EVALUATE)."""
+"""Split folder names (compared by split_key: any case, spaces around ignored) that take a role when the settings
+name none, by role (the keys are spark_code.photos.splits' TRAIN, VALIDATE and EVALUATE)."""
+
+
+def split_key(name: str) -> str:
+    """A split folder's name as it is compared with split names: any case, in NFC, without the spaces around it (a
+    folder named `Test ` is the Test split)."""
+    return unicodedata.normalize("NFC", name).strip().casefold()
 
 
 class LayoutError(PermanentError, ValueError):
@@ -272,8 +278,8 @@ def _class_folders(
 
 def _split_named(name: str, split_names: Iterable[str]) -> bool:
     """Whether a root folder's name is a split's: a default one, or one of `split_names` (any case)."""
-    named = {*(n for names in DEFAULT_SPLIT_NAMES.values() for n in names), *(n.lower() for n in split_names if n)}
-    return name.lower() in named
+    named = {*(n for names in DEFAULT_SPLIT_NAMES.values() for n in names), *(split_key(n) for n in split_names if n)}
+    return split_key(name) in named
 
 
 def discover_layout(root: str, s3: Any = None, class_depth: int = 0, split_names: Iterable[str] = ()) -> ImagesLayout:

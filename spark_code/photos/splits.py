@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_code.photos.layout import DEFAULT_SPLIT_NAMES, NO_SPLIT, LayoutError
+from spark_code.photos.layout import DEFAULT_SPLIT_NAMES, NO_SPLIT, LayoutError, split_key
 from spark_code.photos.views import is_view, photo_path
 
 ROLE = "role"
@@ -70,7 +70,7 @@ class SplitRoles:
 def _by_default_name(role: str, splits: list[str], taken: set[str]) -> str | None:
     for candidate in DEFAULT_SPLIT_NAMES[role]:
         for split in splits:
-            if split.casefold() == candidate and split not in taken:
+            if split_key(split) == candidate and split not in taken:
                 return split
     return None
 

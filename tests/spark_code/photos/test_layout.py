@@ -140,6 +140,11 @@ def test_splits_the_settings_name_keep_the_splits_beside_a_stray_file(tmp_path):
     assert named.classes_by_split == {"Check": ["Apple"], "Fit": ["Apple"]}
 
 
+def test_a_split_folder_with_spaces_around_its_name_is_still_a_split_beside_a_stray_file(tmp_path):
+    _write_tree(tmp_path, ["Training /Apple/1.jpg", "Training /desktop.ini", "Test/Apple/2.jpg"])
+    assert discover_layout(str(tmp_path)).classes_by_split == {"Test": ["Apple"], "Training ": ["Apple"]}
+
+
 def test_flat_classes_named_like_splits_stay_classes(tmp_path):
     """A class folder holding photos and no folder is a class, whatever its name."""
     _write_tree(tmp_path, ["Apple/1.jpg", "Test/2.jpg", "val/3.jpg"])

@@ -27,6 +27,8 @@ from spark_code.photos.splits import (
         (["photos"], SplitRoles("photos")),
         (["photos", "test"], SplitRoles("photos", None, "test")),
         (["train", "dev", "extra"], SplitRoles("train", "dev", None)),
+        (["Training", "Test "], SplitRoles("Training", None, "Test ")),  # a trailing space: still the test split
+        (["TRAIN", "VALID", "EVAL"], SplitRoles("TRAIN", "VALID", "EVAL")),
     ],
 )
 def test_roles_are_found_by_name(splits, expected):
