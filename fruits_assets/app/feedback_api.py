@@ -70,6 +70,15 @@ class RecentPhotos:
         return self.photos.get(photo_id)
 
 
+def decode_status(error: ImageDecodeError) -> int:
+    """400 for an empty photo, 415 for bytes that are no image format, 422 for an image that cannot be decoded
+    (truncated, corrupt, a decompression bomb): the status of a photo refused by /v1/predict and /v1/feedback alike."""
+    message = str(error)
+    if message == "empty file":
+        return 400
+    return 415 if message.startswith("not an image") else 422
+
+
 class SenderLimiter:
     """At most `per_minute` feedback requests from one sender in any 60 s (one whose photo is then refused, e.g. as no
     image, counts too: a client that retries a bad upload is slowed down as well). A sender silent for a minute is
@@ -203,8 +212,8 @@ def add_feedback_routes(
             source = "upload"
         try:
             record = await asyncio.to_thread(store.add, data, label, sender, source)
-        except ImageDecodeError as exc:
-            raise error(415, str(exc)) from exc
+        except ImageDecodeError as exc:  # the same statuses as /v1/predict's
+            raise error(decode_status(exc), str(exc)) from exc
         except LayoutError as exc:
             raise error(422, str(exc)) from exc
         return {**asdict(record), "stored": True}

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.routing import Match
 
-from fruits_assets.app.feedback_api import PER_MINUTE, Feedback, add_feedback_routes
+from fruits_assets.app.feedback_api import PER_MINUTE, Feedback, add_feedback_routes, decode_status
 from fruits_assets.app.models_watch import ModelWatcher, ServedModel
 from spark_code.models.fruit_facts import FruitFacts, facts_for
 from spark_code.photos.images import ImageDecodeError
@@ -82,15 +82,6 @@ class PhotoError(Exception):
 def busy(message: str, retry_after_s: float) -> PhotoError:
     """503 for a full service: the client may retry after `retry_after_s` seconds (rounded up, at least 1)."""
     return PhotoError(503, message, {"Retry-After": str(max(1, math.ceil(retry_after_s)))})
-
-
-def decode_status(error: ImageDecodeError) -> int:
-    """400 for an empty photo, 415 for bytes that are no image format, 422 for an image that cannot be decoded
-    (truncated, corrupt, a decompression bomb)."""
-    message = str(error)
-    if message == "empty file":
-        return 400
-    return 415 if message.startswith("not an image") else 422
 
 
 class ByteBudget:

@@ -11,6 +11,7 @@ from fruits_assets.app.feedback_api import SenderLimiter
 from fruits_assets.app.service import create_app
 from spark_code.storage.feedback import FeedbackStore
 from tests.fruits_assets.app.serving import Serving
+from tests.images_factory import BAD_IMAGES
 
 TOKEN = "operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,6 +53,8 @@ def test_photos_sent_or_named_by_their_answer_are_stored_listed_and_removed(feed
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     assert _send(url, kiwi, AUTH, label="Durian").status_code == 422
     assert _send(url, b"not a photo", AUTH | {"X-Fruits-Sender": "other"}, label="Kiwi").status_code == 415
+    bomb = _send(url, BAD_IMAGES["bomb.png"], AUTH | {"X-Fruits-Sender": "other"}, label="Kiwi")
+    assert bomb.status_code == 422 and "decompression bomb" in bomb.json()["error"]  # as /v1/predict answers it
     assert _send(url, None, AUTH, label="Kiwi", answer="0" * 64).status_code == 404
     assert store.records() == []
 
