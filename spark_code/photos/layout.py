@@ -276,10 +276,9 @@ def _class_folders(
     return found
 
 
-def _split_named(name: str, split_names: Iterable[str]) -> bool:
-    """Whether a root folder's name is a split's: a default one, or one of `split_names` (any case)."""
-    named = {*(n for names in DEFAULT_SPLIT_NAMES.values() for n in names), *(split_key(n) for n in split_names if n)}
-    return split_key(name) in named
+def _split_keys(split_names: Iterable[str]) -> set[str]:
+    """The split_key of every split name: the default ones and `split_names` (the settings')."""
+    return {*(n for names in DEFAULT_SPLIT_NAMES.values() for n in names), *(split_key(n) for n in split_names if n)}
 
 
 def discover_layout(root: str, s3: Any = None, class_depth: int = 0, split_names: Iterable[str] = ()) -> ImagesLayout:
@@ -293,13 +292,14 @@ def discover_layout(root: str, s3: Any = None, class_depth: int = 0, split_names
         raise LayoutError(f"class depth {class_depth} is negative: 0 takes the leaf folders, N the folders N down")
     top, _ = list_folder(root, s3)
     listed = {name: list_folder(join_uri(root, name), s3, enough_with_a_file=True) for name in top}
-    splits_by_name = any(folders and _split_named(name, split_names) for name, (folders, _) in listed.items())
+    keys = _split_keys(split_names)
+    splits_by_name = any(folders and split_key(name) in keys for name, (folders, _) in listed.items())
     if any(has_files for _, has_files in listed.values()) and not splits_by_name:
         under = {NO_SPLIT: top}
     else:
-        # A split folder holding files was listed only up to the first page that holds one (on S3): in full here.
+        # On S3 a split folder holding files was listed only up to the first page that holds one: in full here.
         complete = {
-            split: list_folder(join_uri(root, split), s3)[0] if has_files else folders
+            split: list_folder(join_uri(root, split), s3)[0] if has_files and is_remote(root) else folders
             for split, (folders, has_files) in listed.items()
         }
         under = {split: folders for split, folders in complete.items() if folders}

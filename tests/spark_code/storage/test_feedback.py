@@ -5,6 +5,7 @@ between the record and the photo leaves a record whose photo is missing, and no 
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -13,7 +14,7 @@ from spark_code.photos.images import ImageDecodeError
 from spark_code.photos.layout import LayoutError, discover_layout
 from spark_code.storage import storage
 from spark_code.storage.feedback import RECORDS, FeedbackNotFound, FeedbackStore
-from tests.images_factory import GOOD_IMAGES
+from tests.images_factory import GOOD_IMAGES, encoded, fruit_like
 
 
 def _files(root) -> list[str]:
@@ -94,8 +95,6 @@ def test_a_writer_stopped_before_the_photo_leaves_a_record_to_remove_and_no_part
 
 
 def _distinct_photos(count: int) -> list[bytes]:
-    from tests.images_factory import encoded, fruit_like
-
     return [encoded(fruit_like((24, 24), seed=seed), "PNG") for seed in range(count)]
 
 
@@ -103,8 +102,6 @@ def test_a_photo_added_while_its_class_loses_its_last_photo_is_kept(tmp_path, mo
     """The service's requests run on threads: a delete of a class's last photo (which deletes the emptied class
     folder) beside an add to that class. A listing whose answer is 20 ms old (as S3's can be) widens the gap: without
     the store's lock the new photo was deleted with the folder, or its write failed."""
-    from concurrent.futures import ThreadPoolExecutor
-
     list_names = storage.list_names
     monkeypatch.setattr(storage, "list_names", lambda uri: (list_names(uri), time.sleep(0.02))[0])
     store = FeedbackStore(str(tmp_path / "feedback"))
@@ -122,8 +119,6 @@ def test_a_photo_added_while_its_class_loses_its_last_photo_is_kept(tmp_path, mo
 def test_one_photo_sent_twice_at_once_with_two_labels_lies_in_one_class(tmp_path, monkeypatch):
     """Both requests looked for the photo's record before either wrote it (a read whose answer is 20 ms old widens
     the gap): without the store's lock both wrote their photo, and the copy whose record lost stayed, untraceable."""
-    from concurrent.futures import ThreadPoolExecutor
-
     read_text = storage.read_text
     monkeypatch.setattr(storage, "read_text", lambda uri: (read_text(uri), time.sleep(0.02))[0])
     store = FeedbackStore(str(tmp_path / "feedback"))
